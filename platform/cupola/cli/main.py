@@ -1,0 +1,92 @@
+"""`cupola`: the command line over the library; every command has --help."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cupola.cli import features
+from cupola.cli.console import console, load_settings, progress_bars, user_errors
+
+app = typer.Typer(help="cupola: an end-to-end machine-learning platform on Ray.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(features.app, name="features")
+example_app = typer.Typer(help="The packaged food-delivery example.", no_args_is_help=True)
+app.add_typer(example_app, name="example")
+training_set_app = typer.Typer(help="Point-in-time-correct training sets.", no_args_is_help=True)
+app.add_typer(training_set_app, name="training-set")
+
+
+@app.command()
+def config() -> None:
+    """Show the effective settings (from CUPOLA_* variables, CUPOLA_CONFIG_FILE and defaults)."""
+    settings = load_settings()
+    console.print_json(json.dumps({**settings.model_dump(mode="json"), "data_root_uri": settings.data_root_uri}))
+
+
+@example_app.command("generate")
+def generate(
+    rows: Annotated[int, typer.Option(min=1, help="number of orders")] = 100_000,
+    seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same data")] = 7,
+    days: Annotated[int, typer.Option(min=1, help="days of history")] = 30,
+) -> None:
+    """Write synthetic orders (raw events) and delivery labels to the datalake."""
+    from cupola.examples import LABELS_PATH, ORDERS_PATH
+    from cupola.examples.delivery import write_example
+    from cupola.storage.datalake import Datalake
+
+    with user_errors():
+        datalake = Datalake(load_settings().data_root_uri)
+        with console.status(f"generating {rows:,} orders"):
+            write_example(datalake, rows, seed=seed, days=days)
+    console.print(f"wrote {rows:,} orders to {datalake.uri(ORDERS_PATH)} and labels to {datalake.uri(LABELS_PATH)}")
+
+
+@training_set_app.command("build")
+def build_training_set(
+    name: Annotated[str, typer.Argument(help="training-set name (a folder under training_sets/)")],
+    labels: Annotated[str, typer.Option(help="Parquet label events: a path under the data root or a URI")],
+    event_time: Annotated[str, typer.Option(help="timestamp column of the labels")],
+    feature: Annotated[list[str], typer.Option("--feature", "-f", help="group.feature or group.*; repeat")],
+) -> None:
+    """Join features onto label events as of each label's time (no value from the future)."""
+    from cupola.features import FeatureStore
+
+    with user_errors():
+        store = FeatureStore(load_settings())
+        with progress_bars() as progress:
+            result = store.training_set(name, labels, event_time, feature, progress)
+    console.print(f"training set {result.name}: {result.rows:,} rows, {len(result.feature_columns)} features at {result.uri}")
+    console.print(f"fingerprint {result.fingerprint}")
+
+
+@app.command()
+def quickstart(
+    rows: Annotated[int, typer.Option(min=100, help="orders to generate")] = 100_000,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+) -> None:
+    """Generate the example, build features on Ray, build a training set, materialize, and summarize."""
+    from cupola.quickstart import run_quickstart
+
+    with user_errors():
+        settings = load_settings()
+        with progress_bars() as progress:
+            summary = run_quickstart(settings, rows, seed, progress)
+    table = Table("feature group", "rows", "dates", "seconds", "online entities", title="feature groups")
+    for build in summary.builds:
+        table.add_row(build.group, f"{build.rows:,}", str(len(build.dates)), f"{build.seconds:.1f}", f"{summary.materialized.get(build.group, 0):,}")
+    console.print(table)
+    training_set = summary.training_set
+    console.print(f"orders generated:  {summary.orders:,}")
+    console.print(f"training set:      {training_set.rows:,} rows x {len(training_set.columns)} columns ({len(training_set.feature_columns)} features)")
+    console.print(f"                   {training_set.uri}")
+    console.print(f"datalake:          {summary.data_root}")
+    console.print(f"online store:      {summary.online_store}")
+    console.print("online lookup:     " + json.dumps(summary.sample_lookup, default=str))
+    console.print("next: `cupola features list`, `cupola features describe restaurant_prep`")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    app(args=argv)

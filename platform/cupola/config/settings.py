@@ -1,0 +1,145 @@
+"""cupola's settings: every environment variable is declared here and nowhere else.
+
+Values come from (highest first) explicit keyword arguments, ``CUPOLA_*`` environment
+variables, a YAML file named by ``CUPOLA_CONFIG_FILE``, then the defaults below. The
+defaults run everything embedded on one machine: a local datalake, SQLite stores and a
+Ray instance started on demand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "CUPOLA_"
+
+
+class SettingsError(ValueError):
+    """Raised when settings are invalid; the message names the variable and the fix."""
+
+
+class Settings(BaseSettings):
+    """Where data lives, which backend stores records, and which Ray cluster runs the work."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    config_file: Path | None = Field(
+        default=None,
+        description="YAML file with settings (keys as below, lower case). Env: CUPOLA_CONFIG_FILE.",
+    )
+    data_root: str = Field(
+        default="cupola_data",
+        description=(
+            "Root of the datalake: a local path or a pyarrow filesystem URI "
+            "(file:///abs/path, s3://bucket/prefix, hdfs://namenode/path). Env: CUPOLA_DATA_ROOT."
+        ),
+    )
+    backend: Literal["sqlite", "cassandra"] = Field(
+        default="sqlite",
+        description="Store backend for the online store and records. Env: CUPOLA_BACKEND.",
+    )
+    ray_address: str = Field(
+        default="",
+        description=(
+            "Ray cluster to connect to ('auto', 'ray://host:10001', 'host:6379'); empty starts "
+            "or reuses a local Ray. Inside `ray job submit` the job's cluster is used. Env: CUPOLA_RAY_ADDRESS."
+        ),
+    )
+    feature_repo: Path | None = Field(
+        default=None,
+        description=(
+            "Folder of feature-group YAML declarations; empty uses the packaged delivery example. "
+            "Env: CUPOLA_FEATURE_REPO."
+        ),
+    )
+    online_store_path: Path | None = Field(
+        default=None,
+        description=(
+            "SQLite file of the embedded online store; empty puts it at <data_root>/online/online.db "
+            "(a local data_root is then required). Env: CUPOLA_ONLINE_STORE_PATH."
+        ),
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = init_settings().get("config_file") or env_settings().get("config_file")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise SettingsError(
+                    f"CUPOLA_CONFIG_FILE points to {path}, which does not exist: "
+                    "create it or unset the variable"
+                )
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @field_validator("data_root")
+    @classmethod
+    def _data_root_is_usable(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("data_root is empty: set CUPOLA_DATA_ROOT to a path or URI")
+        scheme = urlparse(value).scheme
+        if scheme and len(scheme) > 1 and scheme not in {"file", "s3", "hdfs", "gs", "viewfs"}:
+            raise ValueError(
+                f"data_root scheme '{scheme}' is not supported: use a local path, file://, s3://, gs:// or hdfs://"
+            )
+        return value
+
+    @classmethod
+    def load(cls, **overrides: object) -> "Settings":
+        """Build settings, turning validation errors into one readable SettingsError."""
+        try:
+            return cls(**overrides)
+        except ValidationError as error:
+            lines = []
+            for problem in error.errors():
+                field = ".".join(str(part) for part in problem["loc"])
+                lines.append(f"{ENV_PREFIX}{field.upper()} ({field}): {problem['msg']}")
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+    @property
+    def data_root_uri(self) -> str:
+        """The data root as a URI that pyarrow.fs understands; local paths become absolute file:// URIs."""
+        if "://" in self.data_root:
+            return self.data_root.rstrip("/")
+        return Path(self.data_root).expanduser().resolve().as_uri()
+
+    @property
+    def is_local_data_root(self) -> bool:
+        return self.data_root_uri.startswith("file://")
+
+    def resolved_online_store_path(self) -> Path:
+        """The SQLite online store file; refuses a remote data root without an explicit local path."""
+        if self.online_store_path is not None:
+            return self.online_store_path.expanduser().resolve()
+        if not self.is_local_data_root:
+            raise SettingsError(
+                f"data_root {self.data_root_uri} is not local, so the SQLite online store needs "
+                "CUPOLA_ONLINE_STORE_PATH (a local file) or CUPOLA_BACKEND=cassandra"
+            )
+        return Path(urlparse(self.data_root_uri).path) / "online" / "online.db"
+
+    def resolved_feature_repo(self) -> Path:
+        """The feature-group declarations folder (the packaged example when unset)."""
+        if self.feature_repo is not None:
+            return self.feature_repo.expanduser().resolve()
+        from cupola.examples import EXAMPLE_FEATURE_REPO
+
+        return EXAMPLE_FEATURE_REPO

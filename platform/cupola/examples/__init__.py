@@ -1,0 +1,11 @@
+"""The packaged food-delivery example (Michelangelo's UberEATS case) used by the quickstart."""
+
+from pathlib import Path
+
+EXAMPLE_FEATURE_REPO = Path(__file__).parent / "features"
+ORDERS_PATH = "raw/orders"
+LABELS_PATH = "labels/deliveries"
+LABEL_EVENT_TIME = "order_ts"
+EXAMPLE_FEATURES = ["restaurant_prep.*", "city_demand.*"]
+
+__all__ = ["EXAMPLE_FEATURES", "EXAMPLE_FEATURE_REPO", "LABELS_PATH", "LABEL_EVENT_TIME", "ORDERS_PATH"]

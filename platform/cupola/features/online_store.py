@@ -1,0 +1,77 @@
+"""The online store interface: latest feature values per entity, read in one call at serving time.
+
+Backends are chosen by the `backend` setting and imported lazily (the SQLite one is
+embedded and the default; a Cassandra one implements the same interface), so a backend's
+driver is needed only when it is chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from cupola.config import Settings
+from cupola.specs.feature_group import FeatureGroupSpec
+
+EntityKey = tuple[Any, ...]
+
+
+def encode_entity_key(values: Sequence[Any]) -> str:
+    """A stable text key for an entity: the JSON list of its key values, ints as ints, the rest as text."""
+    return json.dumps([int(v) if isinstance(v, int) or hasattr(v, "__index__") else str(v) for v in values], separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class OnlineRow:
+    """One entity's latest values in one feature group, and the event time they are as of."""
+
+    event_time: pd.Timestamp
+    values: dict[str, Any]
+
+
+class OnlineStore(ABC):
+    """Latest value per (feature group, entity). Implementations must be safe to reuse across calls."""
+
+    @abstractmethod
+    def write(self, group: FeatureGroupSpec, rows: pd.DataFrame) -> int:
+        """Upsert rows holding the group's entity keys, event time and features.
+
+        A stored row is replaced only by a row with the same or a later event time, so
+        replaying an older materialization never moves values back in time. Returns the
+        number of rows offered.
+        """
+
+    @abstractmethod
+    def read(self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:
+        """Values of `features` for each entity key (a tuple in `group.entities` order), in order; None where absent."""
+
+    @abstractmethod
+    def delete_group(self, group: str) -> None:
+        """Forget every row of a feature group."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+
+ONLINE_STORE_CLASS_FOR_BACKEND = {
+    "sqlite": "cupola.storage.sqlite_online_store.SqliteOnlineStore",
+}
+
+
+def create_online_store(settings: Settings) -> OnlineStore:
+    """Instantiate the configured backend, importing its module only now."""
+    qualified = ONLINE_STORE_CLASS_FOR_BACKEND.get(settings.backend)
+    if qualified is None:
+        raise NotImplementedError(
+            f"the '{settings.backend}' online store is not available in this version; use CUPOLA_BACKEND=sqlite"
+        )
+    module_name, class_name = qualified.rsplit(".", 1)
+    store_class = getattr(importlib.import_module(module_name), class_name)
+    return store_class.from_settings(settings)

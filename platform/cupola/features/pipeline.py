@@ -1,0 +1,182 @@
+"""Build a feature group: raw events → row transforms → windows per entity → offline store.
+
+The work is one hash shuffle on Ray core tasks: a map task per source file reads it,
+applies the row transforms and splits the rows by entity bucket; a reduce task per bucket
+sorts its entities' events, computes every window with vectorized pandas and writes that
+bucket's files. Each entity's whole history meets in one task, so windows are right across
+file and date boundaries. (Measured here, Ray Data's groupby shuffle took 6-12x longer than
+this on the same data; see README "Architecture".)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+import pandas as pd
+import pyarrow.parquet as pq
+import ray
+
+from cupola.features.aggregations import apply_row_transforms, compute_windows, to_declared_types
+from cupola.features.offline_store import OfflineStore
+from cupola.features.sharding import normalize_keys, split_by_bucket
+from cupola.features.stats import merge_stats, partial_stats
+from cupola.features.timeutil import day_start, days_between, to_utc
+from cupola.specs.feature_group import FeatureGroupSpec
+from cupola.storage.datalake import Datalake
+
+Progress = Callable[[str, int, int], None]
+
+
+class BuildError(ValueError):
+    """A build cannot start; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    group: str
+    run_id: str
+    rows: int
+    dates: list[str]
+    seconds: float
+    source_files: int
+    statistics: dict = field(repr=False, default_factory=dict)
+
+
+def _read_source_file(datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None) -> pd.DataFrame:
+    columns = sorted(spec.source_columns())
+    frame = pq.read_table(path, columns=columns, filesystem=datalake.filesystem).to_pandas()
+    frame[spec.event_time] = to_utc(frame[spec.event_time], f"source of feature group '{spec.name}'")
+    if lower is not None:
+        frame = frame[frame[spec.event_time] >= lower]
+    if upper is not None:
+        frame = frame[frame[spec.event_time] < upper]
+    frame = normalize_keys(frame.reset_index(drop=True), spec.entities, f"source of feature group '{spec.name}'")
+    return apply_row_transforms(frame, spec)
+
+
+@ray.remote
+def _map_source_file(datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
+    frame = _read_source_file(datalake, path, spec, lower, upper)
+    parts = split_by_bucket(frame, spec.entity_names, spec.buckets)
+    return parts[0] if spec.buckets == 1 else tuple(parts)
+
+
+@ray.remote
+def _reduce_bucket(datalake: Datalake, spec: FeatureGroupSpec, run_id: str, bucket: int, keep_from: pd.Timestamp | None, *parts: pd.DataFrame) -> tuple[int, list[str]]:
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    frame = frame.sort_values([*spec.entity_names, spec.event_time], kind="stable").reset_index(drop=True)
+    features = to_declared_types(compute_windows(frame, spec), spec)
+    if keep_from is not None:
+        features = features[features[spec.event_time] >= keep_from]
+    dates = OfflineStore(datalake).write_staged_bucket(spec.name, run_id, bucket, features, spec.event_time)
+    return len(features), dates
+
+
+@ray.remote
+def _bucket_statistics(datalake: Datalake, group: str, bucket: int) -> dict:
+    store = OfflineStore(datalake)
+    table = store.read_files(store.bucket_files(group, bucket))
+    return partial_stats(table) if table is not None else {}
+
+
+def _wait_all(refs: list[ray.ObjectRef], step: str, progress: Progress | None) -> list:
+    """ray.get with progress reports as tasks finish."""
+    pending, done = list(refs), 0
+    while pending:
+        finished, pending = ray.wait(pending, num_returns=1)
+        done += len(finished)
+        if progress:
+            progress(step, done, len(refs))
+    return ray.get(refs)
+
+
+def _replaced_dates(existing: list[str], start: date | None, end: date | None) -> list[str] | None:
+    """Dates a build owns: [start, end), or every existing date on its open side; None means all."""
+    if start is None and end is None:
+        return None
+    if start is not None and end is not None:
+        return days_between(start, end)
+    return [d for d in existing if (start is None or d >= start.isoformat()) and (end is None or d < end.isoformat())]
+
+
+def group_statistics(datalake: Datalake, spec: FeatureGroupSpec) -> dict:
+    """Statistics of the whole group (every date), one task per bucket."""
+    parts = ray.get([_bucket_statistics.remote(datalake, spec.name, b) for b in range(spec.buckets)])
+    return merge_stats([p for p in parts if p])
+
+
+def build_feature_group(
+    spec: FeatureGroupSpec,
+    datalake: Datalake,
+    start: date | None = None,
+    end: date | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Compute `spec` for event dates in [start, end) (all dates when both are None) and publish them.
+
+    Events from `start - lookback` are read so the first day's windows are complete. The
+    dates in range are replaced whole: re-running a range never duplicates rows.
+    """
+    began = time.perf_counter()
+    offline = OfflineStore(datalake)
+    previous = offline.read_metadata(spec.name)
+    partial = start is not None or end is not None
+    if partial and previous and previous.get("buckets") != spec.buckets:
+        raise BuildError(
+            f"feature group '{spec.name}': buckets changed from {previous.get('buckets')} to {spec.buckets}; "
+            "run a full build (without --start/--end) to re-bucket every date"
+        )
+    if start is not None and end is not None and end <= start:
+        raise BuildError(f"feature group '{spec.name}': end {end} must be after start {start}")
+    source_files = [p for p in datalake.list_files(spec.source.path, recursive=True) if p.endswith(".parquet")]
+    if not source_files:
+        raise BuildError(
+            f"feature group '{spec.name}': no Parquet files under source.path {datalake.uri(spec.source.path)}: "
+            "write the raw events there (for the example: `cupola example generate`) or fix source.path"
+        )
+    available = set(pq.read_schema(source_files[0], filesystem=datalake.filesystem).names)
+    missing = sorted(spec.source_columns() - available)
+    if missing:
+        raise BuildError(
+            f"feature group '{spec.name}': source {datalake.uri(spec.source.path)} lacks column(s) {', '.join(missing)} "
+            f"used by entities, source.event_time, transforms or features; available: {', '.join(sorted(available))}"
+        )
+
+    keep_from = day_start(start) if start is not None else None
+    lower = keep_from - pd.Timedelta(spec.lookback) if keep_from is not None else None
+    upper = day_start(end) if end is not None else None
+    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+    mapped = [_map_source_file.options(num_returns=spec.buckets).remote(datalake, path, spec, lower, upper) for path in source_files]
+    shards = [m if isinstance(m, list) else [m] for m in mapped]
+    reduced = [
+        _reduce_bucket.remote(datalake, spec, run_id, bucket, keep_from, *[shard[bucket] for shard in shards])
+        for bucket in range(spec.buckets)
+    ]
+    results = _wait_all(reduced, f"build {spec.name}", progress)
+    replaced = _replaced_dates(offline.dates(spec.name), start, end)
+    offline.publish(spec.name, run_id, replaced)
+    statistics = group_statistics(datalake, spec)
+    rows = sum(count for count, _ in results)
+    dates = sorted({d for _, ds in results for d in ds})
+    seconds = time.perf_counter() - began
+    event_stats = statistics.get(spec.event_time, {})
+    offline.write_metadata(
+        spec.name,
+        {
+            "group": spec.name,
+            "buckets": spec.buckets,
+            "built_at": datetime.now(timezone.utc).isoformat(),
+            "rows": event_stats.get("count", 0),
+            "min_event_time": event_stats.get("min"),
+            "max_event_time": event_stats.get("max"),
+            "dates": offline.dates(spec.name),
+            "statistics": statistics,
+            "last_run": {"run_id": run_id, "start": str(start) if start else None, "end": str(end) if end else None, "rows": rows, "seconds": round(seconds, 3)},
+        },
+    )
+    return BuildResult(spec.name, run_id, rows, dates, seconds, len(source_files), statistics)

@@ -1,0 +1,97 @@
+"""FeatureStore: the one object users, the CLI and jobs drive the feature store through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+
+from cupola.config import Settings
+from cupola.features.offline_store import OfflineStore
+from cupola.features.online_store import OnlineStore, create_online_store
+from cupola.features.pipeline import BuildResult, Progress, build_feature_group
+from cupola.features.registry import FeatureRegistry
+from cupola.features.training_sets import TrainingSet, build_training_set, feature_column
+from cupola.runtime import ensure_ray
+from cupola.storage.datalake import Datalake
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """Online lookup result: one dict per entity row (features as `group__feature`), and what was missing."""
+
+    rows: list[dict[str, Any]]
+    missing: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FeatureStore:
+    """Feature groups, their offline and online stores, and training sets, for one set of settings."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.datalake = Datalake(self.settings.data_root_uri)
+        self.offline = OfflineStore(self.datalake)
+
+    @cached_property
+    def registry(self) -> FeatureRegistry:
+        return FeatureRegistry(self.settings.resolved_feature_repo(), self.offline)
+
+    @cached_property
+    def online(self) -> OnlineStore:
+        return create_online_store(self.settings)
+
+    def build(self, names: Sequence[str] | None = None, start: date | None = None, end: date | None = None, progress: Progress | None = None) -> list[BuildResult]:
+        """Run the pipelines of `names` (all groups when None) for event dates in [start, end)."""
+        specs = [self.registry.get(name) for name in (names or self.registry.names())]
+        ensure_ray(self.settings)
+        return [build_feature_group(spec, self.datalake, start, end, progress) for spec in specs]
+
+    def materialize(self, names: Sequence[str] | None = None, progress: Progress | None = None) -> dict[str, int]:
+        """Copy the latest values of `names` (all online groups when None) into the online store."""
+        from cupola.features.materialize import materialize_group
+
+        specs = [self.registry.get(name) for name in names] if names else [self.registry.get(n) for n in self.registry.names() if self.registry.get(n).online]
+        for spec in specs:
+            if not self.offline.dates(spec.name):
+                raise ValueError(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")
+        ensure_ray(self.settings)
+        return {spec.name: materialize_group(spec, self.datalake, self.online, progress) for spec in specs}
+
+    def training_set(self, name: str, labels: pd.DataFrame | str, event_time: str, features: Sequence[str], progress: Progress | None = None) -> TrainingSet:
+        """Point-in-time-correct join of `features` (`group.feature`) onto label events."""
+        stages = self.registry.resolve(list(features))
+        for spec, _ in stages:
+            if not self.offline.dates(spec.name):
+                raise ValueError(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")
+        ensure_ray(self.settings)
+        return build_training_set(name, labels, event_time, stages, self.datalake, progress)
+
+    def get_online_features(self, features: Sequence[str], entity_rows: Sequence[dict[str, Any]]) -> OnlineFeatures:
+        """Latest values for each entity row, all groups in one call; absent entities are listed, not raised."""
+        rows: list[dict[str, Any]] = [{} for _ in entity_rows]
+        missing: list[dict[str, Any]] = []
+        for spec, names in self.registry.resolve(list(features)):
+            keys = [tuple(_entity_value(row, entity.name, entity.dtype, index) for entity in spec.entities) for index, row in enumerate(entity_rows)]
+            found = self.online.read(spec, keys, names)
+            for index, (key, hit) in enumerate(zip(keys, found, strict=True)):
+                for name in names:
+                    rows[index][feature_column(spec.name, name)] = hit.values.get(name) if hit else None
+                if hit is None:
+                    missing.append({"row": index, "feature_group": spec.name, "entity": dict(zip(spec.entity_names, key, strict=True))})
+        return OnlineFeatures(rows, missing)
+
+
+def _entity_value(row: dict[str, Any], key: str, dtype: str, index: int) -> Any:
+    if key not in row:
+        raise KeyError(f"entity row {index} has no '{key}': add it (row keys: {', '.join(row) or 'none'})")
+    value = row[key]
+    if dtype == "int64":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"entity row {index}: '{key}' must be an integer, got {value!r}") from None
+    return str(value)

@@ -1,0 +1,180 @@
+"""Feature-group declarations: what is computed, from which events, keyed by which entities.
+
+A feature group reads raw events (Parquet), derives row-level columns with the transform DSL,
+then computes windowed aggregations over event time per entity, e.g. a restaurant's mean
+preparation time over the last hour. Each output row is the group's value for one entity as
+of one event time, which is what point-in-time joins and materialization need.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cupola import dsl
+from cupola.specs.durations import Duration
+from cupola.specs.errors import SpecError, spec_error_from_validation
+
+IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,63}")
+IDENTIFIER_HINT = "use lower case letters, digits and _ (start with a letter, at most 64 characters)"
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.fullmatch(value):
+        raise ValueError(f"invalid name {value!r}: {IDENTIFIER_HINT}")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+FeatureType = Literal["int64", "float64", "string", "bool"]
+AggregationFunction = Literal["count", "sum", "mean", "min", "max", "std"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntityKey(_Strict):
+    """A join key (e.g. `restaurant_id`); its type is enforced on every read so hashing agrees."""
+
+    name: Identifier
+    dtype: Literal["int64", "string"] = "int64"
+
+
+class Source(_Strict):
+    """Raw events: a Parquet dataset under the data root (relative path) or at a full URI."""
+
+    path: str = Field(min_length=1)
+    event_time: Identifier = Field(description="timestamp column that orders the events")
+
+
+class Aggregation(_Strict):
+    """A sliding window over event time: value at t aggregates the entity's events in (t - window, t]."""
+
+    function: AggregationFunction
+    column: Identifier | None = None
+    window: Duration
+
+    @model_validator(mode="after")
+    def _column_needed(self) -> "Aggregation":
+        if self.function != "count" and self.column is None:
+            raise ValueError(f"aggregation '{self.function}' needs 'column': the column to aggregate")
+        return self
+
+
+class Feature(_Strict):
+    """One output feature: either a row-level expression or a windowed aggregation."""
+
+    name: Identifier
+    dtype: FeatureType = "float64"
+    description: str = ""
+    expr: str | None = None
+    aggregation: Aggregation | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_definition(self) -> "Feature":
+        if (self.expr is None) == (self.aggregation is None):
+            raise ValueError(f"feature '{self.name}' needs exactly one of 'expr' or 'aggregation'")
+        if self.expr is not None:
+            _check_expression(self.expr, f"feature '{self.name}'")
+        if self.aggregation is not None and self.aggregation.function == "count" and self.dtype != "int64":
+            raise ValueError(f"feature '{self.name}' is a count: set dtype: int64")
+        return self
+
+
+def _check_expression(expression: str, where: str) -> None:
+    try:
+        dsl.parse(expression)
+    except dsl.ExpressionError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+class FeatureGroupSpec(_Strict):
+    """A validated feature group. Names are unique; expressions parse; windows are positive."""
+
+    name: Identifier
+    description: str = ""
+    owner: str = Field(min_length=1, description="team or person answerable for the group")
+    entities: list[EntityKey] = Field(min_length=1)
+    source: Source
+    transforms: dict[str, str] = Field(
+        default_factory=dict, description="row-level columns computed before aggregation, in order"
+    )
+    features: list[Feature] = Field(min_length=1)
+    max_age: Duration | None = Field(
+        default=None, description="in point-in-time joins, values older than this count as missing"
+    )
+    online: bool = Field(default=True, description="materialize the latest values to the online store")
+    buckets: int = Field(default=4, ge=1, le=1024, description="entity-hash buckets of the offline store")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names_are_consistent(self) -> "FeatureGroupSpec":
+        for name in self.transforms:
+            _identifier(name)
+            _check_expression(self.transforms[name], f"transform '{name}'")
+        seen: set[str] = set()
+        reserved = {entity.name for entity in self.entities} | {self.source.event_time}
+        for feature in self.features:
+            if feature.name in seen:
+                raise ValueError(f"feature name '{feature.name}' is declared twice: rename one of them")
+            if feature.name in reserved:
+                raise ValueError(f"feature name '{feature.name}' clashes with an entity key or the event time: rename it")
+            seen.add(feature.name)
+        entity_names = [entity.name for entity in self.entities]
+        if len(set(entity_names)) != len(entity_names):
+            raise ValueError("entities lists the same key twice: list each key once")
+        return self
+
+    @property
+    def entity_names(self) -> list[str]:
+        return [entity.name for entity in self.entities]
+
+    @property
+    def event_time(self) -> str:
+        return self.source.event_time
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature.name for feature in self.features]
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far before a build's start the events must be read for windows to be complete."""
+        windows = [f.aggregation.window for f in self.features if f.aggregation is not None]
+        return max(windows, default=timedelta(0))
+
+    def source_columns(self) -> set[str]:
+        """Raw columns the pipeline reads: keys, event time, and inputs of expressions not defined here."""
+        defined = set(self.transforms)
+        needed = set(self.entity_names) | {self.event_time}
+        for expression in self.transforms.values():
+            needed |= dsl.columns(dsl.parse(expression)) - defined
+        for feature in self.features:
+            if feature.expr is not None:
+                needed |= dsl.columns(dsl.parse(feature.expr)) - defined
+            elif feature.aggregation is not None and feature.aggregation.column is not None:
+                if feature.aggregation.column not in defined:
+                    needed.add(feature.aggregation.column)
+        return needed
+
+
+def load_feature_group(path: Path) -> FeatureGroupSpec:
+    """Read and validate one YAML declaration; every problem names the file, the field and the fix."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+    except OSError as error:
+        raise SpecError(f"{path}: cannot be read: {error.strerror}") from None
+    if not isinstance(document, dict):
+        raise SpecError(f"{path}: expected a mapping of keys (name, owner, entities, source, features), got {type(document).__name__}")
+    try:
+        return FeatureGroupSpec.model_validate(document)
+    except ValidationError as error:
+        raise spec_error_from_validation(path, FeatureGroupSpec, error) from None

@@ -1,0 +1,130 @@
+"""The embedded online store: one SQLite file in WAL mode, one row per (group, entity).
+
+Values are stored as a JSON object per row, so a group's schema can evolve without DDL, and
+reads for many entities are one indexed `IN (...)` query per feature group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cupola.config import Settings
+from cupola.features.online_store import EntityKey, OnlineRow, OnlineStore, encode_entity_key
+from cupola.specs.feature_group import FeatureGroupSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS online_features (
+    feature_group TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    event_time_us INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (feature_group, entity_key)
+) WITHOUT ROWID;
+"""
+UPSERT = """
+INSERT INTO online_features (feature_group, entity_key, event_time_us, payload) VALUES (?, ?, ?, ?)
+ON CONFLICT (feature_group, entity_key) DO UPDATE SET
+    event_time_us = excluded.event_time_us, payload = excluded.payload
+WHERE excluded.event_time_us >= online_features.event_time_us
+"""
+SQLITE_MAX_VARIABLES = 30_000
+WRITE_CHUNK_ROWS = 50_000
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):
+        return _json_value(value.item())
+    return value
+
+
+class SqliteOnlineStore(OnlineStore):
+    """SQLite with WAL: many readers alongside one writer; a connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connection() as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(SCHEMA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SqliteOnlineStore":
+        return cls(settings.resolved_online_store_path())
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=30000")
+            self._local.connection = connection
+        return connection
+
+    def write(self, group: FeatureGroupSpec, rows: pd.DataFrame) -> int:
+        keys, features = group.entity_names, group.feature_names
+        event_us = rows[group.event_time].dt.as_unit("us").astype("int64").to_numpy()
+        key_columns = [rows[k].tolist() for k in keys]
+        feature_columns = [rows[f].tolist() for f in features]
+        connection = self._connection()
+        for begin in range(0, len(rows), WRITE_CHUNK_ROWS):
+            end = min(begin + WRITE_CHUNK_ROWS, len(rows))
+            records = [
+                (
+                    group.name,
+                    encode_entity_key([column[i] for column in key_columns]),
+                    int(event_us[i]),
+                    json.dumps({name: _json_value(column[i]) for name, column in zip(features, feature_columns, strict=True)}),
+                )
+                for i in range(begin, end)
+            ]
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(UPSERT, records)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def read(self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:
+        encoded = [encode_entity_key(key) for key in entity_keys]
+        found: dict[str, tuple[int, str]] = {}
+        connection = self._connection()
+        unique = list(dict.fromkeys(encoded))
+        for begin in range(0, len(unique), SQLITE_MAX_VARIABLES):
+            chunk = unique[begin : begin + SQLITE_MAX_VARIABLES]
+            placeholders = ",".join("?" * len(chunk))
+            cursor = connection.execute(
+                f"SELECT entity_key, event_time_us, payload FROM online_features WHERE feature_group = ? AND entity_key IN ({placeholders})",
+                [group.name, *chunk],
+            )
+            found.update({key: (event_us, payload) for key, event_us, payload in cursor})
+        results: list[OnlineRow | None] = []
+        for key in encoded:
+            hit = found.get(key)
+            if hit is None:
+                results.append(None)
+                continue
+            payload = json.loads(hit[1])
+            results.append(OnlineRow(pd.Timestamp(hit[0], unit="us", tz="UTC"), {f: payload.get(f) for f in features}))
+        return results
+
+    def delete_group(self, group: str) -> None:
+        self._connection().execute("DELETE FROM online_features WHERE feature_group = ?", (group,))
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None

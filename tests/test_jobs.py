@@ -1,0 +1,116 @@
+"""Jobs through `ray job submit` against a real head node started by `ray start --head`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cupola import FeatureStore, Settings
+from cupola.examples.delivery import write_example
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_dashboard(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ray start exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # answering, just asking for a token
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise TimeoutError(f"Ray dashboard at {url} did not answer within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def head_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A head node on loopback, blocking in its own process group, stopped by PID (never `ray stop`)."""
+    dashboard = free_port()
+    temp_dir = tmp_path_factory.mktemp("rayhead")
+    command = [
+        str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
+        "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
+        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+        "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+        "--metrics-export-port", str(free_port()), "--num-cpus", "2", "--temp-dir", str(temp_dir),
+    ]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    log = open(temp_dir / "ray-start.log", "w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for_dashboard(url, process)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # `ray start --block` shuts its node down on SIGINT within seconds
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def submit(url: str, data_root: Path, *entrypoint: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    runtime_env = json.dumps({"env_vars": {"CUPOLA_DATA_ROOT": str(data_root)}})
+    return subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(REPO), "--runtime-env-json", runtime_env, "--", "python", *entrypoint],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_build_and_materialize_jobs_through_ray_job_submit(head_node: str, tmp_path: Path) -> None:
+    data_root = tmp_path / "lake"
+    settings = Settings.load(data_root=str(data_root))
+    write_example(FeatureStore(settings).datalake, 3000, seed=3, days=5)
+
+    built = submit(head_node, data_root, "jobs/build_features.py")
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    assert "succeeded" in built.stdout + built.stderr
+    materialized = submit(head_node, data_root, "jobs/materialize.py", "restaurant_prep")
+    assert materialized.returncode == 0, materialized.stdout[-3000:] + materialized.stderr[-3000:]
+
+    store = FeatureStore(settings)
+    assert store.offline.read_metadata("restaurant_prep")["rows"] > 0
+    assert store.offline.read_metadata("city_demand")["rows"] == 3000
+    result = store.get_online_features(["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": 0}, {"restaurant_id": -1}])
+    assert result.rows[0]["restaurant_prep__orders_picked_up_7d"] >= 1
+    assert [m["row"] for m in result.missing] == [1]
+
+
+@pytest.mark.slow
+def test_failing_job_reports_the_error(head_node: str, tmp_path: Path) -> None:
+    result = submit(head_node, tmp_path / "empty", "jobs/build_features.py", "city_demand")
+    assert result.returncode != 0
+    assert "no Parquet files under source.path" in result.stdout + result.stderr
+
+
+def test_jobs_are_thin_scripts() -> None:
+    for job in ("build_features.py", "materialize.py"):
+        text = (REPO / "jobs" / job).read_text()
+        assert "sys.path" not in text and "PYTHONPATH" not in text
+    assert shutil.which("ray", path=str(BIN)) is not None
