@@ -69,6 +69,14 @@ def _if_else(condition: Any, when_true: Any, when_false: Any) -> Any:
     return pd.Series(result, index=getattr(condition, "index", None))
 
 
+def _category_code(value: Any, categories: Any) -> Any:
+    if not isinstance(categories, list | tuple) or not categories:
+        raise ExpressionError("category_code(x, [categories]) needs a non-empty list")
+    codes = pd.Categorical(_as_series(value).astype(str), categories=[str(c) for c in categories]).codes.astype("float64")
+    codes[codes < 0] = np.nan
+    return pd.Series(codes, index=getattr(value, "index", None))
+
+
 @dataclass(frozen=True)
 class Function:
     arity: int
@@ -88,6 +96,8 @@ FUNCTIONS: dict[str, Function] = {
     "hour": Function(1, lambda ts: _timestamps(ts).dt.hour.astype("int64"), "hour of day 0-23 (UTC)"),
     "weekday": Function(1, lambda ts: _timestamps(ts).dt.day_of_week.astype("int64"), "day of week, Monday=0"),
     "minutes_between": Function(2, _minutes_between, "minutes_between(start_ts, end_ts)"),
+    "category_code": Function(2, _category_code, "category_code(x, ['a', 'b']) -> 0, 1, ... (missing when not listed)"),
+    "one_hot": Function(2, lambda x, v: (_as_series(x).astype(str) == str(v)).astype("float64"), "one_hot(x, 'a') -> 1.0 where x == 'a' else 0.0"),
 }
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {

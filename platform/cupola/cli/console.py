@@ -11,10 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cupola.config import Settings, SettingsError
+from cupola.repository import AliasConflict, ArtifactIntegrityError
 from cupola.specs import SpecError
 
 console = Console()
-USER_ERRORS = (SpecError, SettingsError, ValidationError, ValueError, KeyError, FileNotFoundError, NotImplementedError)
+USER_ERRORS = (SpecError, SettingsError, ValidationError, ValueError, KeyError, TypeError, FileNotFoundError, NotImplementedError, AliasConflict, ArtifactIntegrityError)
 
 
 @contextlib.contextmanager

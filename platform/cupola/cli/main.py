@@ -8,13 +8,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cupola.cli import features
+from cupola.cli import features, models
 from cupola.cli.console import console, load_settings, progress_bars, user_errors
 
 app = typer.Typer(help="cupola: an end-to-end machine-learning platform on Ray.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(features.app, name="features")
 example_app = typer.Typer(help="The packaged food-delivery example.", no_args_is_help=True)
 app.add_typer(example_app, name="example")
+app.add_typer(models.models_app, name="models")
+app.add_typer(models.runs_app, name="runs")
+app.command("train")(models.train_command)
 training_set_app = typer.Typer(help="Point-in-time-correct training sets.", no_args_is_help=True)
 app.add_typer(training_set_app, name="training-set")
 

@@ -68,6 +68,17 @@ class Settings(BaseSettings):
             "(a local data_root is then required). Env: CUPOLA_ONLINE_STORE_PATH."
         ),
     )
+    records_path: Path | None = Field(
+        default=None,
+        description=(
+            "SQLite file of the model repository and training runs; empty puts it at "
+            "<data_root>/records/cupola.db (a local data_root is then required). Env: CUPOLA_RECORDS_PATH."
+        ),
+    )
+    user: str = Field(
+        default="",
+        description="Who is acting, recorded on model versions and alias moves; empty uses the OS user. Env: CUPOLA_USER.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -127,14 +138,27 @@ class Settings(BaseSettings):
 
     def resolved_online_store_path(self) -> Path:
         """The SQLite online store file; refuses a remote data root without an explicit local path."""
-        if self.online_store_path is not None:
-            return self.online_store_path.expanduser().resolve()
+        return self._local_file(self.online_store_path, "online/online.db", "CUPOLA_ONLINE_STORE_PATH")
+
+    def resolved_records_path(self) -> Path:
+        """The SQLite file of the model repository and training runs."""
+        return self._local_file(self.records_path, "records/cupola.db", "CUPOLA_RECORDS_PATH")
+
+    def _local_file(self, explicit: Path | None, under_root: str, variable: str) -> Path:
+        if explicit is not None:
+            return explicit.expanduser().resolve()
         if not self.is_local_data_root:
             raise SettingsError(
-                f"data_root {self.data_root_uri} is not local, so the SQLite online store needs "
-                "CUPOLA_ONLINE_STORE_PATH (a local file) or CUPOLA_BACKEND=cassandra"
+                f"data_root {self.data_root_uri} is not local, so the embedded SQLite store needs "
+                f"{variable} (a local file) or CUPOLA_BACKEND=cassandra"
             )
-        return Path(urlparse(self.data_root_uri).path) / "online" / "online.db"
+        return Path(urlparse(self.data_root_uri).path) / under_root
+
+    def acting_user(self) -> str:
+        """The name recorded as who trained a model or moved an alias."""
+        import getpass
+
+        return self.user or getpass.getuser()
 
     def resolved_feature_repo(self) -> Path:
         """The feature-group declarations folder (the packaged example when unset)."""

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TypeVar
+
+import yaml
 from pydantic import BaseModel, ValidationError
+
+SpecModel = TypeVar("SpecModel", bound=BaseModel)
 
 
 class SpecError(ValueError):
@@ -59,3 +64,19 @@ def spec_error_from_validation(
             message = str(problem["msg"]).removeprefix("Value error, ")
             lines.append(f"{field}: {message}")
     return SpecError(f"{source}: " + ("\n  ".join(lines) if len(lines) == 1 else "\n  " + "\n  ".join(lines)))
+
+
+def load_spec(path: Path, model: type[SpecModel], expected: str) -> SpecModel:
+    """Read one YAML declaration and validate it as `model`; `expected` lists its main keys for the error."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+    except OSError as error:
+        raise SpecError(f"{path}: cannot be read: {error.strerror}") from None
+    if not isinstance(document, dict):
+        raise SpecError(f"{path}: expected a mapping of keys ({expected}), got {type(document).__name__}")
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        raise spec_error_from_validation(path, model, error) from None

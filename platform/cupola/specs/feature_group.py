@@ -13,12 +13,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from cupola import dsl
 from cupola.specs.durations import Duration
-from cupola.specs.errors import SpecError, spec_error_from_validation
+from cupola.specs.errors import load_spec
 
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,63}")
 IDENTIFIER_HINT = "use lower case letters, digits and _ (start with a letter, at most 64 characters)"
@@ -166,15 +165,4 @@ class FeatureGroupSpec(_Strict):
 
 def load_feature_group(path: Path) -> FeatureGroupSpec:
     """Read and validate one YAML declaration; every problem names the file, the field and the fix."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
-    except OSError as error:
-        raise SpecError(f"{path}: cannot be read: {error.strerror}") from None
-    if not isinstance(document, dict):
-        raise SpecError(f"{path}: expected a mapping of keys (name, owner, entities, source, features), got {type(document).__name__}")
-    try:
-        return FeatureGroupSpec.model_validate(document)
-    except ValidationError as error:
-        raise spec_error_from_validation(path, FeatureGroupSpec, error) from None
+    return load_spec(path, FeatureGroupSpec, "name, owner, entities, source, features")

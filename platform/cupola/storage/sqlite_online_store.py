@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import pandas as pd
 from cupola.config import Settings
 from cupola.features.online_store import EntityKey, OnlineRow, OnlineStore, encode_entity_key
 from cupola.specs.feature_group import FeatureGroupSpec
+from cupola.storage.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS online_features (
@@ -48,35 +47,21 @@ def _json_value(value: Any) -> Any:
 
 
 class SqliteOnlineStore(OnlineStore):
-    """SQLite with WAL: many readers alongside one writer; a connection per thread."""
+    """SQLite with WAL: many readers alongside one writer."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connection() as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(SCHEMA)
+        self.database = SqliteDatabase(path, SCHEMA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SqliteOnlineStore":
         return cls(settings.resolved_online_store_path())
-
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA busy_timeout=30000")
-            self._local.connection = connection
-        return connection
 
     def write(self, group: FeatureGroupSpec, rows: pd.DataFrame) -> int:
         keys, features = group.entity_names, group.feature_names
         event_us = rows[group.event_time].dt.as_unit("us").astype("int64").to_numpy()
         key_columns = [rows[k].tolist() for k in keys]
         feature_columns = [rows[f].tolist() for f in features]
-        connection = self._connection()
         for begin in range(0, len(rows), WRITE_CHUNK_ROWS):
             end = min(begin + WRITE_CHUNK_ROWS, len(rows))
             records = [
@@ -88,19 +73,13 @@ class SqliteOnlineStore(OnlineStore):
                 )
                 for i in range(begin, end)
             ]
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                connection.executemany(UPSERT, records)
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+            self.database.write(lambda connection: connection.executemany(UPSERT, records))
         return len(rows)
 
     def read(self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:
         encoded = [encode_entity_key(key) for key in entity_keys]
         found: dict[str, tuple[int, str]] = {}
-        connection = self._connection()
+        connection = self.database.connection()
         unique = list(dict.fromkeys(encoded))
         for begin in range(0, len(unique), SQLITE_MAX_VARIABLES):
             chunk = unique[begin : begin + SQLITE_MAX_VARIABLES]
@@ -121,10 +100,7 @@ class SqliteOnlineStore(OnlineStore):
         return results
 
     def delete_group(self, group: str) -> None:
-        self._connection().execute("DELETE FROM online_features WHERE feature_group = ?", (group,))
+        self.database.connection().execute("DELETE FROM online_features WHERE feature_group = ?", (group,))
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        self.database.close()

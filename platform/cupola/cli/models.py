@@ -1,0 +1,130 @@
+"""`cupola train`, `cupola runs ...` and `cupola models ...`: training and the model repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Column, Table
+
+from cupola.cli.console import console, load_settings, user_errors
+from cupola.repository import create_repository
+
+models_app = typer.Typer(help="The model repository: versions, records, aliases.", no_args_is_help=True)
+runs_app = typer.Typer(help="Training runs: status, progress, logs.", no_args_is_help=True)
+
+
+def train_command(
+    spec_path: Annotated[Path, typer.Argument(help="model spec YAML", exists=False)],
+    run_id: Annotated[Optional[str], typer.Option(help="resume (or name) this run; an interrupted run resumes its search")] = None,
+) -> None:
+    """Search hyperparameters per partition with Ray Tune, train, and register a new model version."""
+    from cupola.specs.model import load_model_spec
+    from cupola.training.trainer import train
+
+    with user_errors():
+        spec = load_model_spec(spec_path)
+        with console.status(f"training {spec.name}: search of {spec.search.num_samples} configurations per unit"):
+            result = train(spec, load_settings(), run_id, spec_source=str(spec_path))
+    version = result.version
+    metric = "rmse" if spec.task == "regression" else "auc"
+    table = Table(Column("partition", no_wrap=True), f"{metric} (partitioned)", f"{metric} (one global model)", "served by", title=f"{spec.name} v{version.version} test metrics")
+    for partition, pair in result.comparison.items():
+        served = version.metrics.get(f"partition:{partition}", {}).get("served_by", "-")
+        table.add_row(partition, f"{pair['partitioned'][metric]:.4f}", f"{pair['fallback_only'][metric]:.4f}", served if partition != "overall" else "")
+    console.print(table)
+    console.print(f"registered {spec.name} version {version.version} (run {result.run_id}) by {version.created_by}")
+
+
+@runs_app.command("list")
+def list_runs(model: Annotated[Optional[str], typer.Option(help="only this model")] = None) -> None:
+    """List training runs with status and the version they registered."""
+    from cupola.training.runs import TrainingRuns
+
+    with user_errors():
+        runs = TrainingRuns(load_settings()).list(model)
+    table = Table(Column("run", no_wrap=True), "model", "status", "started (UTC)", "version", "step")
+    for run in runs:
+        table.add_row(run.run_id, run.model, run.status, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), str(run.version or "-"), str(run.progress.get("step", "-")))
+    console.print(table)
+
+
+@runs_app.command("show")
+def show_run(run_id: str) -> None:
+    """Status, progress and log of one training run."""
+    from cupola.training.runs import TrainingRuns
+
+    with user_errors():
+        runs = TrainingRuns(load_settings())
+        run = runs.get(run_id)
+        logs = runs.logs(run_id)
+    console.print(f"[bold]{run.run_id}[/] {run.model}: {run.status}  progress: {json.dumps(run.progress)}  version: {run.version or '-'}")
+    if run.error:
+        console.print(f"[red]error:[/] {run.error}")
+    for at, message in logs:
+        console.print(f"{at[:19]}  {message}", highlight=False)
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """Models with their latest version and aliases."""
+    with user_errors():
+        repository = create_repository(load_settings())
+        table = Table(Column("model", no_wrap=True), "latest", "aliases", "trained by", "trained at (UTC)")
+        for name in repository.models():
+            latest = repository.resolve(name, "latest")
+            aliases = ", ".join(f"{a}→{v}" for a, v in repository.aliases(name).items()) or "-"
+            table.add_row(name, str(latest.version), aliases, latest.created_by, latest.training_ended_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@models_app.command("versions")
+def list_versions(name: str) -> None:
+    """Every version of a model with its headline test metric."""
+    with user_errors():
+        repository = create_repository(load_settings())
+        versions = repository.versions(name)
+        if not versions:
+            raise KeyError(f"model '{name}' has no versions; models: {', '.join(repository.models()) or 'none'}")
+        aliases = repository.aliases(name)
+    table = Table("version", "aliases", "trained by", "ended (UTC)", "run", "test metrics (overall)")
+    for version in versions:
+        tags = ", ".join(a for a, v in aliases.items() if v == version.version) or "-"
+        overall = ", ".join(f"{k}={v:.4g}" for k, v in version.metrics.get("overall", {}).items() if isinstance(v, float))
+        table.add_row(str(version.version), tags, version.created_by, version.training_ended_at.strftime("%Y-%m-%d %H:%M"), version.run_id, overall)
+    console.print(table)
+
+
+@models_app.command("show")
+def show(name: str, version: Annotated[str, typer.Option(help="version number, alias, or 'latest'")] = "latest") -> None:
+    """The full record of one version as JSON."""
+    with user_errors():
+        record = create_repository(load_settings()).resolve(name, version)
+    document = {key: value for key, value in record.__dict__.items() if key != "artifacts"}
+    document["artifacts"] = {unit: ref.to_dict() for unit, ref in record.artifacts.items()}
+    console.print_json(json.dumps(document, default=str))
+
+
+@models_app.command("alias")
+def alias(
+    name: str,
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
+    version: int,
+    expect: Annotated[Optional[int], typer.Option(help="move only if the alias points to this version now (0: must not exist)")] = None,
+) -> None:
+    """Point an alias (e.g. production) at a version; recorded with who and when."""
+    with user_errors():
+        settings = load_settings()
+        move = create_repository(settings).set_alias(name, alias_name, version, settings.acting_user(), expect)
+    console.print(f"{name}: {alias_name} → {move.version} (was {move.previous_version or 'unset'}) by {move.moved_by}")
+
+
+@models_app.command("delete-alias")
+def delete_alias(name: str, alias_name: Annotated[str, typer.Argument(metavar="ALIAS")]) -> None:
+    """Remove an alias (the removal is recorded)."""
+    with user_errors():
+        settings = load_settings()
+        move = create_repository(settings).delete_alias(name, alias_name, settings.acting_user())
+    console.print(f"{name}: {alias_name} removed (was {move.previous_version}) by {move.moved_by}")

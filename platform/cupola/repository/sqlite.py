@@ -1,0 +1,162 @@
+"""The embedded model repository: SQLite records (WAL) plus artifacts in the datalake.
+
+Version numbers come from `MAX(version) + 1` inside a `BEGIN IMMEDIATE` transaction, which
+takes SQLite's write lock first, so two processes can never read the same maximum.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cupola.config import Settings
+from cupola.repository.artifacts import ArtifactRef
+from cupola.storage.sqlite_db import SqliteDatabase
+from cupola.repository.base import AliasConflict, AliasMove, ModelRepository, ModelVersion, NewModelVersion
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS model_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    registered_at TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS model_aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS model_alias_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER,
+    previous_version INTEGER,
+    moved_by TEXT NOT NULL,
+    moved_at TEXT NOT NULL
+);
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _encode(draft: NewModelVersion) -> str:
+    document = {f.name: getattr(draft, f.name) for f in fields(NewModelVersion)}
+    document["artifacts"] = {key: ref.to_dict() for key, ref in draft.artifacts.items()}
+    return json.dumps(document, default=lambda value: value.isoformat() if isinstance(value, datetime) else str(value))
+
+
+def _decode(version: int, registered_at: str, record: str) -> ModelVersion:
+    document: dict[str, Any] = json.loads(record)
+    document["artifacts"] = {key: ArtifactRef(**ref) for key, ref in document["artifacts"].items()}
+    for key in ("training_started_at", "training_ended_at"):
+        document[key] = datetime.fromisoformat(document[key])
+    return ModelVersion(**document, version=version, registered_at=datetime.fromisoformat(registered_at))
+
+
+class SqliteModelRepository(ModelRepository):
+    """One SQLite file; a connection per thread; every write is one IMMEDIATE transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.database = SqliteDatabase(path, SCHEMA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SqliteModelRepository":
+        return cls(settings.resolved_records_path())
+
+    def _connection(self) -> sqlite3.Connection:
+        return self.database.connection()
+
+    def register(self, draft: NewModelVersion) -> ModelVersion:
+        record, registered_at = _encode(draft), _now().isoformat()
+
+        def insert(connection: sqlite3.Connection) -> int:
+            (latest,) = connection.execute("SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (draft.name,)).fetchone()
+            connection.execute(
+                "INSERT INTO model_versions (name, version, registered_at, record) VALUES (?, ?, ?, ?)",
+                (draft.name, latest + 1, registered_at, record),
+            )
+            return latest + 1
+
+        version = self.database.write(insert)
+        return ModelVersion(**asdict(draft) | {"artifacts": draft.artifacts}, version=version, registered_at=datetime.fromisoformat(registered_at))
+
+    def get(self, name: str, version: int) -> ModelVersion:
+        row = self._connection().execute(
+            "SELECT version, registered_at, record FROM model_versions WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+        if row is None:
+            existing = [v.version for v in self.versions(name)]
+            hint = f"versions: {existing[0]}..{existing[-1]}" if existing else "the model has no versions"
+            raise KeyError(f"model '{name}' has no version {version}; {hint}")
+        return _decode(*row)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        rows = self._connection().execute(
+            "SELECT version, registered_at, record FROM model_versions WHERE name = ? ORDER BY version", (name,)
+        )
+        return [_decode(*row) for row in rows]
+
+    def models(self) -> list[str]:
+        return [name for (name,) in self._connection().execute("SELECT DISTINCT name FROM model_versions ORDER BY name")]
+
+    def set_alias(self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None) -> AliasMove:
+        self.get(name, version)
+        moved_at = _now()
+
+        def move(connection: sqlite3.Connection) -> AliasMove:
+            row = connection.execute("SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            current = row[0] if row else None
+            if expected_version is not None and (current or 0) != expected_version:
+                raise AliasConflict(
+                    f"alias '{alias}' of model '{name}' points to {current if current is not None else 'nothing'}, "
+                    f"not {expected_version}; nothing was moved — re-read the alias and retry"
+                )
+            connection.execute(
+                "INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?) "
+                "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+                (name, alias, version),
+            )
+            connection.execute(
+                "INSERT INTO model_alias_history (name, alias, version, previous_version, moved_by, moved_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, alias, version, current, moved_by, moved_at.isoformat()),
+            )
+            return AliasMove(name, alias, version, current, moved_by, moved_at)
+
+        return self.database.write(move)
+
+    def delete_alias(self, name: str, alias: str, moved_by: str) -> AliasMove:
+        moved_at = _now()
+
+        def delete(connection: sqlite3.Connection) -> AliasMove:
+            row = connection.execute("SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            if row is None:
+                raise KeyError(f"model '{name}' has no alias '{alias}'")
+            connection.execute("DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias))
+            connection.execute(
+                "INSERT INTO model_alias_history (name, alias, version, previous_version, moved_by, moved_at) VALUES (?, ?, NULL, ?, ?, ?)",
+                (name, alias, row[0], moved_by, moved_at.isoformat()),
+            )
+            return AliasMove(name, alias, None, row[0], moved_by, moved_at)
+
+        return self.database.write(delete)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return dict(self._connection().execute("SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias", (name,)))
+
+    def alias_history(self, name: str) -> list[AliasMove]:
+        rows = self._connection().execute(
+            "SELECT name, alias, version, previous_version, moved_by, moved_at FROM model_alias_history WHERE name = ? ORDER BY id", (name,)
+        )
+        return [AliasMove(n, a, v, p, by, datetime.fromisoformat(at)) for n, a, v, p, by, at in rows]
+
+    def close(self) -> None:
+        self.database.close()

@@ -1,0 +1,159 @@
+"""Model specs: what to predict, from which features, per which partition, searched how.
+
+A spec is validated on its own (names, metric vs task, search space, expressions) and then
+against the feature registry (every `group.feature` exists, every expression reads a known
+column), so a bad spec fails before any data is read.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cupola import dsl
+from cupola.specs.errors import load_spec
+from cupola.specs.feature_group import Identifier
+
+METRIC_MODE = {"rmse": "min", "mae": "min", "logloss": "min", "error": "min", "auc": "max"}
+TASK_METRICS = {"regression": {"rmse", "mae"}, "binary": {"logloss", "error", "auc"}}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Distribution(_Strict):
+    """One hyperparameter's search distribution."""
+
+    type: Literal["uniform", "loguniform", "randint", "choice", "grid"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Distribution":
+        if self.type in {"choice", "grid"}:
+            if not self.values:
+                raise ValueError(f"a '{self.type}' distribution needs 'values': a non-empty list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a '{self.type}' distribution needs 'low' < 'high'")
+        elif self.type == "loguniform" and self.low <= 0:
+            raise ValueError("a 'loguniform' distribution needs 'low' > 0")
+        return self
+
+
+class AlgorithmSpec(_Strict):
+    name: Literal["xgboost", "tensorflow"] = "xgboost"
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed parameters, e.g. num_boost_round")
+    search_space: dict[str, Distribution] = Field(default_factory=dict)
+
+
+class SearchSpec(_Strict):
+    method: Literal["random", "grid"] = "random"
+    num_samples: int = Field(default=8, ge=1, le=10_000, description="random: trials; grid: repeats of the grid")
+    max_concurrent: int | None = Field(default=None, ge=1)
+    scheduler: Literal["fifo", "asha"] = "fifo"
+
+
+class PartitionSpec(_Strict):
+    column: str
+    min_rows: int = Field(default=200, ge=1, description="partitions with fewer training rows use the fallback model")
+
+
+class SplitSpec(_Strict):
+    method: Literal["time", "random"] = "time"
+    validation: float = Field(default=0.15, gt=0, lt=0.5)
+    test: float = Field(default=0.15, gt=0, lt=0.5)
+
+
+class TrainingData(_Strict):
+    labels: str = Field(min_length=1, description="Parquet label events under the data root, or a URI")
+    start: date | None = None
+    end: date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TrainingData":
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError("training_data.end must be after training_data.start")
+        return self
+
+
+class ModelSpec(_Strict):
+    """A validated model declaration."""
+
+    name: Identifier
+    owner: str = Field(min_length=1)
+    description: str = ""
+    task: Literal["regression", "binary"]
+    label: str
+    event_time: str
+    features: list[str] = Field(min_length=1, description="`group.feature` from the feature store, or request-time columns")
+    transforms: dict[Identifier, str] = Field(default_factory=dict)
+    inputs: list[str] | None = Field(default=None, description="model inputs; default: transforms plus features")
+    partition: PartitionSpec | None = None
+    algorithm: AlgorithmSpec = AlgorithmSpec()
+    search: SearchSpec = SearchSpec()
+    metric: str | None = None
+    split: SplitSpec = SplitSpec()
+    training_data: TrainingData
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelSpec":
+        metric = self.metric or ("rmse" if self.task == "regression" else "logloss")
+        if metric not in TASK_METRICS[self.task]:
+            raise ValueError(f"metric '{metric}' does not fit task '{self.task}': use one of {', '.join(sorted(TASK_METRICS[self.task]))}")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features lists the same feature twice: list each once")
+        known = set(self.columns_before_transforms())
+        for name, expression in self.transforms.items():
+            try:
+                used = dsl.columns(dsl.parse(expression))
+            except dsl.ExpressionError as error:
+                raise ValueError(f"transform '{name}': {error}") from None
+            unknown = used - known
+            if unknown:
+                raise ValueError(f"transform '{name}' reads unknown column(s) {', '.join(sorted(unknown))}: add them to features or fix the expression")
+            if self.label in used:
+                raise ValueError(f"transform '{name}' reads the label '{self.label}': that leaks the answer into the inputs")
+            known.add(name)
+        for column in self.model_inputs():
+            if column not in known:
+                raise ValueError(f"input '{column}' is neither a feature nor a transform: add it to features or transforms")
+            if column == self.label:
+                raise ValueError(f"input '{column}' is the label: remove it from inputs")
+        return self
+
+    @property
+    def optimize(self) -> str:
+        return self.metric or ("rmse" if self.task == "regression" else "logloss")
+
+    @property
+    def mode(self) -> str:
+        return METRIC_MODE[self.optimize]
+
+    def store_features(self) -> list[str]:
+        return [f for f in self.features if "." in f]
+
+    def request_features(self) -> list[str]:
+        return [f for f in self.features if "." not in f]
+
+    def columns_before_transforms(self) -> list[str]:
+        """Columns a transform may read: request features, joined store features, the event time."""
+        joined = [f.replace(".", "__", 1) for f in self.store_features()]
+        return [*self.request_features(), *joined, self.event_time]
+
+    def model_inputs(self) -> list[str]:
+        """The model's input columns, in a fixed order."""
+        if self.inputs is not None:
+            return [i.replace(".", "__", 1) for i in self.inputs]
+        joined = [f.replace(".", "__", 1) for f in self.store_features()]
+        return [*self.request_features(), *joined, *self.transforms]
+
+
+def load_model_spec(path: Path) -> ModelSpec:
+    """Read and validate one model YAML; every problem names the file, the field and the fix."""
+    return load_spec(path, ModelSpec, "name, task, label, features, training_data")

@@ -1,0 +1,103 @@
+"""Hyperparameter search with Ray Tune, amortized over partitions.
+
+One Tune trial evaluates one configuration on *every* unit (each partition and the
+fallback) and reports each unit's validation score. The best configuration is then chosen
+per unit. Ray's per-trial cost (about 1.2 s measured here) is paid once per configuration,
+not once per (partition, configuration), and trials still run in parallel, one CPU each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from cupola.specs.model import Distribution, ModelSpec
+from cupola.training.algorithms import get_algorithm
+from cupola.training.dataset import PreparedData
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    best_config: dict[str, dict[str, Any]]
+    best_valid_score: dict[str, float]
+    trials: list[dict[str, Any]]
+
+
+def _tune_distribution(distribution: Distribution, grid: bool) -> Any:
+    if distribution.type == "grid" or (grid and distribution.type == "choice"):
+        return tune.grid_search(distribution.values)
+    if distribution.type == "choice":
+        return tune.choice(distribution.values)
+    if distribution.type == "uniform":
+        return tune.uniform(distribution.low, distribution.high)
+    if distribution.type == "loguniform":
+        return tune.loguniform(distribution.low, distribution.high)
+    return tune.randint(int(distribution.low), int(distribution.high) + 1)  # `high` is inclusive in specs
+
+
+def param_space(spec: ModelSpec) -> dict[str, Any]:
+    grid = spec.search.method == "grid"
+    return {name: _tune_distribution(d, grid) for name, d in spec.algorithm.search_space.items()}
+
+
+def evaluate_config(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> dict[str, Any]:
+    """Fit `config` on every unit; scores per unit and their row-weighted mean."""
+    algorithm = get_algorithm(spec.algorithm.name)
+    params = {**spec.algorithm.params, **config}
+    scores, weights = {}, {}
+    for unit in data.units:
+        train_rows, valid_rows = data.unit_rows(unit, data.train), data.unit_rows(unit, data.valid)
+        result = algorithm.fit(
+            params, spec.task, spec.optimize, spec.seed,
+            (data.train.features[train_rows], data.train.label[train_rows]),
+            (data.valid.features[valid_rows], data.valid.label[valid_rows]),
+        )
+        scores[unit], weights[unit] = result.valid_score, int(valid_rows.sum())
+    mean = float(np.average(list(scores.values()), weights=list(weights.values())))
+    return {"score": mean, "unit_scores": scores}
+
+
+def _trial(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> None:
+    tune.report(evaluate_config(config, spec, data))
+
+
+def make_tuner(spec: ModelSpec, data: PreparedData, storage_path: str, run_name: str, max_concurrent: int) -> tune.Tuner:
+    """A Tuner for a new run, or the restored one when this run id already has Tune state."""
+    trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data), {"cpu": 1})
+    experiment = f"{storage_path.rstrip('/')}/{run_name}"
+    if tune.Tuner.can_restore(experiment):
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric="score",
+            mode=spec.mode,
+            num_samples=spec.search.num_samples,
+            search_alg=BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.search.max_concurrent or max_concurrent),
+        ),
+        run_config=tune.RunConfig(name=run_name, storage_path=storage_path, verbose=0),
+    )
+
+
+def search(spec: ModelSpec, data: PreparedData, storage_path: str, run_name: str, max_concurrent: int) -> SearchOutcome:
+    """Run (or resume) the search and pick the best configuration for each unit."""
+    if not spec.algorithm.search_space:
+        return SearchOutcome({u: {} for u in data.units}, {}, [])
+    results = make_tuner(spec, data, storage_path, run_name, max_concurrent).fit()
+    trials = []
+    for result in results:
+        if result.error is not None:
+            raise RuntimeError(f"a search trial failed: {result.error}")
+        trials.append({"config": result.config, "score": result.metrics["score"], "unit_scores": result.metrics["unit_scores"]})
+    trials.sort(key=lambda t: sorted(t["config"].items()))
+    better = min if spec.mode == "min" else max
+    best_config, best_score = {}, {}
+    for unit in data.units:
+        winner = better(trials, key=lambda t: t["unit_scores"][unit])
+        best_config[unit], best_score[unit] = winner["config"], winner["unit_scores"][unit]
+    return SearchOutcome(best_config, best_score, trials)

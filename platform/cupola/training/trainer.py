@@ -1,0 +1,164 @@
+"""Train a model spec end to end and register the result as a new model version.
+
+Steps: training set (point-in-time, fingerprinted) → transforms and split → Tune search, one
+trial per configuration across all units → retrain each unit's best configuration (Ray
+tasks, in parallel) → test metrics per partition, routed as serving will route, next to the
+fallback alone → artifacts (framework format, sha256) → one append-only repository record.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import ray
+
+from cupola.config import Settings
+from cupola.features import FeatureStore
+from cupola.features.training_sets import TrainingSet
+from cupola.repository import ArtifactStore, ModelVersion, NewModelVersion, create_repository
+from cupola.runtime import ensure_ray
+from cupola.specs.model import ModelSpec
+from cupola.training.algorithms import get_algorithm
+from cupola.training.dataset import FALLBACK, PreparedData, build_training_data, prepare
+from cupola.training.metrics import task_metrics
+from cupola.training.runs import TrainingRuns
+from cupola.training.search import search
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    run_id: str
+    version: ModelVersion
+    comparison: dict[str, dict[str, float]]
+
+
+def new_run_id(spec: ModelSpec) -> str:
+    return f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+@ray.remote(num_cpus=1)
+def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, Any]) -> tuple[bytes, float, int]:
+    algorithm = get_algorithm(spec.algorithm.name)
+    train_rows, valid_rows = data.unit_rows(unit, data.train), data.unit_rows(unit, data.valid)
+    result = algorithm.fit(
+        {**spec.algorithm.params, **config}, spec.task, spec.optimize, spec.seed,
+        (data.train.features[train_rows], data.train.label[train_rows]),
+        (data.valid.features[valid_rows], data.valid.label[valid_rows]),
+    )
+    return algorithm.serialize(result.model), result.valid_score, result.iterations
+
+
+def route(data: PreparedData, partitions: np.ndarray) -> np.ndarray:
+    """The unit that serves each row: its partition's model when it has one, else the fallback."""
+    own = set(data.units) - {FALLBACK}
+    return np.array([p if p in own else FALLBACK for p in partitions], dtype=object)
+
+
+def evaluate(spec: ModelSpec, data: PreparedData, models: dict[str, Any]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Test metrics per partition and overall, routed; and the same rows scored by the fallback alone."""
+    algorithm = get_algorithm(spec.algorithm.name)
+    test = data.test
+    routed = np.empty(len(test.label))
+    units = route(data, test.partition)
+    for unit in set(units):
+        rows = units == unit
+        routed[rows] = algorithm.predict(models[unit], test.features[rows])
+    fallback_only = algorithm.predict(models[FALLBACK], test.features) if len(test.label) else np.empty(0)
+    metrics: dict[str, dict] = {"overall": task_metrics(spec.task, test.label, routed)}
+    comparison: dict[str, dict] = {"overall": {"partitioned": metrics["overall"], "fallback_only": task_metrics(spec.task, test.label, fallback_only)}}
+    for partition in sorted(set(test.partition)):
+        rows = test.partition == partition
+        metrics[f"partition:{partition}"] = {**task_metrics(spec.task, test.label[rows], routed[rows]), "served_by": str(units[rows][0])}
+        comparison[partition] = {
+            "partitioned": task_metrics(spec.task, test.label[rows], routed[rows]),
+            "fallback_only": task_metrics(spec.task, test.label[rows], fallback_only[rows]),
+        }
+    return metrics, comparison
+
+
+def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_source: str = "") -> TrainingResult:
+    """Train `spec` (resuming `run_id` if it was interrupted) and register a new model version."""
+    store = FeatureStore(settings)
+    store.registry.resolve(spec.store_features())
+    run_id = run_id or new_run_id(spec)
+    runs, repository = TrainingRuns(settings), create_repository(settings)
+    user = settings.acting_user()
+    run = runs.start(run_id, spec.name, user)
+    started = datetime.now(timezone.utc)
+    try:
+        ensure_ray(settings)
+        training_set = _training_set(spec, store, runs, run)
+        frame = training_set.to_pandas()
+        data = prepare(spec, frame)
+        runs.log(run_id, f"training set {training_set.uri}: {training_set.rows} rows; units: {', '.join(data.units)}")
+        runs.update(run_id, progress={"step": "search", "units": len(data.units), "trials": spec.search.num_samples})
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        outcome = search(spec, data, f"{settings.data_root_uri}/training_runs", run_id, cpus)
+        runs.log(run_id, f"search: {len(outcome.trials)} trials; best per unit chosen on validation {spec.optimize}")
+        runs.update(run_id, progress={"step": "retrain", "units": len(data.units), "trials_done": len(outcome.trials)})
+        data_ref = ray.put(data)
+        fitted = ray.get([_fit_unit.remote(spec, data_ref, unit, outcome.best_config[unit]) for unit in data.units])
+        algorithm = get_algorithm(spec.algorithm.name)
+        models = {unit: algorithm.deserialize(blob) for unit, (blob, _, _) in zip(data.units, fitted, strict=True)}
+        metrics, comparison = evaluate(spec, data, models)
+        for unit, (_, valid_score, iterations) in zip(data.units, fitted, strict=True):
+            metrics.setdefault(f"unit:{unit}", {}).update({f"valid_{spec.optimize}": valid_score, "iterations": iterations})
+        artifacts = ArtifactStore(store.datalake)
+        refs = {
+            unit: artifacts.put(spec.name, run_id, f"{index:04d}-{_safe(unit)}.ubj", blob, algorithm.artifact_format)
+            for index, (unit, (blob, _, _)) in enumerate(zip(data.units, fitted, strict=True))
+        }
+        version = repository.register(
+            NewModelVersion(
+                name=spec.name,
+                created_by=user,
+                run_id=run_id,
+                training_started_at=started,
+                training_ended_at=datetime.now(timezone.utc),
+                spec={**spec.model_dump(mode="json"), "_source": spec_source},
+                params={unit: {**spec.algorithm.params, **outcome.best_config[unit]} for unit in data.units},
+                metrics=metrics,
+                data={
+                    "training_set": training_set.uri,
+                    "fingerprint": training_set.fingerprint,
+                    "rows": {"train": len(data.train.label), "validation": len(data.valid.label), "test": len(data.test.label)},
+                    "inputs": data.inputs,
+                },
+                artifacts=refs,
+                summary={"units": data.units, "trials": outcome.trials, "label_mean": float(np.mean(data.train.label)) if len(data.train.label) else None},
+            )
+        )
+        runs.log(run_id, f"registered {spec.name} version {version.version}")
+        runs.update(run_id, status="succeeded", version=version.version, progress={"step": "done"})
+        return TrainingResult(run_id, version, comparison)
+    except BaseException as error:
+        runs.update(run_id, status="failed", error=f"{type(error).__name__}: {error}")
+        runs.log(run_id, f"failed: {type(error).__name__}: {error}")
+        raise
+    finally:
+        runs.close()
+        repository.close()
+
+
+def _training_set(spec: ModelSpec, store: FeatureStore, runs: TrainingRuns, run: Any) -> TrainingSet:
+    """The run's training set: reused on resume, so a resumed search sees exactly the same data."""
+    recorded = run.state.get("training_set")
+    if recorded:
+        return TrainingSet(**recorded)
+    training_set = build_training_data(spec, store, run.run_id)
+    runs.update(run.run_id, state={"training_set": training_set.__dict__})
+    return training_set
+
+
+def _safe(unit: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in unit)
+
+
+def load_models(version: ModelVersion, artifacts: ArtifactStore) -> dict[str, Any]:
+    """Every unit's model of a version, each checked against its sha256."""
+    algorithm = get_algorithm(version.spec["algorithm"]["name"])
+    return {unit: algorithm.deserialize(artifacts.get(ref)) for unit, ref in version.artifacts.items()}

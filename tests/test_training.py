@@ -1,0 +1,111 @@
+"""Training: Tune picks the best configuration per unit, small partitions fall back, versions reload bit-identically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cupola import FeatureStore, Settings
+from cupola.repository import ArtifactIntegrityError, ArtifactStore, create_repository
+from cupola.specs.model import ModelSpec
+from cupola.training.dataset import FALLBACK, build_training_data, prepare
+from cupola.training.runs import TrainingRuns
+from cupola.training.search import evaluate_config, search
+from cupola.training.trainer import evaluate, load_models, train
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
+
+
+def small_spec(**changes: object) -> ModelSpec:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    document["algorithm"]["params"] = {"num_boost_round": 40, "early_stopping_rounds": 5}
+    document["search"] = {"method": "random", "num_samples": 3}
+    document["partition"]["min_rows"] = 450
+    document.update(changes)
+    return ModelSpec.model_validate(document)
+
+
+@pytest.fixture
+def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path: Path) -> Settings:
+    """The shared example lake with this test's own records database."""
+    settings, _ = example_lake
+    return settings.model_copy(update={"records_path": tmp_path / "records.db"})
+
+
+def test_search_chooses_each_units_best_configuration(lake: Settings, tmp_path: Path) -> None:
+    spec = small_spec(
+        algorithm={
+            "name": "xgboost",
+            "params": {"num_boost_round": 40, "early_stopping_rounds": 5},
+            "search_space": {"max_depth": {"type": "grid", "values": [1, 3, 6]}, "eta": {"type": "grid", "values": [0.02, 0.3]}},
+        },
+        search={"method": "grid", "num_samples": 1},
+    )
+    store = FeatureStore(lake)
+    data = prepare(spec, build_training_data(spec, store, "grid").to_pandas())
+    outcome = search(spec, data, (tmp_path / "tune").as_uri(), "grid", max_concurrent=2)
+    assert len(outcome.trials) == 6
+    for unit in data.units:
+        direct = {
+            (depth, eta): evaluate_config({"max_depth": depth, "eta": eta}, spec, data)["unit_scores"][unit]
+            for depth in (1, 3, 6)
+            for eta in (0.02, 0.3)
+        }
+        best = min(direct, key=direct.get)
+        assert (outcome.best_config[unit]["max_depth"], outcome.best_config[unit]["eta"]) == best
+        assert outcome.best_valid_score[unit] == pytest.approx(direct[best])
+
+
+def test_small_partitions_are_served_by_the_fallback(lake: Settings) -> None:
+    spec = small_spec()
+    result = train(spec, lake)
+    version = result.version
+    units = version.summary["units"]
+    assert units[0] == FALLBACK and 1 < len(units) < 9  # some cities have their own model, some do not
+    served = {key.removeprefix("partition:"): value["served_by"] for key, value in version.metrics.items() if key.startswith("partition:")}
+    for city, unit in served.items():
+        assert unit == (city if city in units else FALLBACK)
+    assert set(version.artifacts) == set(units)
+    assert version.data["fingerprint"] and version.data["rows"]["test"] > 0
+
+
+def test_same_seed_reproduces_configs_and_models_and_reload_is_bit_identical(lake: Settings) -> None:
+    spec = small_spec()
+    first, second = train(spec, lake), train(spec, lake)
+    assert (first.version.version, second.version.version) == (1, 2)
+    assert first.version.params == second.version.params
+    assert {u: r.sha256 for u, r in first.version.artifacts.items()} == {u: r.sha256 for u, r in second.version.artifacts.items()}
+
+    repository = create_repository(lake)
+    artifacts = ArtifactStore(FeatureStore(lake).datalake)
+    reloaded = load_models(repository.get(spec.name, 1), artifacts)
+    data = prepare(spec, pd.read_parquet(first.version.data["training_set"].removeprefix("file://")))
+    metrics, _ = evaluate(spec, data, reloaded)
+    assert metrics["overall"] == first.version.metrics["overall"]
+    for unit, model in reloaded.items():
+        again = load_models(repository.get(spec.name, 2), artifacts)[unit]
+        np.testing.assert_array_equal(model.inplace_predict(data.test.features), again.inplace_predict(data.test.features))
+
+    tampered = next(iter(first.version.artifacts.values()))
+    path = Path(tampered.uri.removeprefix("file://"))
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ArtifactIntegrityError):
+        load_models(repository.get(spec.name, 1), artifacts)
+
+
+def test_runs_record_status_and_logs(lake: Settings) -> None:
+    spec = small_spec()
+    result = train(spec, lake, run_id="recorded-run")
+    runs = TrainingRuns(lake)
+    run = runs.get("recorded-run")
+    assert run.status == "succeeded" and run.version == result.version.version and run.ended_at is not None
+    assert any("registered delivery_minutes version" in message for _, message in runs.logs("recorded-run"))
+    broken = small_spec(training_data={"labels": "labels/absent"})
+    with pytest.raises(FileNotFoundError, match="training_data.labels"):
+        train(broken, lake, run_id="broken-run")
+    failed = runs.get("broken-run")
+    assert failed.status == "failed" and "training_data.labels" in failed.error
