@@ -27,6 +27,7 @@ test-fast: venv
 
 bench: venv
 	$(BIN)/python benchmarks/feature_pipeline.py
+	$(BIN)/python benchmarks/partitioned_search.py
 
 clean:
 	rm -rf cupola_data .pytest_cache test-artifacts

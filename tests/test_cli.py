@@ -73,6 +73,31 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert "training set:      3,000 rows" in result.output
     assert (tmp_path / "lake" / "online" / "online.db").is_file()
     assert "restaurant_prep__prep_minutes_mean_7d" in result.output
-    got = runner.invoke(app, ["features", "get", "city_demand.*", "-e", "city=lima", "-e", "city=atlantis"], env={"CUPOLA_DATA_ROOT": str(tmp_path / "lake")})
+    assert "delivery_minutes v1: test metrics" in result.output and "one global model" in result.output
+    env = {"CUPOLA_DATA_ROOT": str(tmp_path / "lake")}
+    got = runner.invoke(app, ["features", "get", "city_demand.*", "-e", "city=lima", "-e", "city=atlantis"], env=env)
     assert got.exit_code == 0, got.output
     assert '"city": "atlantis"' in got.output and "city_demand__orders_10m" in got.output
+
+    listed = runner.invoke(app, ["models", "list"], env=env)
+    assert listed.exit_code == 0 and "production→1" in listed.output
+    shown = runner.invoke(app, ["models", "show", "delivery_minutes", "--version", "production"], env=env)
+    assert shown.exit_code == 0 and '"fingerprint"' in shown.output and '"sha256"' in shown.output
+    moved = runner.invoke(app, ["models", "alias", "delivery_minutes", "staging", "1", "--expect", "0"], env=env)
+    assert moved.exit_code == 0 and "staging → 1 (was unset)" in moved.output
+    conflict = runner.invoke(app, ["models", "alias", "delivery_minutes", "staging", "1", "--expect", "0"], env=env)
+    assert conflict.exit_code == 2 and "points to 1, not 0; nothing was moved" in conflict.output
+    removed = runner.invoke(app, ["models", "delete-alias", "delivery_minutes", "staging"], env=env)
+    assert removed.exit_code == 0 and "staging removed (was 1)" in removed.output
+    runs = runner.invoke(app, ["runs", "list"], env=env)
+    assert runs.exit_code == 0 and "succeeded" in runs.output
+
+
+def test_bad_model_commands_are_clear(tmp_path: Path) -> None:
+    env = {"CUPOLA_DATA_ROOT": str(tmp_path / "lake")}
+    missing_spec = runner.invoke(app, ["train", str(tmp_path / "nope.yaml")], env=env)
+    assert missing_spec.exit_code == 2 and "nope.yaml: cannot be read" in missing_spec.output
+    unknown = runner.invoke(app, ["models", "versions", "ghost"], env=env)
+    assert unknown.exit_code == 2 and "model 'ghost' has no versions" in unknown.output
+    no_run = runner.invoke(app, ["runs", "show", "ghost-run"], env=env)
+    assert no_run.exit_code == 2 and "no training run 'ghost-run'" in no_run.output

@@ -1,12 +1,37 @@
 """cupola: an end-to-end machine-learning platform on Ray.
 
-The public API is re-exported here; everything else is internal. Importing cupola starts
-nothing: Ray is initialized on first use, from `Settings`.
+The public API is re-exported here and resolved lazily (PEP 562): `import cupola` starts and
+imports nothing heavy, so Ray workers that unpickle one cupola function import only the
+modules that function needs. Ray itself is initialized on first use, from `Settings`.
 """
 
-from cupola.config import Settings, SettingsError
-from cupola.features import FeatureStore, OnlineFeatures, TrainingSet
-from cupola.specs import FeatureGroupSpec, SpecError
+from __future__ import annotations
 
-__all__ = ["FeatureGroupSpec", "FeatureStore", "OnlineFeatures", "Settings", "SettingsError", "SpecError", "TrainingSet"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Settings": "cupola.config",
+    "SettingsError": "cupola.config",
+    "FeatureStore": "cupola.features",
+    "OnlineFeatures": "cupola.features",
+    "TrainingSet": "cupola.features",
+    "FeatureGroupSpec": "cupola.specs",
+    "SpecError": "cupola.specs",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from cupola.config import Settings, SettingsError
+    from cupola.features import FeatureStore, OnlineFeatures, TrainingSet
+    from cupola.specs import FeatureGroupSpec, SpecError
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cupola' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

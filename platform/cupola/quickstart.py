@@ -1,4 +1,4 @@
-"""The quickstart: the delivery example from raw events to a training set and online features.
+"""The quickstart: the delivery example from raw events to features, a trained model and its record.
 
 Later steps of the platform (training, deployment, monitoring) extend this same walk.
 """
@@ -8,10 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cupola.config import Settings
-from cupola.examples import EXAMPLE_FEATURES, LABEL_EVENT_TIME, LABELS_PATH
+from cupola.examples import EXAMPLE_FEATURES, EXAMPLE_MODEL_SPEC, LABEL_EVENT_TIME, LABELS_PATH
 from cupola.examples.delivery import write_example
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
+from cupola.repository import create_repository
+from cupola.specs.model import load_model_spec
+from cupola.training.trainer import TrainingResult, train
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class QuickstartSummary:
     materialized: dict[str, int]
     online_store: str
     sample_lookup: dict
+    training: TrainingResult
 
 
 def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress | None = None) -> QuickstartSummary:
@@ -33,6 +37,10 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
     materialized = store.materialize(progress=progress)
     first = orders.iloc[-1]
     lookup = store.get_online_features(EXAMPLE_FEATURES, [{"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}])
+    training = train(load_model_spec(EXAMPLE_MODEL_SPEC), settings, spec_source=str(EXAMPLE_MODEL_SPEC))
+    repository = create_repository(settings)
+    repository.set_alias(training.version.name, "production", training.version.version, settings.acting_user())
+    repository.close()
     return QuickstartSummary(
         orders=len(orders),
         data_root=settings.data_root_uri,
@@ -41,4 +49,5 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
         materialized=materialized,
         online_store=str(settings.resolved_online_store_path()) if settings.backend == "sqlite" else settings.backend,
         sample_lookup={"entity": {"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}, **lookup.rows[0]},
+        training=training,
     )

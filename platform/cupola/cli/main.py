@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from cupola.cli import features, models
+from cupola.cli.models import print_comparison
 from cupola.cli.console import console, load_settings, progress_bars, user_errors
 
 app = typer.Typer(help="cupola: an end-to-end machine-learning platform on Ray.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -88,8 +89,9 @@ def quickstart(
     console.print(f"datalake:          {summary.data_root}")
     console.print(f"online store:      {summary.online_store}")
     console.print("online lookup:     " + json.dumps(summary.sample_lookup, default=str))
-    console.print("next: `cupola features list`, `cupola features describe restaurant_prep`")
+    print_comparison(summary.training)
+    console.print("next: `cupola features list`, `cupola models versions delivery_minutes`, `cupola runs list`")
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    app(args=argv)
+if __name__ == "__main__":
+    app()

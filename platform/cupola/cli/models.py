@@ -11,6 +11,7 @@ from rich.table import Column, Table
 
 from cupola.cli.console import console, load_settings, user_errors
 from cupola.repository import create_repository
+from cupola.training.trainer import TrainingResult
 
 models_app = typer.Typer(help="The model repository: versions, records, aliases.", no_args_is_help=True)
 runs_app = typer.Typer(help="Training runs: status, progress, logs.", no_args_is_help=True)
@@ -28,14 +29,19 @@ def train_command(
         spec = load_model_spec(spec_path)
         with console.status(f"training {spec.name}: search of {spec.search.num_samples} configurations per unit"):
             result = train(spec, load_settings(), run_id, spec_source=str(spec_path))
+    print_comparison(result)
+
+
+def print_comparison(result: TrainingResult) -> None:
+    """Test metrics per partition: the partitioned model next to one global model (the fallback)."""
     version = result.version
-    metric = "rmse" if spec.task == "regression" else "auc"
-    table = Table(Column("partition", no_wrap=True), f"{metric} (partitioned)", f"{metric} (one global model)", "served by", title=f"{spec.name} v{version.version} test metrics")
+    metric = "rmse" if version.spec["task"] == "regression" else "auc"
+    table = Table(Column("partition", no_wrap=True), f"{metric}: partitioned", f"{metric}: one global model", "served by", title=f"{version.name} v{version.version}: test metrics")
     for partition, pair in result.comparison.items():
-        served = version.metrics.get(f"partition:{partition}", {}).get("served_by", "-")
-        table.add_row(partition, f"{pair['partitioned'][metric]:.4f}", f"{pair['fallback_only'][metric]:.4f}", served if partition != "overall" else "")
+        served = version.metrics.get(f"partition:{partition}", {}).get("served_by", "")
+        table.add_row(partition, f"{pair['partitioned'][metric]:.4f}", f"{pair['fallback_only'][metric]:.4f}", served)
     console.print(table)
-    console.print(f"registered {spec.name} version {version.version} (run {result.run_id}) by {version.created_by}")
+    console.print(f"registered {version.name} version {version.version} (run {result.run_id}) by {version.created_by}")
 
 
 @runs_app.command("list")

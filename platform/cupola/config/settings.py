@@ -50,8 +50,9 @@ class Settings(BaseSettings):
     ray_address: str = Field(
         default="",
         description=(
-            "Ray cluster to connect to ('auto', 'ray://host:10001', 'host:6379'); empty starts "
-            "or reuses a local Ray. Inside `ray job submit` the job's cluster is used. Env: CUPOLA_RAY_ADDRESS."
+            "Ray cluster to connect to ('auto', 'ray://host:10001', 'host:6379'); 'local' always starts a new "
+            "local Ray; empty is Ray's default (a cluster started with `ray start` on this machine, else a new "
+            "local one; inside `ray job submit`, the job's cluster). Env: CUPOLA_RAY_ADDRESS."
         ),
     )
     feature_repo: Path | None = Field(

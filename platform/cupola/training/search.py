@@ -8,6 +8,9 @@ not once per (partition, configuration), and trials still run in parallel, one C
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +68,36 @@ def _trial(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> None:
     tune.report(evaluate_config(config, spec, data))
 
 
-def make_tuner(spec: ModelSpec, data: PreparedData, storage_path: str, run_name: str, max_concurrent: int) -> tune.Tuner:
+class TrialProgress(tune.Callback):
+    """Reports each finished trial to `report(done, total)`; must stay picklable (Tune stores it for restore)."""
+
+    def __init__(self, report: Callable[[int, int], None]) -> None:
+        self.report = report
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.report(sum(t.status == "TERMINATED" for t in trials), len(trials))
+
+
+@contextlib.contextmanager
+def _experiment_state_saved_every_step() -> Iterator[None]:
+    """Make Tune persist its experiment state after every step instead of at most every 10 s.
+
+    Ray exposes this period only as the TUNE_GLOBAL_CHECKPOINT_S variable, read when the
+    search starts. With 0, a trial that finished is on disk before the next step, so a
+    driver killed at any moment resumes without redoing it. The state is a few kilobytes.
+    """
+    previous = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+        else:
+            os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = previous
+
+
+def make_tuner(spec: ModelSpec, data: PreparedData, storage_path: str, run_name: str, max_concurrent: int, progress: TrialProgress | None = None) -> tune.Tuner:
     """A Tuner for a new run, or the restored one when this run id already has Tune state."""
     trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data), {"cpu": 1})
     experiment = f"{storage_path.rstrip('/')}/{run_name}"
@@ -79,16 +111,18 @@ def make_tuner(spec: ModelSpec, data: PreparedData, storage_path: str, run_name:
             mode=spec.mode,
             num_samples=spec.search.num_samples,
             search_alg=BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.search.max_concurrent or max_concurrent),
+            reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=run_name, storage_path=storage_path, verbose=0),
+        run_config=tune.RunConfig(name=run_name, storage_path=storage_path, verbose=0, callbacks=[progress] if progress else None),
     )
 
 
-def search(spec: ModelSpec, data: PreparedData, storage_path: str, run_name: str, max_concurrent: int) -> SearchOutcome:
+def search(spec: ModelSpec, data: PreparedData, storage_path: str, run_name: str, max_concurrent: int, progress: TrialProgress | None = None) -> SearchOutcome:
     """Run (or resume) the search and pick the best configuration for each unit."""
     if not spec.algorithm.search_space:
         return SearchOutcome({u: {} for u in data.units}, {}, [])
-    results = make_tuner(spec, data, storage_path, run_name, max_concurrent).fit()
+    with _experiment_state_saved_every_step():
+        results = make_tuner(spec, data, storage_path, run_name, max_concurrent, progress).fit()
     trials = []
     for result in results:
         if result.error is not None:

@@ -26,7 +26,7 @@ from cupola.training.algorithms import get_algorithm
 from cupola.training.dataset import FALLBACK, PreparedData, build_training_data, prepare
 from cupola.training.metrics import task_metrics
 from cupola.training.runs import TrainingRuns
-from cupola.training.search import search
+from cupola.training.search import TrialProgress, search
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         runs.log(run_id, f"training set {training_set.uri}: {training_set.rows} rows; units: {', '.join(data.units)}")
         runs.update(run_id, progress={"step": "search", "units": len(data.units), "trials": spec.search.num_samples})
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        outcome = search(spec, data, f"{settings.data_root_uri}/training_runs", run_id, cpus)
+        outcome = search(spec, data, f"{settings.data_root_uri}/training_runs", run_id, cpus, TrialProgress(_RunProgress(settings, run_id, len(data.units))))
         runs.log(run_id, f"search: {len(outcome.trials)} trials; best per unit chosen on validation {spec.optimize}")
         runs.update(run_id, progress={"step": "retrain", "units": len(data.units), "trials_done": len(outcome.trials)})
         data_ref = ray.put(data)
@@ -152,6 +152,23 @@ def _training_set(spec: ModelSpec, store: FeatureStore, runs: TrainingRuns, run:
     training_set = build_training_data(spec, store, run.run_id)
     runs.update(run.run_id, state={"training_set": training_set.__dict__})
     return training_set
+
+
+@dataclass(frozen=True)
+class _RunProgress:
+    """Records search progress on the run; picklable because Tune keeps its callbacks for restore."""
+
+    settings: Settings
+    run_id: str
+    units: int
+
+    def __call__(self, done: int, total: int) -> None:
+        runs = TrainingRuns(self.settings)
+        try:
+            runs.update(self.run_id, progress={"step": "search", "units": self.units, "trials_done": done, "trials": total})
+            runs.log(self.run_id, f"trial {done}/{total} finished")
+        finally:
+            runs.close()
 
 
 def _safe(unit: str) -> str:
