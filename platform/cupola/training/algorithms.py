@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,6 +24,7 @@ class FitResult:
 class Algorithm(Protocol):
     name: str
     artifact_format: str
+    file_suffix: str
 
     def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
         """Train on `train`, stop early on `valid`, and return the model with its validation score."""
@@ -39,6 +44,7 @@ class XGBoostAlgorithm:
 
     name = "xgboost"
     artifact_format = "xgboost-ubj"
+    file_suffix = ".ubj"
     DEFAULTS = {"num_boost_round": 200, "early_stopping_rounds": 20, "max_depth": 6, "eta": 0.1}
 
     def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
@@ -77,10 +83,89 @@ class XGBoostAlgorithm:
         return booster
 
 
-ALGORITHMS: dict[str, Algorithm] = {"xgboost": XGBoostAlgorithm()}
+@functools.cache
+def _tensorflow() -> Any:
+    """Import TensorFlow once per process: one thread per fit (trials run in parallel) and deterministic ops."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow already initialized its thread pools in this process
+    tf.config.experimental.enable_op_determinism()
+    return tf
+
+
+class TensorFlowAlgorithm:
+    """A Keras MLP: normalization of numeric inputs, dense layers, early stopping on validation.
+
+    Categorical inputs arrive one-hot or as codes from the transform DSL. Missing values are
+    replaced by the training means that the Normalization layer stores, so the saved model
+    carries everything prediction needs and loads with Keras' safe mode (no Python code).
+    """
+
+    name = "tensorflow"
+    artifact_format = "keras"
+    file_suffix = ".keras"
+    DEFAULTS = {"hidden_units": [64, 32], "dropout": 0.0, "learning_rate": 1e-3, "epochs": 40, "batch_size": 256, "patience": 5}
+
+    def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
+        tf = _tensorflow()
+        keras = tf.keras
+        keras.utils.set_random_seed(seed)
+        settings = {**self.DEFAULTS, **params}
+        hidden = settings["hidden_units"]
+        hidden = [int(hidden)] if isinstance(hidden, int | float) else [int(units) for units in hidden]
+        means = np.nanmean(train[0], axis=0)
+        means = np.where(np.isnan(means), 0.0, means).astype("float32")
+        features = np.where(np.isnan(train[0]), means, train[0])
+
+        normalization = keras.layers.Normalization(name="normalization")
+        normalization.adapt(features)
+        inputs = keras.Input(shape=(train[0].shape[1],), name="features")
+        layer = normalization(inputs)
+        for index, units in enumerate(hidden):
+            layer = keras.layers.Dense(units, activation="relu", name=f"dense_{index}")(layer)
+            if settings["dropout"] > 0:
+                layer = keras.layers.Dropout(float(settings["dropout"]), name=f"dropout_{index}")(layer)
+        output = keras.layers.Dense(1, activation="sigmoid" if task == "binary" else None, name="prediction")(layer)
+        model = keras.Model(inputs, output)
+        model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss="binary_crossentropy" if task == "binary" else "mse")
+        stopper = keras.callbacks.EarlyStopping(patience=int(settings["patience"]), restore_best_weights=True)
+        history = model.fit(
+            features, train[1], validation_data=(np.where(np.isnan(valid[0]), means, valid[0]), valid[1]),
+            epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]), verbose=0, shuffle=True, callbacks=[stopper],
+        )
+        score = SCORERS[metric](valid[1], self.predict(model, valid[0]))
+        return FitResult(model, score, len(history.history["loss"]))
+
+    def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
+        means = np.asarray(model.get_layer("normalization").mean).reshape(-1)
+        filled = np.where(np.isnan(features), means, features).astype("float32")
+        return np.asarray(model(filled, training=False)).reshape(-1).astype("float64")
+
+    def serialize(self, model: Any) -> bytes:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.keras"
+            model.save(path)
+            return path.read_bytes()
+
+    def deserialize(self, data: bytes) -> Any:
+        keras = _tensorflow().keras
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.keras"
+            path.write_bytes(data)
+            return keras.models.load_model(path, safe_mode=True)
+
+
+ALGORITHMS: dict[str, Algorithm] = {"xgboost": XGBoostAlgorithm(), "tensorflow": TensorFlowAlgorithm()}
+REQUIRED_MODULE = {"xgboost": "xgboost", "tensorflow": "tensorflow"}
 
 
 def get_algorithm(name: str) -> Algorithm:
     if name not in ALGORITHMS:
-        raise NotImplementedError(f"algorithm '{name}' is not available in this version; use algorithm.name: xgboost")
+        raise NotImplementedError(f"algorithm '{name}' is not available; use one of: {', '.join(ALGORITHMS)}")
+    if importlib.util.find_spec(REQUIRED_MODULE[name]) is None:
+        raise NotImplementedError(f"algorithm '{name}' needs the '{name}' extra: pip install 'cupola[{name}]'")
     return ALGORITHMS[name]

@@ -109,7 +109,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
             metrics.setdefault(f"unit:{unit}", {}).update({f"valid_{spec.optimize}": valid_score, "iterations": iterations})
         artifacts = ArtifactStore(store.datalake)
         refs = {
-            unit: artifacts.put(spec.name, run_id, f"{index:04d}-{_safe(unit)}.ubj", blob, algorithm.artifact_format)
+            unit: artifacts.put(spec.name, run_id, f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}", blob, algorithm.artifact_format)
             for index, (unit, (blob, _, _)) in enumerate(zip(data.units, fitted, strict=True))
         }
         version = repository.register(
