@@ -109,3 +109,25 @@ def test_runs_record_status_and_logs(lake: Settings) -> None:
         train(broken, lake, run_id="broken-run")
     failed = runs.get("broken-run")
     assert failed.status == "failed" and "training_data.labels" in failed.error
+
+
+def test_asha_stops_poor_configurations_early(lake: Settings, tmp_path: Path) -> None:
+    spec = small_spec(
+        algorithm={
+            "name": "xgboost",
+            "params": {"num_boost_round": 40, "early_stopping_rounds": 40},
+            "search_space": {"eta": {"type": "grid", "values": [0.3, 0.0001]}, "max_depth": {"type": "grid", "values": [2, 3, 4, 5]}},
+        },
+        search={"method": "grid", "num_samples": 1, "scheduler": "asha", "max_concurrent": 1},
+    )
+    store = FeatureStore(lake)
+    data = prepare(spec, build_training_data(spec, store, "asha").to_pandas())
+    outcome = search(spec, data, (tmp_path / "tune").as_uri(), "asha", max_concurrent=1)
+    assert len(outcome.trials) == 8
+    stopped = [t for t in outcome.trials if len(t["unit_scores"]) < len(data.units)]
+    assert any(t["config"]["eta"] == 0.0001 for t in stopped)  # hopeless configurations stop before fitting every unit
+    assert sum(len(t["unit_scores"]) for t in outcome.trials) < 8 * len(data.units)  # fits were saved
+    for unit in data.units:
+        reached = [t for t in outcome.trials if unit in t["unit_scores"]]
+        assert outcome.best_valid_score[unit] == min(t["unit_scores"][unit] for t in reached)
+        assert outcome.best_config[unit]["eta"] == 0.3
