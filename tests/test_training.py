@@ -104,6 +104,8 @@ def test_runs_record_status_and_logs(lake: Settings) -> None:
     run = runs.get("recorded-run")
     assert run.status == "succeeded" and run.version == result.version.version and run.ended_at is not None
     assert any("registered delivery_minutes version" in message for _, message in runs.logs("recorded-run"))
+    with pytest.raises(ValueError, match="run 'recorded-run' already succeeded and registered delivery_minutes version"):
+        train(spec, lake, run_id="recorded-run")
     broken = small_spec(training_data={"labels": "labels/absent"})
     with pytest.raises(FileNotFoundError, match="training_data.labels"):
         train(broken, lake, run_id="broken-run")

@@ -20,6 +20,9 @@ _EXPORTS = {
     "TrainingSet": "cupola.features",
     "FeatureGroupSpec": "cupola.specs",
     "SpecError": "cupola.specs",
+    "ModelSpec": "cupola.specs.model",
+    "load_model_spec": "cupola.specs.model",
+    "train": "cupola.training.trainer",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from cupola.config import Settings, SettingsError
     from cupola.features import FeatureStore, OnlineFeatures, TrainingSet
     from cupola.specs import FeatureGroupSpec, SpecError
+    from cupola.specs.model import ModelSpec, load_model_spec
+    from cupola.training.trainer import train
 
 
 def __getattr__(name: str) -> Any:

@@ -83,7 +83,7 @@ def _bucket_statistics(datalake: Datalake, group: str, bucket: int) -> dict:
     return partial_stats(table) if table is not None else {}
 
 
-def _wait_all(refs: list[ray.ObjectRef], step: str, progress: Progress | None) -> list:
+def wait_all(refs: list[ray.ObjectRef], step: str, progress: Progress | None) -> list:
     """ray.get with progress reports as tasks finish."""
     pending, done = list(refs), 0
     while pending:
@@ -157,7 +157,7 @@ def build_feature_group(
         _reduce_bucket.remote(datalake, spec, run_id, bucket, keep_from, *[shard[bucket] for shard in shards])
         for bucket in range(spec.buckets)
     ]
-    results = _wait_all(reduced, f"build {spec.name}", progress)
+    results = wait_all(reduced, f"build {spec.name}", progress)
     replaced = _replaced_dates(offline.dates(spec.name), start, end)
     offline.publish(spec.name, run_id, replaced)
     statistics = group_statistics(datalake, spec)

@@ -54,7 +54,8 @@ class FeatureStore:
         """Copy the latest values of `names` (all online groups when None) into the online store."""
         from cupola.features.materialize import materialize_group
 
-        specs = [self.registry.get(name) for name in names] if names else [self.registry.get(n) for n in self.registry.names() if self.registry.get(n).online]
+        chosen = names or [name for name in self.registry.names() if self.registry.get(name).online]
+        specs = [self.registry.get(name) for name in chosen]
         for spec in specs:
             if not self.offline.dates(spec.name):
                 raise ValueError(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import ray
 
 from cupola.features.offline_store import OfflineStore, part_name
-from cupola.features.pipeline import Progress, _wait_all
+from cupola.features.pipeline import Progress, wait_all
 from cupola.features.sharding import normalize_keys, split_by_bucket
 from cupola.features.timeutil import to_utc
 from cupola.specs.feature_group import FeatureGroupSpec
@@ -166,7 +166,7 @@ def build_training_set(
             for bucket in range(spec.buckets)
         ]
         if last:
-            results = _wait_all(joined, f"join {spec.name}", progress)
+            results = wait_all(joined, f"join {spec.name}", progress)
         else:
             blocks = joined
     rows = sum(count for count, _ in results)

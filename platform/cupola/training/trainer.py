@@ -87,6 +87,11 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
     run_id = run_id or new_run_id(spec)
     runs, repository = TrainingRuns(settings), create_repository(settings)
     user = settings.acting_user()
+    finished = next((r for r in runs.list(spec.name) if r.run_id == run_id and r.status == "succeeded"), None)
+    if finished is not None:
+        runs.close()
+        repository.close()
+        raise ValueError(f"run '{run_id}' already succeeded and registered {spec.name} version {finished.version}: omit --run-id to train again")
     run = runs.start(run_id, spec.name, user)
     started = datetime.now(timezone.utc)
     try:
@@ -108,8 +113,9 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         for unit, (_, valid_score, iterations) in zip(data.units, fitted, strict=True):
             metrics.setdefault(f"unit:{unit}", {}).update({f"valid_{spec.optimize}": valid_score, "iterations": iterations})
         artifacts = ArtifactStore(store.datalake)
+        attempt = f"{run_id}/{uuid.uuid4().hex[:8]}"  # a resumed run writes beside, never over, a crashed attempt's files
         refs = {
-            unit: artifacts.put(spec.name, run_id, f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}", blob, algorithm.artifact_format)
+            unit: artifacts.put(spec.name, attempt, f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}", blob, algorithm.artifact_format)
             for index, (unit, (blob, _, _)) in enumerate(zip(data.units, fitted, strict=True))
         }
         version = repository.register(
