@@ -114,3 +114,29 @@ def test_jobs_are_thin_scripts() -> None:
         text = (REPO / "jobs" / job).read_text()
         assert "sys.path" not in text and "PYTHONPATH" not in text
     assert shutil.which("ray", path=str(BIN)) is not None
+
+
+@pytest.mark.slow
+def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> None:
+    import yaml
+
+    from cupola.repository import create_repository
+    from cupola.training.runs import TrainingRuns
+
+    data_root = tmp_path / "lake"
+    settings = Settings.load(data_root=str(data_root))
+    store = FeatureStore(settings)
+    write_example(store.datalake, 3000, seed=4, days=5)
+    store.build()
+    document = yaml.safe_load((REPO / "platform/cupola/examples/models/delivery_minutes.yaml").read_text())
+    document["algorithm"]["params"] = {"num_boost_round": 30, "early_stopping_rounds": 5}
+    document["search"] = {"method": "random", "num_samples": 2}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(document))
+
+    trained = submit(head_node, data_root, "jobs/train.py", str(spec), "--run-id", "job-run")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert "registered delivery_minutes version 1" in trained.stdout + trained.stderr
+    version = create_repository(settings).get("delivery_minutes", 1)
+    assert version.run_id == "job-run" and len(version.summary["trials"]) == 2
+    assert TrainingRuns(settings).get("job-run").status == "succeeded"
