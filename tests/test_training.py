@@ -133,3 +133,19 @@ def test_asha_stops_poor_configurations_early(lake: Settings, tmp_path: Path) ->
         reached = [t for t in outcome.trials if unit in t["unit_scores"]]
         assert outcome.best_valid_score[unit] == min(t["unit_scores"][unit] for t in reached)
         assert outcome.best_config[unit]["eta"] == 0.3
+
+
+def test_large_units_are_fitted_data_parallel_with_ray_train(lake: Settings) -> None:
+    spec = small_spec()
+    document = spec.model_dump(mode="json")
+    document["algorithm"] = {**document["algorithm"], "distributed_above_rows": 2000, "distributed_workers": 2}
+    spec = ModelSpec.model_validate(document)
+    version = train(spec, lake).version
+    assert version.metrics[f"unit:{FALLBACK}"]["trained_with"] == "ray-train xgboost, 2 workers"  # all rows: above 2000
+    assert all(version.metrics[f"unit:{u}"]["trained_with"] == "in-process" for u in version.summary["units"][1:])
+    reloaded = load_models(version, ArtifactStore(FeatureStore(lake).datalake))
+    data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
+    metrics, comparison = evaluate(spec, data, reloaded)
+    assert metrics["overall"] == version.metrics["overall"]
+    data_parallel_rmse = comparison["overall"]["fallback_only"]["rmse"]  # every test row scored by the Ray Train model
+    assert data_parallel_rmse < 0.5 * np.std(data.test.label)  # far better than predicting the mean

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +70,30 @@ class XGBoostAlgorithm:
         score = SCORERS[metric](valid[1], self.predict(best, valid[0]))
         return FitResult(best, score, booster.best_iteration + 1)
 
+    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str) -> FitResult:
+        """The same fit, data-parallel: Ray Train's XGBoostTrainer, each worker holding one shard of the rows."""
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
+
+        settings = {**self.DEFAULTS, **params}
+        rounds = int(settings.pop("num_boost_round"))
+        patience = int(settings.pop("early_stopping_rounds"))
+        booster_params = {**settings, "objective": "reg:squarederror" if task == "regression" else "binary:logistic", "eval_metric": metric, "nthread": 1, "seed": seed}
+        if "max_depth" in booster_params:
+            booster_params["max_depth"] = int(booster_params["max_depth"])
+        shards = [ray.put((train[0][rank::workers], train[1][rank::workers])) for rank in range(workers)]
+        trainer = XGBoostTrainer(
+            _distributed_loop,
+            train_loop_config={"shards": shards, "valid": ray.put(valid), "params": booster_params, "rounds": rounds, "patience": patience},
+            scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(storage_path=storage_path, name=f"xgboost-{uuid.uuid4().hex[:8]}"),
+        )
+        result = trainer.fit()
+        booster = RayTrainReportCallback.get_model(result.checkpoint)
+        best = booster[: int(booster.attr("best_iteration")) + 1]
+        return FitResult(best, SCORERS[metric](valid[1], self.predict(best, valid[0])), best.num_boosted_rounds())
+
     def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
         return model.inplace_predict(features)
 
@@ -81,6 +106,30 @@ class XGBoostAlgorithm:
         booster = xgb.Booster()
         booster.load_model(bytearray(data))
         return booster
+
+
+def _distributed_loop(config: dict[str, Any]) -> None:
+    """One Ray Train worker: its shard, the shared validation rows, xgboost's collective does the rest."""
+    import ray
+    import ray.train
+    import xgboost as xgb
+    from ray.train.xgboost import RayTrainReportCallback
+
+    class ReportAtEnd(RayTrainReportCallback):
+        """Report once, with the final model. The stock callback reports every round, and each report is a
+        cross-worker barrier: measured here, ~2 s per round (200 s for 100 rounds) against 1.3 s in all."""
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+            self._evals_log = evals_log
+            return False
+
+    features, label = ray.get(config["shards"][ray.train.get_context().get_world_rank()])
+    valid_features, valid_label = ray.get(config["valid"])
+    xgb.train(
+        config["params"], xgb.DMatrix(features, label=label), config["rounds"],
+        evals=[(xgb.DMatrix(valid_features, label=valid_label), "valid")], early_stopping_rounds=config["patience"],
+        verbose_eval=False, callbacks=[ReportAtEnd(frequency=0)],
+    )
 
 
 @functools.cache

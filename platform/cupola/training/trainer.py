@@ -52,6 +52,38 @@ def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, 
     return algorithm.serialize(result.model), result.valid_score, result.iterations
 
 
+def _is_large(spec: ModelSpec, data: PreparedData, unit: str) -> bool:
+    threshold = spec.algorithm.distributed_above_rows
+    return threshold is not None and int(data.unit_rows(unit, data.train).sum()) > threshold
+
+
+def _trained_with(spec: ModelSpec, data: PreparedData, unit: str) -> str:
+    if _is_large(spec, data, unit):
+        return f"ray-train xgboost, {spec.algorithm.distributed_workers} workers"
+    return "in-process"
+
+
+def _refit(spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any]], storage_path: str) -> list[tuple[bytes, float, int]]:
+    """Refit each unit's best configuration: small units as parallel one-CPU tasks, then large units
+    data-parallel with Ray Train from the driver (inside a one-CPU task its workers would starve)."""
+    data_ref = ray.put(data)
+    small = {unit: _fit_unit.remote(spec, data_ref, unit, configs[unit]) for unit in data.units if not _is_large(spec, data, unit)}
+    results = dict(zip(small, ray.get(list(small.values())), strict=True))
+    algorithm = get_algorithm(spec.algorithm.name)
+    for unit in data.units:
+        if unit in results:
+            continue
+        train_rows, valid_rows = data.unit_rows(unit, data.train), data.unit_rows(unit, data.valid)
+        result = algorithm.fit_distributed(  # type: ignore[attr-defined]  (validated: xgboost only)
+            {**spec.algorithm.params, **configs[unit]}, spec.task, spec.optimize, spec.seed,
+            (data.train.features[train_rows], data.train.label[train_rows]),
+            (data.valid.features[valid_rows], data.valid.label[valid_rows]),
+            spec.algorithm.distributed_workers, storage_path,
+        )
+        results[unit] = (algorithm.serialize(result.model), result.valid_score, result.iterations)
+    return [results[unit] for unit in data.units]
+
+
 def route(data: PreparedData, partitions: np.ndarray) -> np.ndarray:
     """The unit that serves each row: its partition's model when it has one, else the fallback."""
     own = set(data.units) - {FALLBACK}
@@ -105,13 +137,14 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         outcome = search(spec, data, f"{settings.data_root_uri}/training_runs", run_id, cpus, TrialProgress(_RunProgress(settings, run_id, len(data.units))))
         runs.log(run_id, f"search: {len(outcome.trials)} trials; best per unit chosen on validation {spec.optimize}")
         runs.update(run_id, progress={"step": "retrain", "units": len(data.units), "trials_done": len(outcome.trials)})
-        data_ref = ray.put(data)
-        fitted = ray.get([_fit_unit.remote(spec, data_ref, unit, outcome.best_config[unit]) for unit in data.units])
         algorithm = get_algorithm(spec.algorithm.name)
+        fitted = _refit(spec, data, outcome.best_config, f"{settings.data_root_uri}/training_runs/{run_id}/train")
         models = {unit: algorithm.deserialize(blob) for unit, (blob, _, _) in zip(data.units, fitted, strict=True)}
         metrics, comparison = evaluate(spec, data, models)
         for unit, (_, valid_score, iterations) in zip(data.units, fitted, strict=True):
-            metrics.setdefault(f"unit:{unit}", {}).update({f"valid_{spec.optimize}": valid_score, "iterations": iterations})
+            metrics.setdefault(f"unit:{unit}", {}).update(
+                {f"valid_{spec.optimize}": valid_score, "iterations": iterations, "trained_with": _trained_with(spec, data, unit)}
+            )
         artifacts = ArtifactStore(store.datalake)
         attempt = f"{run_id}/{uuid.uuid4().hex[:8]}"  # a resumed run writes beside, never over, a crashed attempt's files
         refs = {
