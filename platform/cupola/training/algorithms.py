@@ -48,21 +48,21 @@ class XGBoostAlgorithm:
     file_suffix = ".ubj"
     DEFAULTS = {"num_boost_round": 200, "early_stopping_rounds": 20, "max_depth": 6, "eta": 0.1}
 
-    def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
-        import xgboost as xgb
-
+    def _booster_params(self, params: dict[str, Any], task: str, metric: str, seed: int) -> tuple[dict[str, Any], int, int]:
+        """Booster parameters, boosting rounds and early-stopping patience, the same for every way of fitting."""
         settings = {**self.DEFAULTS, **params}
         rounds = int(settings.pop("num_boost_round"))
         patience = int(settings.pop("early_stopping_rounds"))
-        booster_params = {
-            **settings,
-            "objective": "reg:squarederror" if task == "regression" else "binary:logistic",
-            "eval_metric": metric,
-            "nthread": 1,
-            "seed": seed,
-        }
+        objective = "reg:squarederror" if task == "regression" else "binary:logistic"
+        booster_params = {**settings, "objective": objective, "eval_metric": metric, "nthread": 1, "seed": seed}
         if "max_depth" in booster_params:
             booster_params["max_depth"] = int(booster_params["max_depth"])
+        return booster_params, rounds, patience
+
+    def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
+        import xgboost as xgb
+
+        booster_params, rounds, patience = self._booster_params(params, task, metric, seed)
         dtrain = xgb.DMatrix(train[0], label=train[1])
         dvalid = xgb.DMatrix(valid[0], label=valid[1])
         booster = xgb.train(booster_params, dtrain, rounds, evals=[(dvalid, "valid")], early_stopping_rounds=patience, verbose_eval=False)
@@ -76,12 +76,7 @@ class XGBoostAlgorithm:
         from ray.train import RunConfig, ScalingConfig
         from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
 
-        settings = {**self.DEFAULTS, **params}
-        rounds = int(settings.pop("num_boost_round"))
-        patience = int(settings.pop("early_stopping_rounds"))
-        booster_params = {**settings, "objective": "reg:squarederror" if task == "regression" else "binary:logistic", "eval_metric": metric, "nthread": 1, "seed": seed}
-        if "max_depth" in booster_params:
-            booster_params["max_depth"] = int(booster_params["max_depth"])
+        booster_params, rounds, patience = self._booster_params(params, task, metric, seed)
         shards = [ray.put((train[0][rank::workers], train[1][rank::workers])) for rank in range(workers)]
         trainer = XGBoostTrainer(
             _distributed_loop,
