@@ -72,9 +72,6 @@ class SqliteModelRepository(ModelRepository):
     def from_settings(cls, settings: Settings) -> "SqliteModelRepository":
         return cls(settings.resolved_records_path())
 
-    def _connection(self) -> sqlite3.Connection:
-        return self.database.connection()
-
     def register(self, draft: NewModelVersion) -> ModelVersion:
         record, registered_at = _encode(draft), _now().isoformat()
 
@@ -90,7 +87,7 @@ class SqliteModelRepository(ModelRepository):
         return ModelVersion(**asdict(draft) | {"artifacts": draft.artifacts}, version=version, registered_at=datetime.fromisoformat(registered_at))
 
     def get(self, name: str, version: int) -> ModelVersion:
-        row = self._connection().execute(
+        row = self.database.connection().execute(
             "SELECT version, registered_at, record FROM model_versions WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
         if row is None:
@@ -100,13 +97,13 @@ class SqliteModelRepository(ModelRepository):
         return _decode(*row)
 
     def versions(self, name: str) -> list[ModelVersion]:
-        rows = self._connection().execute(
+        rows = self.database.connection().execute(
             "SELECT version, registered_at, record FROM model_versions WHERE name = ? ORDER BY version", (name,)
         )
         return [_decode(*row) for row in rows]
 
     def models(self) -> list[str]:
-        return [name for (name,) in self._connection().execute("SELECT DISTINCT name FROM model_versions ORDER BY name")]
+        return [name for (name,) in self.database.connection().execute("SELECT DISTINCT name FROM model_versions ORDER BY name")]
 
     def set_alias(self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None) -> AliasMove:
         self.get(name, version)
@@ -150,10 +147,10 @@ class SqliteModelRepository(ModelRepository):
         return self.database.write(delete)
 
     def aliases(self, name: str) -> dict[str, int]:
-        return dict(self._connection().execute("SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias", (name,)))
+        return dict(self.database.connection().execute("SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias", (name,)))
 
     def alias_history(self, name: str) -> list[AliasMove]:
-        rows = self._connection().execute(
+        rows = self.database.connection().execute(
             "SELECT name, alias, version, previous_version, moved_by, moved_at FROM model_alias_history WHERE name = ? ORDER BY id", (name,)
         )
         return [AliasMove(n, a, v, p, by, datetime.fromisoformat(at)) for n, a, v, p, by, at in rows]

@@ -39,6 +39,14 @@ class PreparedData:
         """Row mask of a unit in a split: its partition, or everything for the fallback."""
         return np.ones(len(split.label), dtype=bool) if unit == FALLBACK else split.partition == unit
 
+    def unit_split(self, unit: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """A unit's (features, label) for training and for validation: what every fit of that unit takes."""
+        train_rows, valid_rows = self.unit_rows(unit, self.train), self.unit_rows(unit, self.valid)
+        return (
+            (self.train.features[train_rows], self.train.label[train_rows]),
+            (self.valid.features[valid_rows], self.valid.label[valid_rows]),
+        )
+
 
 def load_labels(spec: ModelSpec, store: FeatureStore) -> pd.DataFrame:
     """Label events inside the spec's training window."""

@@ -97,13 +97,17 @@ class TrainingRuns:
     def logs(self, run_id: str) -> list[tuple[str, str]]:
         return list(self.database.connection().execute("SELECT at, message FROM training_run_logs WHERE run_id = ? ORDER BY id", (run_id,)))
 
-    def get(self, run_id: str) -> TrainingRun:
+    def find(self, run_id: str) -> TrainingRun | None:
         row = self.database.connection().execute(
             "SELECT run_id, model, status, created_by, started_at, ended_at, progress, version, error, state FROM training_runs WHERE run_id = ?", (run_id,)
         ).fetchone()
-        if row is None:
+        return _decode(row) if row is not None else None
+
+    def get(self, run_id: str) -> TrainingRun:
+        run = self.find(run_id)
+        if run is None:
             raise KeyError(f"no training run '{run_id}': list runs with `cupola runs list`")
-        return _decode(row)
+        return run
 
     def list(self, model: str | None = None) -> list[TrainingRun]:
         query = "SELECT run_id, model, status, created_by, started_at, ended_at, progress, version, error, state FROM training_runs"

@@ -54,13 +54,9 @@ def unit_scores(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> 
     algorithm = get_algorithm(spec.algorithm.name)
     params = {**spec.algorithm.params, **config}
     for unit in data.units:
-        train_rows, valid_rows = data.unit_rows(unit, data.train), data.unit_rows(unit, data.valid)
-        result = algorithm.fit(
-            params, spec.task, spec.optimize, spec.seed,
-            (data.train.features[train_rows], data.train.label[train_rows]),
-            (data.valid.features[valid_rows], data.valid.label[valid_rows]),
-        )
-        yield unit, result.valid_score, int(valid_rows.sum())
+        train, valid = data.unit_split(unit)
+        result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train, valid)
+        yield unit, result.valid_score, len(valid[1])
 
 
 def _summary(scores: dict[str, float], weights: dict[str, int]) -> dict[str, Any]:

@@ -43,12 +43,7 @@ def new_run_id(spec: ModelSpec) -> str:
 @ray.remote(num_cpus=1)
 def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, Any]) -> tuple[bytes, float, int]:
     algorithm = get_algorithm(spec.algorithm.name)
-    train_rows, valid_rows = data.unit_rows(unit, data.train), data.unit_rows(unit, data.valid)
-    result = algorithm.fit(
-        {**spec.algorithm.params, **config}, spec.task, spec.optimize, spec.seed,
-        (data.train.features[train_rows], data.train.label[train_rows]),
-        (data.valid.features[valid_rows], data.valid.label[valid_rows]),
-    )
+    result = algorithm.fit({**spec.algorithm.params, **config}, spec.task, spec.optimize, spec.seed, *data.unit_split(unit))
     return algorithm.serialize(result.model), result.valid_score, result.iterations
 
 
@@ -73,12 +68,9 @@ def _refit(spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any
     for unit in data.units:
         if unit in results:
             continue
-        train_rows, valid_rows = data.unit_rows(unit, data.train), data.unit_rows(unit, data.valid)
         result = algorithm.fit_distributed(  # type: ignore[attr-defined]  (validated: xgboost only)
             {**spec.algorithm.params, **configs[unit]}, spec.task, spec.optimize, spec.seed,
-            (data.train.features[train_rows], data.train.label[train_rows]),
-            (data.valid.features[valid_rows], data.valid.label[valid_rows]),
-            spec.algorithm.distributed_workers, storage_path,
+            *data.unit_split(unit), spec.algorithm.distributed_workers, storage_path,
         )
         results[unit] = (algorithm.serialize(result.model), result.valid_score, result.iterations)
     return [results[unit] for unit in data.units]
@@ -119,11 +111,11 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
     run_id = run_id or new_run_id(spec)
     runs, repository = TrainingRuns(settings), create_repository(settings)
     user = settings.acting_user()
-    finished = next((r for r in runs.list(spec.name) if r.run_id == run_id and r.status == "succeeded"), None)
-    if finished is not None:
+    finished = runs.find(run_id)
+    if finished is not None and finished.status == "succeeded":
         runs.close()
         repository.close()
-        raise ValueError(f"run '{run_id}' already succeeded and registered {spec.name} version {finished.version}: omit --run-id to train again")
+        raise ValueError(f"run '{run_id}' already succeeded and registered {finished.model} version {finished.version}: omit --run-id to train again")
     run = runs.start(run_id, spec.name, user)
     started = datetime.now(timezone.utc)
     try:
