@@ -12,10 +12,11 @@ import yaml
 pytest.importorskip("tensorflow", reason="the 'tensorflow' extra is not installed (CI installs it)")
 
 from cupola import FeatureStore, Settings  # noqa: E402
+from cupola.evaluation.evaluate import evaluate  # noqa: E402
 from cupola.repository import ArtifactStore, create_repository  # noqa: E402
 from cupola.specs.model import ModelSpec  # noqa: E402
 from cupola.training.dataset import prepare  # noqa: E402
-from cupola.training.trainer import evaluate, load_models, train  # noqa: E402
+from cupola.training.trainer import load_models, train  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 
@@ -51,7 +52,7 @@ def test_keras_models_train_per_partition_and_reload_identically(example_lake: t
     repository = create_repository(settings)
     models = load_models(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake))
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
-    metrics, _ = evaluate(spec, data, models)
+    metrics = evaluate(spec, data, models).metrics
     assert metrics["overall"] == version.metrics["overall"]
     again = load_models(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake))
     for unit, model in models.items():

@@ -15,7 +15,8 @@ from cupola.specs.model import ModelSpec
 from cupola.training.dataset import FALLBACK, build_training_data, prepare
 from cupola.training.runs import TrainingRuns
 from cupola.training.search import evaluate_config, search
-from cupola.training.trainer import evaluate, load_models, train
+from cupola.evaluation.evaluate import evaluate
+from cupola.training.trainer import load_models, train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 
@@ -84,7 +85,7 @@ def test_same_seed_reproduces_configs_and_models_and_reload_is_bit_identical(lak
     artifacts = ArtifactStore(FeatureStore(lake).datalake)
     reloaded = load_models(repository.get(spec.name, 1), artifacts)
     data = prepare(spec, pd.read_parquet(first.version.data["training_set"].removeprefix("file://")))
-    metrics, _ = evaluate(spec, data, reloaded)
+    metrics = evaluate(spec, data, reloaded).metrics
     assert metrics["overall"] == first.version.metrics["overall"]
     for unit, model in reloaded.items():
         again = load_models(repository.get(spec.name, 2), artifacts)[unit]
@@ -145,7 +146,7 @@ def test_large_units_are_fitted_data_parallel_with_ray_train(lake: Settings) -> 
     assert all(version.metrics[f"unit:{u}"]["trained_with"] == "in-process" for u in version.summary["units"][1:])
     reloaded = load_models(version, ArtifactStore(FeatureStore(lake).datalake))
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
-    metrics, comparison = evaluate(spec, data, reloaded)
-    assert metrics["overall"] == version.metrics["overall"]
-    data_parallel_rmse = comparison["overall"]["fallback_only"]["rmse"]  # every test row scored by the Ray Train model
+    evaluation = evaluate(spec, data, reloaded)
+    assert evaluation.metrics["overall"] == version.metrics["overall"]
+    data_parallel_rmse = evaluation.comparison["overall"]["fallback_only"]["rmse"]  # every test row scored by the Ray Train model
     assert data_parallel_rmse < 0.5 * np.std(data.test.label)  # far better than predicting the mean

@@ -1,4 +1,4 @@
-"""The quickstart: the delivery example from raw events to features, a trained model and its record.
+"""The quickstart: the delivery example from raw events to features, trained models, their records and reports.
 
 Later steps of the platform (training, deployment, monitoring) extend this same walk.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cupola.config import Settings
-from cupola.examples import EXAMPLE_FEATURES, EXAMPLE_MODEL_SPEC, LABEL_EVENT_TIME, LABELS_PATH
+from cupola.examples import EXAMPLE_BINARY_MODEL_SPEC, EXAMPLE_FEATURES, EXAMPLE_MODEL_SPEC, LABEL_EVENT_TIME, LABELS_PATH
 from cupola.examples.delivery import write_example
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
@@ -26,7 +26,7 @@ class QuickstartSummary:
     materialized: dict[str, int]
     online_store: str
     sample_lookup: dict
-    training: TrainingResult
+    trainings: list[TrainingResult]
 
 
 def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress | None = None) -> QuickstartSummary:
@@ -37,9 +37,10 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
     materialized = store.materialize(progress=progress)
     first = orders.iloc[-1]
     lookup = store.get_online_features(EXAMPLE_FEATURES, [{"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}])
-    training = train(load_model_spec(EXAMPLE_MODEL_SPEC), settings, spec_source=str(EXAMPLE_MODEL_SPEC))
+    trainings = [train(load_model_spec(path), settings, spec_source=str(path)) for path in (EXAMPLE_MODEL_SPEC, EXAMPLE_BINARY_MODEL_SPEC)]
     repository = create_repository(settings)
-    repository.set_alias(training.version.name, "production", training.version.version, settings.acting_user())
+    for training in trainings:
+        repository.set_alias(training.version.name, "production", training.version.version, settings.acting_user())
     repository.close()
     return QuickstartSummary(
         orders=len(orders),
@@ -49,5 +50,5 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
         materialized=materialized,
         online_store=str(settings.resolved_online_store_path()) if settings.backend == "sqlite" else settings.backend,
         sample_lookup={"entity": {"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}, **lookup.rows[0]},
-        training=training,
+        trainings=trainings,
     )

@@ -89,8 +89,11 @@ def quickstart(
     console.print(f"datalake:          {summary.data_root}")
     console.print(f"online store:      {summary.online_store}")
     console.print("online lookup:     " + json.dumps(summary.sample_lookup, default=str))
-    print_comparison(summary.training)
-    console.print("next: `cupola features list`, `cupola models versions delivery_minutes`, `cupola runs list`")
+    for training in summary.trainings:
+        print_comparison(training)
+        report_uri = training.version.report["html"]["uri"]
+        console.print(f"evaluation report: {report_uri.removeprefix('file://')}", highlight=False)
+    console.print("next: `cupola features list`, `cupola models versions delivery_minutes`, `cupola models report late_delivery --open`, `cupola runs list`")
 
 
 if __name__ == "__main__":

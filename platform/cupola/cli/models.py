@@ -134,3 +134,39 @@ def delete_alias(name: str, alias_name: Annotated[str, typer.Argument(metavar="A
         settings = load_settings()
         move = create_repository(settings).delete_alias(name, alias_name, settings.acting_user())
     console.print(f"{name}: {alias_name} removed (was {move.previous_version}) by {move.moved_by}")
+
+
+@models_app.command("report")
+def report(
+    name: str,
+    version: Annotated[str, typer.Option(help="version number, alias, or 'latest'")] = "latest",
+    output: Annotated[Optional[Path], typer.Option(help="where to write the HTML (default: ./NAME-vN-report.html)")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="open the page in a browser")] = False,
+) -> None:
+    """Write a version's evaluation report as one self-contained HTML page (charts inline, no network)."""
+    from cupola.evaluation.publish import write_version_report
+
+    with user_errors():
+        path = write_version_report(create_repository(load_settings()), name, version, output)
+    console.print(f"report: {path}")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
+
+
+@models_app.command("compare")
+def compare(name: str, first: str, second: str) -> None:
+    """Test metrics of two versions (numbers or aliases) side by side, overall and per partition."""
+    from cupola.evaluation.metrics import LOWER_IS_BETTER
+    from cupola.evaluation.publish import compare_versions
+
+    with user_errors():
+        a, b, rows = compare_versions(create_repository(load_settings()), name, first, second)
+    table = Table(Column("scope", no_wrap=True), "metric", f"v{a.version}", f"v{b.version}", "change", title=f"{name}: v{a.version} vs v{b.version} (test split)")
+    for scope, metric, left, right in rows:
+        change = right - left
+        improved = change < 0 if metric in LOWER_IS_BETTER else change > 0
+        style = "" if metric in {"rows", "threshold"} or change == 0 else ("green" if improved else "red")
+        table.add_row(scope, metric, f"{left:.4g}", f"{right:.4g}", f"[{style}]{change:+.4g}[/]" if style else f"{change:+.4g}")
+    console.print(table)

@@ -7,6 +7,7 @@ the fallback, trained on every row, which serves small and unknown partitions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,22 @@ class PreparedData:
             (self.train.features[train_rows], self.train.label[train_rows]),
             (self.valid.features[valid_rows], self.valid.label[valid_rows]),
         )
+
+
+def route(units: list[str], partitions: np.ndarray) -> np.ndarray:
+    """The unit that serves each row: its partition's model when it has one, else the fallback."""
+    own = set(units) - {FALLBACK}
+    return np.array([p if p in own else FALLBACK for p in partitions], dtype=object)
+
+
+def predict_routed(algorithm: Any, models: dict[str, Any], features: np.ndarray, partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predict every row with the model serving its partition; returns (predictions, serving unit per row)."""
+    units = route(list(models), partitions)
+    predictions = np.empty(len(features), dtype="float64")
+    for unit in set(units):
+        rows = units == unit
+        predictions[rows] = algorithm.predict(models[unit], features[rows])
+    return predictions, units
 
 
 def load_labels(spec: ModelSpec, store: FeatureStore) -> pd.DataFrame:

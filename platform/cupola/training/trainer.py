@@ -2,12 +2,15 @@
 
 Steps: training set (point-in-time, fingerprinted) → transforms and split → Tune search, one
 trial per configuration across all units → retrain each unit's best configuration (Ray
-tasks, in parallel) → test metrics per partition, routed as serving will route, next to the
-fallback alone → artifacts (framework format, sha256) → one append-only repository record.
+tasks, in parallel) → evaluation report (test metrics per partition, routed as serving will
+route, next to the fallback alone, the production version and a trivial baseline; charts as
+data; importance; distributions) → artifacts (framework format and the HTML report, sha256)
+→ one append-only repository record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,14 +20,16 @@ import numpy as np
 import ray
 
 from cupola.config import Settings
+from cupola.evaluation.evaluate import evaluate
+from cupola.evaluation.html import render_report_html
+from cupola.evaluation.report import build_report
 from cupola.features import FeatureStore
 from cupola.features.training_sets import TrainingSet
-from cupola.repository import ArtifactStore, ModelVersion, NewModelVersion, create_repository
+from cupola.repository import ArtifactStore, ModelRepository, ModelVersion, NewModelVersion, create_repository
 from cupola.runtime import ensure_ray
 from cupola.specs.model import ModelSpec
 from cupola.training.algorithms import get_algorithm
 from cupola.training.dataset import FALLBACK, PreparedData, build_training_data, prepare
-from cupola.training.metrics import task_metrics
 from cupola.training.runs import TrainingRuns
 from cupola.training.search import TrialProgress, search
 
@@ -76,34 +81,6 @@ def _refit(spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any
     return [results[unit] for unit in data.units]
 
 
-def route(data: PreparedData, partitions: np.ndarray) -> np.ndarray:
-    """The unit that serves each row: its partition's model when it has one, else the fallback."""
-    own = set(data.units) - {FALLBACK}
-    return np.array([p if p in own else FALLBACK for p in partitions], dtype=object)
-
-
-def evaluate(spec: ModelSpec, data: PreparedData, models: dict[str, Any]) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Test metrics per partition and overall, routed; and the same rows scored by the fallback alone."""
-    algorithm = get_algorithm(spec.algorithm.name)
-    test = data.test
-    routed = np.empty(len(test.label))
-    units = route(data, test.partition)
-    for unit in set(units):
-        rows = units == unit
-        routed[rows] = algorithm.predict(models[unit], test.features[rows])
-    fallback_only = algorithm.predict(models[FALLBACK], test.features) if len(test.label) else np.empty(0)
-    metrics: dict[str, dict] = {"overall": task_metrics(spec.task, test.label, routed)}
-    comparison: dict[str, dict] = {"overall": {"partitioned": metrics["overall"], "fallback_only": task_metrics(spec.task, test.label, fallback_only)}}
-    for partition in sorted(set(test.partition)):
-        rows = test.partition == partition
-        metrics[f"partition:{partition}"] = {**task_metrics(spec.task, test.label[rows], routed[rows]), "served_by": str(units[rows][0])}
-        comparison[partition] = {
-            "partitioned": task_metrics(spec.task, test.label[rows], routed[rows]),
-            "fallback_only": task_metrics(spec.task, test.label[rows], fallback_only[rows]),
-        }
-    return metrics, comparison
-
-
 def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_source: str = "") -> TrainingResult:
     """Train `spec` (resuming `run_id` if it was interrupted) and register a new model version."""
     store = FeatureStore(settings)
@@ -132,7 +109,8 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         algorithm = get_algorithm(spec.algorithm.name)
         fitted = _refit(spec, data, outcome.best_config, f"{settings.data_root_uri}/training_runs/{run_id}/train")
         models = {unit: algorithm.deserialize(blob) for unit, (blob, _, _) in zip(data.units, fitted, strict=True)}
-        metrics, comparison = evaluate(spec, data, models)
+        evaluation = evaluate(spec, data, models)
+        metrics = dict(evaluation.metrics)
         for unit, (_, valid_score, iterations) in zip(data.units, fitted, strict=True):
             metrics.setdefault(f"unit:{unit}", {}).update(
                 {f"valid_{spec.optimize}": valid_score, "iterations": iterations, "trained_with": _trained_with(spec, data, unit)}
@@ -143,29 +121,33 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
             unit: artifacts.put(spec.name, attempt, f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}", blob, algorithm.artifact_format)
             for index, (unit, (blob, _, _)) in enumerate(zip(data.units, fitted, strict=True))
         }
-        version = repository.register(
-            NewModelVersion(
-                name=spec.name,
-                created_by=user,
-                run_id=run_id,
-                training_started_at=started,
-                training_ended_at=datetime.now(timezone.utc),
-                spec={**spec.model_dump(mode="json"), "_source": spec_source},
-                params={unit: {**spec.algorithm.params, **outcome.best_config[unit]} for unit in data.units},
-                metrics=metrics,
-                data={
-                    "training_set": training_set.uri,
-                    "fingerprint": training_set.fingerprint,
-                    "rows": {"train": len(data.train.label), "validation": len(data.valid.label), "test": len(data.test.label)},
-                    "inputs": data.inputs,
-                },
-                artifacts=refs,
-                summary={"units": data.units, "trials": outcome.trials, "label_mean": float(np.mean(data.train.label)) if len(data.train.label) else None},
-            )
+        production = _production(repository, spec.name)
+        report = build_report(spec, data, models, evaluation, outcome.trials, production)
+        draft = NewModelVersion(
+            name=spec.name,
+            created_by=user,
+            run_id=run_id,
+            training_started_at=started,
+            training_ended_at=datetime.now(timezone.utc),
+            spec={**spec.model_dump(mode="json"), "_source": spec_source},
+            params={unit: {**spec.algorithm.params, **outcome.best_config[unit]} for unit in data.units},
+            metrics=metrics,
+            data={
+                "training_set": training_set.uri,
+                "fingerprint": training_set.fingerprint,
+                "rows": {"train": len(data.train.label), "validation": len(data.valid.label), "test": len(data.test.label)},
+                "inputs": data.inputs,
+            },
+            artifacts=refs,
+            summary={"units": data.units, "trials": outcome.trials, "label_mean": float(np.mean(data.train.label)) if len(data.train.label) else None},
+            report=report,
         )
+        html = render_report_html(draft, report).encode()
+        report_ref = artifacts.put(spec.name, attempt, "report.html", html, "html")
+        version = repository.register(dataclasses.replace(draft, report={**report, "html": report_ref.to_dict()}))
         runs.log(run_id, f"registered {spec.name} version {version.version}")
         runs.update(run_id, status="succeeded", version=version.version, progress={"step": "done"})
-        return TrainingResult(run_id, version, comparison)
+        return TrainingResult(run_id, version, evaluation.comparison)
     except BaseException as error:
         runs.update(run_id, status="failed", error=f"{type(error).__name__}: {error}")
         runs.log(run_id, f"failed: {type(error).__name__}: {error}")
@@ -173,6 +155,12 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
     finally:
         runs.close()
         repository.close()
+
+
+def _production(repository: ModelRepository, name: str) -> ModelVersion | None:
+    """The version under the `production` alias now, which the new version's report is compared with."""
+    alias = repository.aliases(name).get("production")
+    return repository.get(name, alias) if alias is not None else None
 
 
 def _training_set(spec: ModelSpec, store: FeatureStore, runs: TrainingRuns, run: Any) -> TrainingSet:

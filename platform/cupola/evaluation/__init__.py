@@ -1,0 +1,1 @@
+"""Evaluation: metrics, charts as data, feature importance and distributions for every model version."""

@@ -1,0 +1,52 @@
+"""Test-split metrics of a trained model version, routed the way serving routes.
+
+Every row is predicted by the model of its partition, or by the fallback when its partition
+has none, exactly as the predictor will do in production. The same rows are also scored by
+the fallback alone (one global model), so each partition shows whether its own model pays.
+For binary tasks the decision threshold is chosen on the validation split, never on test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cupola.evaluation.metrics import best_f1_threshold, task_metrics
+from cupola.specs.model import ModelSpec
+from cupola.training.algorithms import get_algorithm
+from cupola.training.dataset import FALLBACK, PreparedData, predict_routed
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, dict[str, Any]]
+    comparison: dict[str, dict[str, dict[str, Any]]]
+    threshold: float | None
+    test_predictions: np.ndarray
+    fallback_predictions: np.ndarray
+
+
+def evaluate(spec: ModelSpec, data: PreparedData, models: dict[str, Any]) -> Evaluation:
+    """Metrics overall and per partition on the test split, and the fallback-only comparison."""
+    algorithm = get_algorithm(spec.algorithm.name)
+    threshold = None
+    if spec.task == "binary":
+        validation, _ = predict_routed(algorithm, models, data.valid.features, data.valid.partition)
+        threshold = best_f1_threshold(data.valid.label, validation)
+    test = data.test
+    at = {} if threshold is None else {"threshold": threshold}
+    routed, units = predict_routed(algorithm, models, test.features, test.partition)
+    fallback_only = algorithm.predict(models[FALLBACK], test.features) if len(test.label) else np.empty(0)
+    metrics: dict[str, dict] = {
+        "overall": task_metrics(spec.task, test.label, routed, **at),
+        "fallback_only": task_metrics(spec.task, test.label, fallback_only, **at),
+    }
+    comparison: dict[str, dict] = {"overall": {"partitioned": metrics["overall"], "fallback_only": metrics["fallback_only"]}}
+    for partition in sorted(set(test.partition)):
+        rows = test.partition == partition
+        own = task_metrics(spec.task, test.label[rows], routed[rows], **at)
+        metrics[f"partition:{partition}"] = {**own, "served_by": str(units[rows][0])}
+        comparison[partition] = {"partitioned": own, "fallback_only": task_metrics(spec.task, test.label[rows], fallback_only[rows], **at)}
+    return Evaluation(metrics, comparison, threshold, routed, fallback_only)
