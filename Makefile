@@ -42,6 +42,8 @@ test-fast: $(TEST_STAMP) browser
 bench: venv
 	$(BIN)/python benchmarks/feature_pipeline.py
 	$(BIN)/python benchmarks/partitioned_search.py
+	$(BIN)/python benchmarks/online_latency.py
+	$(BIN)/python benchmarks/batch_predict.py
 
 clean:
 	rm -rf cupola_data .pytest_cache test-artifacts

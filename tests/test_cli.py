@@ -74,6 +74,11 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "lake" / "online" / "online.db").is_file()
     assert "restaurant_prep__prep_minutes_mean_7d" in result.output
     assert "delivery_minutes v1: test metrics" in result.output and "one global model" in result.output
+    assert "late_delivery v1: test metrics" in result.output
+    reports = [line.split("evaluation report:", 1)[1].strip() for line in result.output.splitlines() if "evaluation report:" in line]
+    assert len(reports) == 2 and all(Path(report).is_file() for report in reports)
+    assert result.output.count("POST /v1/models/delivery_minutes:predict") == 3 and "minutes (v1, partition model" in result.output
+    assert "curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict" in result.output
     env = {"CUPOLA_DATA_ROOT": str(tmp_path / "lake")}
     got = runner.invoke(app, ["features", "get", "city_demand.*", "-e", "city=lima", "-e", "city=atlantis"], env=env)
     assert got.exit_code == 0, got.output

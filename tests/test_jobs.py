@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cupola import FeatureStore, Settings
@@ -110,7 +111,7 @@ def test_failing_job_reports_the_error(head_node: str, tmp_path: Path) -> None:
 
 
 def test_jobs_are_thin_scripts() -> None:
-    for job in ("build_features.py", "materialize.py"):
+    for job in ("build_features.py", "materialize.py", "train.py", "batch_predict.py"):
         text = (REPO / "jobs" / job).read_text()
         assert "sys.path" not in text and "PYTHONPATH" not in text
     assert shutil.which("ray", path=str(BIN)) is not None
@@ -140,3 +141,22 @@ def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> 
     version = create_repository(settings).get("delivery_minutes", 1)
     assert version.run_id == "job-run" and len(version.summary["trials"]) == 2
     assert TrainingRuns(settings).get("job-run").status == "succeeded"
+
+    create_repository(settings).set_alias("delivery_minutes", "production", 1, "tester")
+    predicted = submit(head_node, data_root, "jobs/batch_predict.py", "delivery_minutes", "--input", "labels/deliveries", "--output", "predictions/job", "--features-from-offline-store")
+    assert predicted.returncode == 0, predicted.stdout[-3000:] + predicted.stderr[-3000:]
+    assert "3,000 rows predicted by delivery_minutes v1" in predicted.stdout + predicted.stderr
+    output = pd.read_parquet(data_root / "predictions" / "job")
+    assert len(output) == 3000 and set(output["model_version"]) == {1} and output["prediction"].notna().all()
+
+    port = free_port()
+    deployed = submit(head_node, data_root, "-m", "cupola.cli.main", "deploy", "delivery_minutes", "--alias", "production", "--port", str(port))
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert f"endpoint: http://127.0.0.1:{port}/v1/models/delivery_minutes:predict" in deployed.stdout + deployed.stderr
+    order = pd.read_parquet(data_root / "labels" / "deliveries").iloc[0]
+    row = {"distance_km": float(order["distance_km"]), "basket_size": int(order["basket_size"]), "order_ts": order["order_ts"].isoformat(),
+           "city": str(order["city"]), "restaurant_id": int(order["restaurant_id"])}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/delivery_minutes:predict", json.dumps({"row": row}).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:  # the app outlives the job that deployed it
+        answer = json.loads(response.read())
+    assert answer["version"] == 1 and answer["predictions"][0]["prediction"] > 0

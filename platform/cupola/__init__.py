@@ -23,6 +23,8 @@ _EXPORTS = {
     "ModelSpec": "cupola.specs.model",
     "load_model_spec": "cupola.specs.model",
     "train": "cupola.training.trainer",
+    "load_model": "cupola.serving.embedded",
+    "Predictor": "cupola.serving.predictor",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from cupola.features import FeatureStore, OnlineFeatures, TrainingSet
     from cupola.specs import FeatureGroupSpec, SpecError
     from cupola.specs.model import ModelSpec, load_model_spec
+    from cupola.serving.embedded import load_model
+    from cupola.serving.predictor import Predictor
     from cupola.training.trainer import train
 
 

@@ -3,13 +3,15 @@
 Expressions use Python's surface syntax (`log1p(distance_km) * 2`, `if_else(x > 3, 1, 0)`)
 but are never evaluated by Python: `ast.parse` gives a syntax tree, which is converted to
 cupola's own nodes, allowing only column names, literals, arithmetic, comparisons, boolean
-logic and the functions in `FUNCTIONS`. Evaluation is vectorized over pandas columns, so the
-same code runs on a million-row batch and on a one-row frame.
+logic and the functions in `FUNCTIONS`. Evaluation is vectorized numpy over columns (pandas
+frames are converted column by column), so the same code runs on a million-row batch and on
+a single online request — in microseconds, and with bit-identical results.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,39 +44,72 @@ class Call:
 Node = Column | Literal | Call
 
 
-def _as_series(value: Any) -> pd.Series:
-    return value if isinstance(value, pd.Series) else pd.Series(value)
+def _array(value: Any) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else np.asarray(value)
 
 
-def _timestamps(value: Any) -> pd.Series:
-    series = _as_series(value)
-    if not pd.api.types.is_datetime64_any_dtype(series):
+def is_null(value: Any) -> np.ndarray:
+    """Missing values of any column type: NaN, NaT, None."""
+    array = _array(value)
+    if array.dtype.kind == "f":
+        return np.isnan(array)
+    if array.dtype.kind in "mM":
+        return np.isnat(array)
+    if array.dtype.kind == "O":
+        return np.asarray(pd.isna(array), dtype=bool)
+    return np.zeros(array.shape, dtype=bool)
+
+
+def _timestamps(value: Any) -> np.ndarray:
+    array = _array(value)
+    if array.dtype.kind != "M":
         raise ExpressionError("expects a timestamp column")
-    return series
+    return array
+
+
+def _with_nat_as_nan(values: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    missing = np.isnat(timestamps)
+    return np.where(missing, np.nan, values) if missing.any() else values
+
+
+def _hour(value: Any) -> np.ndarray:
+    ts = _timestamps(value)
+    return _with_nat_as_nan(ts.astype("datetime64[h]").astype("int64") % 24, ts)
+
+
+def _weekday(value: Any) -> np.ndarray:
+    ts = _timestamps(value)
+    return _with_nat_as_nan((ts.astype("datetime64[D]").astype("int64") + 3) % 7, ts)  # 1970-01-01 was a Thursday
 
 
 def _bucketize(value: Any, edges: Any) -> Any:
     if not isinstance(edges, list | tuple) or not edges:
         raise ExpressionError("bucketize(x, [edges]) needs a non-empty list of numbers")
-    buckets = np.searchsorted(np.asarray(edges, dtype="float64"), np.asarray(value, dtype="float64"), side="right")
-    return pd.Series(buckets, index=getattr(value, "index", None)).astype("int64")
+    return np.searchsorted(np.asarray(edges, dtype="float64"), np.asarray(value, dtype="float64"), side="right").astype("int64")
 
 
 def _minutes_between(start: Any, end: Any) -> Any:
-    return (_timestamps(end) - _timestamps(start)).dt.total_seconds() / 60.0
+    return (_timestamps(end) - _timestamps(start)) / np.timedelta64(1, "s") / 60.0
 
 
 def _if_else(condition: Any, when_true: Any, when_false: Any) -> Any:
-    result = np.where(np.asarray(condition, dtype=bool), when_true, when_false)
-    return pd.Series(result, index=getattr(condition, "index", None))
+    return np.where(np.asarray(condition, dtype=bool), when_true, when_false)
 
 
 def _category_code(value: Any, categories: Any) -> Any:
     if not isinstance(categories, list | tuple) or not categories:
         raise ExpressionError("category_code(x, [categories]) needs a non-empty list")
-    codes = pd.Categorical(_as_series(value).astype(str), categories=[str(c) for c in categories]).codes.astype("float64")
+    codes = pd.Index([str(c) for c in categories]).get_indexer(_array(value).astype(str)).astype("float64")
     codes[codes < 0] = np.nan
-    return pd.Series(codes, index=getattr(value, "index", None))
+    return codes
+
+
+def _one_hot(value: Any, category: Any) -> Any:
+    return (_array(value).astype(str) == str(category)).astype("float64")
+
+
+def _fill_null(value: Any, replacement: Any) -> Any:
+    return np.where(is_null(value), replacement, value)
 
 
 @dataclass(frozen=True)
@@ -89,15 +124,15 @@ FUNCTIONS: dict[str, Function] = {
     "abs": Function(1, np.abs, "absolute value"),
     "sqrt": Function(1, np.sqrt, "square root"),
     "clip": Function(3, lambda x, lo, hi: np.clip(x, lo, hi), "clip(x, lo, hi)"),
-    "fill_null": Function(2, lambda x, v: _as_series(x).fillna(v), "fill_null(x, value)"),
-    "is_null": Function(1, lambda x: _as_series(x).isna(), "true where x is missing"),
+    "fill_null": Function(2, _fill_null, "fill_null(x, value)"),
+    "is_null": Function(1, is_null, "true where x is missing"),
     "if_else": Function(3, _if_else, "if_else(condition, a, b)"),
     "bucketize": Function(2, _bucketize, "bucketize(x, [e1, e2, ...]) -> index of the bucket"),
-    "hour": Function(1, lambda ts: _timestamps(ts).dt.hour.astype("int64"), "hour of day 0-23 (UTC)"),
-    "weekday": Function(1, lambda ts: _timestamps(ts).dt.day_of_week.astype("int64"), "day of week, Monday=0"),
+    "hour": Function(1, _hour, "hour of day 0-23 (UTC)"),
+    "weekday": Function(1, _weekday, "day of week, Monday=0"),
     "minutes_between": Function(2, _minutes_between, "minutes_between(start_ts, end_ts)"),
     "category_code": Function(2, _category_code, "category_code(x, ['a', 'b']) -> 0, 1, ... (missing when not listed)"),
-    "one_hot": Function(2, lambda x, v: (_as_series(x).astype(str) == str(v)).astype("float64"), "one_hot(x, 'a') -> 1.0 where x == 'a' else 0.0"),
+    "one_hot": Function(2, _one_hot, "one_hot(x, 'a') -> 1.0 where x == 'a' else 0.0"),
 }
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
@@ -121,14 +156,17 @@ _OPERATORS: dict[str, Callable[..., Any]] = {
     **{f"__{fn.__name__}__": fn for fn in _BINARY.values()},
     **{f"__{fn.__name__}__": fn for fn in _COMPARE.values()},
     "__neg__": operator.neg,
-    "__not__": lambda x: ~_as_series(x).astype(bool),
-    "__and__": lambda a, b: _as_series(a).astype(bool) & _as_series(b).astype(bool),
-    "__or__": lambda a, b: _as_series(a).astype(bool) | _as_series(b).astype(bool),
+    "__not__": lambda x: np.logical_not(np.asarray(x, dtype=bool)),
+    "__and__": lambda a, b: np.logical_and(np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)),
+    "__or__": lambda a, b: np.logical_or(np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)),
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(expression: str) -> Node:
-    """Parse an expression into cupola nodes; raises ExpressionError naming what is not allowed."""
+    """Parse an expression into cupola nodes; raises ExpressionError naming what is not allowed.
+
+    Cached: nodes are immutable, and serving transforms every request with the same expressions."""
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as error:
@@ -189,15 +227,82 @@ def columns(node: Node) -> set[str]:
     return set()
 
 
-def evaluate(node: Node, frame: Mapping[str, Any]) -> Any:
-    """Evaluate vectorized over the columns of `frame` (a DataFrame or a dict of arrays)."""
+def column_array(series: pd.Series) -> np.ndarray:
+    """A DataFrame column as the numpy array the evaluator works on, whatever its pandas or Arrow-backed type:
+    timestamps as UTC datetime64, integers without nulls as int64, other numbers as float64 with NaN, text as objects."""
+    dtype = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        if isinstance(dtype, np.dtype):
+            return series.to_numpy()
+        return pd.to_datetime(series, utc=True).dt.tz_localize(None).to_numpy()
+    if pd.api.types.is_bool_dtype(dtype) and not series.hasnans:
+        return series.to_numpy(dtype=bool)
+    if pd.api.types.is_integer_dtype(dtype) and not series.hasnans:
+        return series.to_numpy(dtype="int64")
+    if pd.api.types.is_numeric_dtype(dtype):
+        return series.to_numpy(dtype="float64", na_value=np.nan)
+    return series.to_numpy(dtype=object)
+
+
+def arrow_column_array(column: Any) -> np.ndarray:
+    """An Arrow column as the same numpy array `column_array` makes of its pandas form (batch prediction
+    reads Arrow directly: converting each batch to pandas cost more than predicting it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        return column.cast(pa.timestamp(kind.unit)).to_numpy()  # the UTC instants, without the zone
+    if pa.types.is_boolean(kind) and column.null_count == 0:
+        return column.to_numpy().astype(bool)
+    if pa.types.is_integer(kind) and column.null_count == 0:
+        return column.to_numpy().astype("int64", copy=False)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind):
+        return pc.fill_null(column.cast(pa.float64()), np.nan).to_numpy()
+    return np.asarray(column.to_pylist(), dtype=object)
+
+
+class _FrameColumns(Mapping[str, np.ndarray]):
+    """A DataFrame seen as arrays, each column converted once and only if an expression reads it."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.converted: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.converted:
+            self.converted[name] = column_array(self.frame[name])
+        return self.converted[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.frame.columns
+
+    def __iter__(self) -> Any:
+        return iter(self.frame.columns)
+
+    def __len__(self) -> int:
+        return len(self.frame.columns)
+
+
+def evaluate(node: Node, frame: pd.DataFrame | Mapping[str, Any]) -> Any:
+    """Evaluate over a DataFrame (a Series on its index) or over a mapping of equal-length numpy arrays
+    (an array, or a scalar for a constant expression). Both run the same numpy code, so a batch of a
+    million rows and a single online request give bit-identical values."""
+    if isinstance(frame, pd.DataFrame):
+        result = evaluate_arrays(node, _FrameColumns(frame))
+        return pd.Series(np.full(len(frame), result) if np.ndim(result) == 0 else result, index=frame.index)
+    return evaluate_arrays(node, frame)
+
+
+def evaluate_arrays(node: Node, columns: Mapping[str, Any]) -> Any:
+    """The evaluator: numpy arrays in, a numpy array (or a scalar for constants) out."""
     if isinstance(node, Literal):
         return node.value
     if isinstance(node, Column):
-        if node.name not in frame:
+        if node.name not in columns:
             raise ExpressionError(f"unknown column {node.name!r}")
-        return frame[node.name]
-    args = [evaluate(arg, frame) for arg in node.args]
+        return columns[node.name]
+    args = [evaluate_arrays(arg, columns) for arg in node.args]
     if node.function in _OPERATORS:
         return _OPERATORS[node.function](*args)
     return FUNCTIONS[node.function].implementation(*args)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 from cupola.config import Settings
-from cupola.examples import EXAMPLE_BINARY_MODEL_SPEC, EXAMPLE_FEATURES, EXAMPLE_MODEL_SPEC, LABEL_EVENT_TIME, LABELS_PATH
+from cupola.examples import EXAMPLE_BINARY_MODEL_SPEC, EXAMPLE_MODEL_NAME, EXAMPLE_FEATURES, EXAMPLE_MODEL_SPEC, LABEL_EVENT_TIME, LABELS_PATH
 from cupola.examples.delivery import write_example
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
 from cupola.repository import create_repository
+from cupola.serving.deployments import DeploymentConfig, Deployments
+from cupola.serving.endpoint import try_endpoint
 from cupola.specs.model import load_model_spec
 from cupola.training.trainer import TrainingResult, train
 
@@ -27,6 +31,9 @@ class QuickstartSummary:
     online_store: str
     sample_lookup: dict
     trainings: list[TrainingResult]
+    endpoint: str
+    requests: list[dict]
+    answers: list[dict]
 
 
 def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress | None = None) -> QuickstartSummary:
@@ -39,9 +46,13 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
     lookup = store.get_online_features(EXAMPLE_FEATURES, [{"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}])
     trainings = [train(load_model_spec(path), settings, spec_source=str(path)) for path in (EXAMPLE_MODEL_SPEC, EXAMPLE_BINARY_MODEL_SPEC)]
     repository = create_repository(settings)
+    deployments = Deployments.from_settings(settings)
     for training in trainings:
         repository.set_alias(training.version.name, "production", training.version.version, settings.acting_user())
+        deployments.put(DeploymentConfig(model=training.version.name), "deploy", settings.acting_user(), "quickstart")
     repository.close()
+    requests = [_request_row(order) for _, order in orders.tail(3).iterrows()]
+    endpoint, answers = try_endpoint(settings, EXAMPLE_MODEL_NAME, requests)
     return QuickstartSummary(
         orders=len(orders),
         data_root=settings.data_root_uri,
@@ -51,4 +62,18 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
         online_store=str(settings.resolved_online_store_path()) if settings.backend == "sqlite" else settings.backend,
         sample_lookup={"entity": {"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}, **lookup.rows[0]},
         trainings=trainings,
+        endpoint=endpoint,
+        requests=requests,
+        answers=answers,
     )
+
+
+def _request_row(order: pd.Series) -> dict:
+    """What a client sends for an order: request-time features and entity keys; stored features are looked up."""
+    return {
+        "distance_km": float(order["distance_km"]),
+        "basket_size": int(order["basket_size"]),
+        "order_ts": order["order_ts"].isoformat(),
+        "city": str(order["city"]),
+        "restaurant_id": int(order["restaurant_id"]),
+    }

@@ -15,7 +15,10 @@ from cupola.repository import AliasConflict, ArtifactIntegrityError
 from cupola.specs import SpecError
 
 console = Console()
-USER_ERRORS = (SpecError, SettingsError, ValidationError, ValueError, KeyError, TypeError, FileNotFoundError, NotImplementedError, AliasConflict, ArtifactIntegrityError)
+USER_ERRORS = (
+    SpecError, SettingsError, ValidationError, ValueError, KeyError, TypeError, FileNotFoundError, NotImplementedError,
+    AliasConflict, ArtifactIntegrityError, ConnectionError,
+)
 
 
 @contextlib.contextmanager

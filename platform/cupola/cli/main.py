@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cupola.cli import features, models
+from cupola.cli import features, models, serving
 from cupola.cli.models import print_comparison
 from cupola.cli.console import console, load_settings, progress_bars, user_errors
 
@@ -19,6 +19,10 @@ app.add_typer(example_app, name="example")
 app.add_typer(models.models_app, name="models")
 app.add_typer(models.runs_app, name="runs")
 app.command("train")(models.train_command)
+app.command("deploy")(serving.deploy_command)
+app.command("undeploy")(serving.undeploy_command)
+app.add_typer(serving.deployments_app, name="deployments")
+app.add_typer(serving.predict_app, name="predict")
 training_set_app = typer.Typer(help="Point-in-time-correct training sets.", no_args_is_help=True)
 app.add_typer(training_set_app, name="training-set")
 
@@ -92,7 +96,14 @@ def quickstart(
     for training in summary.trainings:
         print_comparison(training)
         report_uri = training.version.report["html"]["uri"]
-        console.print(f"evaluation report: {report_uri.removeprefix('file://')}", highlight=False)
+        console.print(f"evaluation report: {report_uri.removeprefix('file://')}", highlight=False, soft_wrap=True)
+    console.print(f"online endpoint (a Serve app in this process, now stopped): {summary.endpoint}")
+    for request, answer in zip(summary.requests, summary.answers, strict=True):
+        first = answer["predictions"][0]
+        console.print(f"  POST /v1/models/{answer['model']}:predict {json.dumps(request)}", highlight=False, soft_wrap=True)
+        console.print(f"    → {first['prediction']:.2f} minutes (v{answer['version']}, partition model {first['partition_model']}, request {answer['request_id']})", highlight=False, soft_wrap=True)
+    console.print("keep it running: `ray start --head && cupola deploy delivery_minutes --alias production`, then")
+    console.print(f"  curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict -H 'content-type: application/json' -d '{json.dumps({'row': summary.requests[0]})}'", highlight=False, soft_wrap=True)
     console.print("next: `cupola features list`, `cupola models versions delivery_minutes`, `cupola models report late_delivery --open`, `cupola runs list`")
 
 

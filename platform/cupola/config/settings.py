@@ -155,6 +155,17 @@ class Settings(BaseSettings):
             )
         return Path(urlparse(self.data_root_uri).path) / under_root
 
+    def for_workers(self) -> dict[str, str]:
+        """These settings as `Settings.load` overrides with every path absolute, for processes that run
+        elsewhere (Serve replicas, Ray Data workers) with another working directory."""
+        overrides = {"data_root": self.data_root_uri, "backend": self.backend, "feature_repo": str(self.resolved_feature_repo())}
+        if self.user:
+            overrides["user"] = self.user
+        if self.backend == "sqlite":
+            overrides["records_path"] = str(self.resolved_records_path())
+            overrides["online_store_path"] = str(self.resolved_online_store_path())
+        return overrides
+
     def acting_user(self) -> str:
         """The name recorded as who trained a model or moved an alias."""
         import getpass

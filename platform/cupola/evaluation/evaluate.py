@@ -16,7 +16,8 @@ import numpy as np
 from cupola.evaluation.metrics import best_f1_threshold, task_metrics
 from cupola.specs.model import ModelSpec
 from cupola.training.algorithms import get_algorithm
-from cupola.training.dataset import FALLBACK, PreparedData, predict_routed
+from cupola.routing import FALLBACK, predict_routed
+from cupola.training.dataset import PreparedData
 
 
 @dataclass(frozen=True)

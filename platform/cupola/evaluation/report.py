@@ -18,7 +18,8 @@ from cupola.evaluation.evaluate import Evaluation
 from cupola.evaluation.importance import native_importance, permutation_importance
 from cupola.specs.model import ModelSpec
 from cupola.training.algorithms import get_algorithm
-from cupola.training.dataset import FALLBACK, PreparedData, predict_routed
+from cupola.routing import FALLBACK, predict_routed
+from cupola.training.dataset import PreparedData
 
 CURVE_POINTS = 200
 SCATTER_POINTS = 500

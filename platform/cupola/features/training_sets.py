@@ -27,17 +27,12 @@ from cupola.features.offline_store import OfflineStore, part_name
 from cupola.features.pipeline import Progress, wait_all
 from cupola.features.sharding import normalize_keys, split_by_bucket
 from cupola.features.timeutil import to_utc
-from cupola.specs.feature_group import FeatureGroupSpec
+from cupola.specs.feature_group import FeatureGroupSpec, feature_column
 from cupola.storage.datalake import Datalake
 
 FEATURE_TIME = "__feature_time__"
 METADATA_FILE = "_cupola_training_set.json"
 LABEL_CHUNK_ROWS = 250_000
-
-
-def feature_column(group: str, feature: str) -> str:
-    """Column name of a joined feature; the transform DSL reads it back as `group.feature`."""
-    return f"{group}__{feature}"
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,11 @@ def _check_expression(expression: str, where: str) -> None:
         raise ValueError(f"{where}: {error}") from None
 
 
+def feature_column(group: str, feature: str) -> str:
+    """Column name of a joined feature; the transform DSL reads it back as `group.feature`."""
+    return f"{group}__{feature}"
+
+
 class FeatureGroupSpec(_Strict):
     """A validated feature group. Names are unique; expressions parse; windows are positive."""
 

@@ -7,7 +7,6 @@ the fallback, trained on every row, which serves small and unknown partitions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,9 +15,10 @@ import pyarrow.dataset as pds
 from cupola import dsl
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.timeutil import day_start, to_utc
+from cupola.model_inputs import input_matrix
+from cupola.routing import FALLBACK
 from cupola.specs.model import ModelSpec
 
-FALLBACK = "__fallback__"
 
 
 @dataclass(frozen=True)
@@ -47,22 +47,6 @@ class PreparedData:
             (self.train.features[train_rows], self.train.label[train_rows]),
             (self.valid.features[valid_rows], self.valid.label[valid_rows]),
         )
-
-
-def route(units: list[str], partitions: np.ndarray) -> np.ndarray:
-    """The unit that serves each row: its partition's model when it has one, else the fallback."""
-    own = set(units) - {FALLBACK}
-    return np.array([p if p in own else FALLBACK for p in partitions], dtype=object)
-
-
-def predict_routed(algorithm: Any, models: dict[str, Any], features: np.ndarray, partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Predict every row with the model serving its partition; returns (predictions, serving unit per row)."""
-    units = route(list(models), partitions)
-    predictions = np.empty(len(features), dtype="float64")
-    for unit in set(units):
-        rows = units == unit
-        predictions[rows] = algorithm.predict(models[unit], features[rows])
-    return predictions, units
 
 
 def load_labels(spec: ModelSpec, store: FeatureStore) -> pd.DataFrame:
@@ -98,7 +82,7 @@ def build_training_data(spec: ModelSpec, store: FeatureStore, run_id: str) -> Tr
 
 
 def apply_transforms(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """The spec's model-level transforms, in order; the same code path serves training and serving."""
+    """The spec's model-level transforms added as columns (the numpy evaluator serving uses too)."""
     frame = frame.copy()
     for name, expression in spec.transforms.items():
         frame[name] = dsl.evaluate(dsl.parse(expression), frame)
@@ -106,14 +90,8 @@ def apply_transforms(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def feature_matrix(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
-    inputs = spec.model_inputs()
-    for column in inputs:
-        if not (pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column])):
-            raise TypeError(
-                f"model '{spec.name}': input '{column}' is {frame[column].dtype}, not numeric: encode it with a transform, "
-                f"e.g. category_code({column}, [...]) or one_hot({column}, 'value')"
-            )
-    return frame[inputs].to_numpy(dtype="float32", na_value=np.nan)
+    """The inputs of transformed rows, built by the same function as batch and online prediction."""
+    return input_matrix(spec, {column: dsl.column_array(frame[column]) for column in spec.model_inputs()}, len(frame))
 
 
 def prepare(spec: ModelSpec, frame: pd.DataFrame) -> PreparedData:

@@ -25,6 +25,7 @@ from cupola.evaluation.html import render_report_html
 from cupola.evaluation.report import build_report
 from cupola.features import FeatureStore
 from cupola.features.training_sets import TrainingSet
+from cupola.model_inputs import request_fields
 from cupola.repository import ArtifactStore, ModelRepository, ModelVersion, NewModelVersion, create_repository
 from cupola.runtime import ensure_ray
 from cupola.specs.model import ModelSpec
@@ -137,6 +138,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
                 "fingerprint": training_set.fingerprint,
                 "rows": {"train": len(data.train.label), "validation": len(data.valid.label), "test": len(data.test.label)},
                 "inputs": data.inputs,
+                "request_fields": request_fields(spec, frame.dtypes.to_dict()),
             },
             artifacts=refs,
             summary={"units": data.units, "trials": outcome.trials, "label_mean": float(np.mean(data.train.label)) if len(data.train.label) else None},

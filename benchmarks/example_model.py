@@ -1,0 +1,30 @@
+"""Shared setup of the serving benchmarks: the delivery example on a fresh lake, its model trained and promoted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from cupola import FeatureStore, Settings
+from cupola.examples import EXAMPLE_MODEL_SPEC
+from cupola.examples.delivery import write_example
+from cupola.repository import ModelVersion, create_repository
+from cupola.specs.model import ModelSpec
+from cupola.training.trainer import train
+
+
+def trained_example(root: Path, orders: int, seed: int) -> tuple[Settings, ModelVersion, pd.DataFrame]:
+    """Example orders, both feature groups built and materialized, the delivery model trained (2 search
+    trials) and under the `production` alias."""
+    settings = Settings.load(data_root=str(root / "lake"))
+    store = FeatureStore(settings)
+    frame = write_example(store.datalake, orders, seed=seed, days=10)
+    store.build()
+    store.materialize()
+    document = yaml.safe_load(EXAMPLE_MODEL_SPEC.read_text())
+    document["search"] = {"method": "random", "num_samples": 2}
+    version = train(ModelSpec.model_validate(document), settings).version
+    create_repository(settings).set_alias(version.name, "production", version.version, "benchmark")
+    return settings, version, frame

@@ -1,0 +1,148 @@
+"""Batch prediction: a Parquet dataset in, predictions back to the datalake, with Ray Data.
+
+Each Ray Data actor loads the model version once and then predicts batch after batch with the
+same `Predictor` that serves online requests. The version is resolved to a number before the
+job starts, so an alias moved mid-job cannot mix versions. Output rows carry the model name,
+the version, the partition model that answered and the batch run id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pds
+
+from cupola.config import Settings
+from cupola.model_inputs import raw_columns
+from cupola.repository import ArtifactStore, create_repository
+from cupola.runtime import ensure_ray
+from cupola.serving.predictor import Predictor, version_spec
+from cupola.storage.datalake import Datalake
+
+BATCH_ROWS = 65_536
+# Each predicting actor reserves half a CPU: with whole CPUs, one actor per CPU held every CPU and
+# the read and write tasks that feed them never got one (the job hung here on 2 cores).
+ACTOR_CPUS = 0.5
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    run_id: str
+    model: str
+    version: int
+    input_uri: str
+    output_uri: str
+    rows: int
+    seconds: float
+
+
+class PredictBatches:
+    """A Ray Data actor: the version is loaded in `__init__`, once per worker, never per batch."""
+
+    def __init__(self, settings: dict[str, Any], name: str, version: int, run_id: str, keep: list[str]) -> None:
+        resolved = Settings.load(**settings)
+        repository = create_repository(resolved)
+        self.predictor = Predictor.load(repository, ArtifactStore(Datalake(resolved.data_root_uri)), name, version)
+        repository.close()
+        self.run_id = run_id
+        self.keep = keep
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return with_predictions(self.predictor, batch, self.run_id, self.keep)
+
+
+def with_predictions(predictor: Predictor, batch: pa.Table, run_id: str, keep: list[str] | None = None) -> pa.Table:
+    """The kept input columns (all when None) with the prediction columns the batch job writes."""
+    predictions = predictor.predict_table(batch)
+    out = batch if keep is None else batch.select([c for c in keep if c in batch.column_names])
+    rows = batch.num_rows
+    constant = np.zeros(rows, dtype="int32")
+    out = (
+        out.append_column("prediction", pa.array(predictions.values))
+        .append_column("partition_model", pa.array(predictions.units.tolist(), pa.string()))
+        .append_column("model", pa.DictionaryArray.from_arrays(constant, pa.array([predictor.name])))
+        .append_column("model_version", pa.array(np.full(rows, predictor.version.version, dtype="int64")))
+        .append_column("prediction_run_id", pa.DictionaryArray.from_arrays(constant, pa.array([run_id])))
+    )
+    labels = predictor.labels(predictions.values)
+    return out if labels is None else out.append_column("predicted_label", pa.array(labels))
+
+
+def predict_batch(
+    settings: Settings,
+    name: str,
+    version_or_alias: int | str,
+    input_path: str,
+    output_path: str | None = None,
+    features_from_offline_store: bool = False,
+    workers: int | None = None,
+    keep: list[str] | None = None,
+) -> BatchResult:
+    """Predict every row of the Parquet dataset at `input_path` (datalake path or URI) and write the result.
+
+    The output keeps the `keep` input columns beside the predictions; by default every input column
+    except the joined store features (`group__feature`), which would double the bytes written."""
+    started = time.perf_counter()
+    repository = create_repository(settings)
+    try:
+        version = repository.resolve(name, version_or_alias)
+    finally:
+        repository.close()
+    datalake = Datalake(settings.data_root_uri)
+    run_id = f"{name}-v{version.version}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    input_uri = _uri(datalake, input_path)
+    try:
+        pds.dataset(input_uri, format="parquet")
+    except (FileNotFoundError, OSError) as error:
+        raise FileNotFoundError(f"batch input {input_uri} cannot be read as Parquet: {error}") from None
+    ensure_ray(settings)
+    if features_from_offline_store:
+        input_uri = _join_offline_features(settings, version_spec(version), input_uri, run_id)
+    import ray
+
+    spec = version_spec(version)
+    columns = pds.dataset(input_uri, format="parquet").schema.names
+    keys = keep if keep is not None else [c for c in columns if "__" not in c]
+    needed = [*raw_columns(spec), *([spec.partition.column] if spec.partition else [])]
+    read = [c for c in columns if c in set(keys) | set(needed)]  # read only what is predicted from or written back
+    output_uri = _uri(datalake, output_path or f"predictions/{name}/{run_id}")
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    dataset = ray.data.read_parquet(input_uri, columns=read, override_num_blocks=4 * cpus).map_batches(
+        PredictBatches,
+        fn_constructor_kwargs={"settings": settings.for_workers(), "name": name, "version": version.version, "run_id": run_id, "keep": keys},
+        batch_format="pyarrow",
+        batch_size=BATCH_ROWS,
+        concurrency=workers or cpus,
+        num_cpus=ACTOR_CPUS,
+    )
+    dataset.write_parquet(output_uri)
+    rows = pds.dataset(output_uri, format="parquet").count_rows()
+    return BatchResult(run_id, name, version.version, input_uri, output_uri, rows, time.perf_counter() - started)
+
+
+def _uri(datalake: Datalake, path: str) -> str:
+    """A URI as is, an absolute local path as a file URI, anything else relative to the data root."""
+    if "://" in path:
+        return path
+    if path.startswith("/"):
+        return Path(path).as_uri()
+    return datalake.uri(path)
+
+
+def _join_offline_features(settings: Settings, spec: Any, input_uri: str, run_id: str) -> str:
+    """Rows with entity keys and event times get the model's store features point-in-time from the offline store."""
+    from cupola.features import FeatureStore
+
+    frame = pds.dataset(input_uri, format="parquet").to_table().to_pandas()
+    if spec.event_time not in frame.columns:
+        raise KeyError(f"batch input has no event time column '{spec.event_time}': features are joined as of that time")
+    if not spec.store_features():
+        return input_uri
+    return FeatureStore(settings).training_set(f"predict-{run_id}", frame, spec.event_time, spec.store_features()).uri

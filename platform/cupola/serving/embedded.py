@@ -1,0 +1,38 @@
+"""The library deployment: `cupola.load_model(name, "production")` predicts in-process, without Ray or Serve."""
+
+from __future__ import annotations
+
+from cupola.config import Settings
+from cupola.features.offline_store import OfflineStore
+from cupola.features.online_store import create_online_store
+from cupola.features.registry import FeatureRegistry
+from cupola.repository import ArtifactStore, ModelRepository, create_repository
+from cupola.serving.predictor import Predictor, version_spec
+from cupola.storage.datalake import Datalake
+
+
+def load_predictor(settings: Settings, repository: ModelRepository, name: str, version_or_alias: int | str) -> Predictor:
+    """A version with its online-store lookups wired in when the spec reads the feature store."""
+    version = repository.resolve(name, version_or_alias)
+    datalake = Datalake(settings.data_root_uri)
+    store_features = version_spec(version).store_features()
+    groups, online = [], None
+    if store_features:
+        groups = FeatureRegistry(settings.resolved_feature_repo(), OfflineStore(datalake)).resolve(store_features)
+        online = create_online_store(settings)
+    return Predictor.load(repository, ArtifactStore(datalake), name, version.version, online, groups)
+
+
+def load_model(name: str, version: int | str = "production", settings: Settings | None = None) -> Predictor:
+    """Load a model version (number, alias or `latest`) for in-process prediction:
+
+    >>> model = cupola.load_model("delivery_minutes", "production")
+    >>> model.predict_records([{"distance_km": 2.5, "basket_size": 2, "order_ts": "2026-01-05T12:30:00Z",
+    ...                         "city": "lima", "restaurant_id": 17}]).values
+    """
+    settings = settings or Settings.load()
+    repository = create_repository(settings)
+    try:
+        return load_predictor(settings, repository, name, version)
+    finally:
+        repository.close()

@@ -1,0 +1,209 @@
+"""The one predictor: batch jobs, Ray Serve endpoints and the embedded library all call it.
+
+A `Predictor` holds every unit of a model version (each partition's model and the fallback),
+the spec's transforms, and optionally the online store for feature lookups. JSON rows
+(online, embedded) and DataFrames (batch) become the same numpy columns, then go through
+`model_inputs.input_matrix` and `routing.predict_routed`: the same version gives the same
+numbers for the same row whichever way it is deployed. Nothing here needs Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from cupola import dsl
+from cupola.features.online_store import OnlineStore
+from cupola.model_inputs import input_matrix, raw_columns, with_transforms
+from cupola.repository import ArtifactStore, ModelRepository, ModelVersion
+from cupola.routing import predict_routed
+from cupola.serving.requests import RequestError, column
+from cupola.specs.feature_group import FeatureGroupSpec, feature_column
+from cupola.specs.model import ModelSpec
+from cupola.training.algorithms import get_algorithm
+
+MAX_ROWS_PER_REQUEST = 1000
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Predictions in request order, the unit (partition model or fallback) that made each, and any
+    entities the online store did not know (their features were treated as missing)."""
+
+    values: np.ndarray
+    units: np.ndarray
+    missing_entities: list[dict[str, Any]] = field(default_factory=list)
+
+
+def version_spec(version: ModelVersion) -> ModelSpec:
+    return ModelSpec.model_validate({k: v for k, v in version.spec.items() if not k.startswith("_")})
+
+
+class Predictor:
+    """A loaded model version, ready to predict in-process."""
+
+    def __init__(
+        self,
+        version: ModelVersion,
+        models: dict[str, Any],
+        online: OnlineStore | None = None,
+        feature_groups: Sequence[tuple[FeatureGroupSpec, list[str]]] = (),
+    ) -> None:
+        self.version = version
+        self.spec = version_spec(version)
+        self.algorithm = get_algorithm(self.spec.algorithm.name)
+        self.models = models
+        self.threshold: float | None = version.report.get("threshold") if version.report else None
+        self.fields: dict[str, str] = version.data.get("request_fields", {})
+        self.online = online
+        self.feature_groups = list(feature_groups)
+        joined = {feature_column(group.name, name) for group, names in self.feature_groups for name in names}
+        needed = raw_columns(self.spec)
+        self.store_columns = [c for c in needed if c in joined]
+        self.request_columns = [c for c in needed if c not in joined]
+
+    @property
+    def name(self) -> str:
+        return self.version.name
+
+    @classmethod
+    def load(
+        cls,
+        repository: ModelRepository,
+        artifacts: ArtifactStore,
+        name: str,
+        version_or_alias: int | str = "production",
+        online: OnlineStore | None = None,
+        feature_groups: Sequence[tuple[FeatureGroupSpec, list[str]]] = (),
+    ) -> "Predictor":
+        version = repository.resolve(name, version_or_alias)
+        algorithm = get_algorithm(version.spec["algorithm"]["name"])
+        models = {unit: algorithm.deserialize(artifacts.get(ref)) for unit, ref in version.artifacts.items()}
+        return cls(version, models, online, feature_groups)
+
+    def request_schema(self) -> dict[str, str]:
+        """Fields a request row must carry, with their kinds; store features may be sent instead of looked up."""
+        schema = {name: self.fields.get(name, "number") for name in self.request_columns}
+        if self.spec.partition is not None:
+            schema[self.spec.partition.column] = self.fields.get(self.spec.partition.column, "string")
+        for group, _ in self.feature_groups:
+            for entity in group.entities:
+                schema[entity.name] = "integer" if entity.dtype == "int64" else "string"
+        return schema
+
+    def predict_records(self, rows: Sequence[dict[str, Any]]) -> Predictions:
+        """Predict JSON-like rows (online and embedded). Raises RequestError for bad input."""
+        if not isinstance(rows, list | tuple) or not rows:
+            raise RequestError("send a non-empty list of rows (objects of feature values)", "rows")
+        if len(rows) > MAX_ROWS_PER_REQUEST:
+            raise RequestError(f"{len(rows)} rows in one request; at most {MAX_ROWS_PER_REQUEST}: split the batch", "rows", status=413)
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise RequestError(f"rows[{index}] must be an object of feature values, got {type(row).__name__}", f"rows[{index}]")
+        columns: dict[str, Any] = {}
+        for name in self.request_columns:
+            columns[name] = column(rows, name, self.fields.get(name, "number"), required=True)
+        missing = self._store_features(rows, columns)
+        partitions = self._partitions(rows)
+        values, units = self._predict(columns, len(rows), partitions)
+        return Predictions(values, units, missing)
+
+    def predict_frame(self, frame: pd.DataFrame) -> Predictions:
+        """Predict a batch whose columns already hold every needed value (store features joined offline)."""
+        self._check_batch_columns(list(frame.columns))
+        columns = {name: dsl.column_array(frame[name]) for name in [*self.request_columns, *self.store_columns]}
+        partitions = frame[self.spec.partition.column].astype(str).to_numpy() if self.spec.partition else np.full(len(frame), "", dtype=object)
+        values, units = self._predict(columns, len(frame), partitions)
+        return Predictions(values, units)
+
+    def predict_table(self, table: pa.Table) -> Predictions:
+        """`predict_frame` for an Arrow table, without converting it to pandas; the same numbers."""
+        self._check_batch_columns(table.column_names)
+        columns = {name: dsl.arrow_column_array(table.column(name)) for name in [*self.request_columns, *self.store_columns]}
+        if self.spec.partition:
+            partitions = np.asarray(table.column(self.spec.partition.column).cast(pa.string()).to_pylist(), dtype=object)
+        else:
+            partitions = np.full(table.num_rows, "", dtype=object)
+        values, units = self._predict(columns, table.num_rows, partitions)
+        return Predictions(values, units)
+
+    def _check_batch_columns(self, present: list[str]) -> None:
+        needed = [*self.request_columns, *self.store_columns, *([self.spec.partition.column] if self.spec.partition else [])]
+        absent = [c for c in needed if c not in present]
+        if absent:
+            raise RequestError(
+                f"the batch has no column(s) {', '.join(absent)}: add them, or build store features from the offline store "
+                "(`cupola predict batch --features-from-offline-store`)",
+                absent[0],
+            )
+
+    def labels(self, values: np.ndarray) -> np.ndarray | None:
+        """Binary decisions at the threshold chosen on validation (None for regression)."""
+        return None if self.threshold is None else values >= self.threshold
+
+    def _predict(self, columns: dict[str, Any], rows: int, partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            matrix = input_matrix(self.spec, with_transforms(self.spec, columns, rows), rows)
+        except (TypeError, dsl.ExpressionError) as error:
+            raise RequestError(f"the rows do not fit the model's inputs: {error}") from None
+        return predict_routed(self.algorithm, self.models, matrix, partitions)
+
+    def _partitions(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
+        if self.spec.partition is None:
+            return np.full(len(rows), "", dtype=object)
+        name = self.spec.partition.column
+        values = column(rows, name, self.fields.get(name, "string"), required=True)
+        return np.array([str(v) for v in values], dtype=object)
+
+    def _store_features(self, rows: Sequence[dict[str, Any]], columns: dict[str, Any]) -> list[dict[str, Any]]:
+        """Feature-store columns: taken from the row when it sends every feature of a group, else looked up online."""
+        missing: list[dict[str, Any]] = []
+        for group, names in self.feature_groups:
+            group_columns = [feature_column(group.name, name) for name in names]
+            values = {c: np.full(len(rows), np.nan) for c in group_columns}
+            to_look_up = []
+            for index, row in enumerate(rows):
+                if all(c in row for c in group_columns):
+                    for c in group_columns:
+                        values[c][index] = _float(row[c], f"rows[{index}].{c}")
+                else:
+                    to_look_up.append(index)
+            if to_look_up:
+                if self.online is None:
+                    raise RequestError(f"send {', '.join(group_columns)} in each row: this predictor has no online store", group_columns[0])
+                keys = [tuple(_entity(rows[i], entity.name, entity.dtype, i) for entity in group.entities) for i in to_look_up]
+                for index, key, hit in zip(to_look_up, keys, self.online.read(group, keys, names), strict=True):
+                    if hit is None:
+                        missing.append({"row": index, "feature_group": group.name, "entity": dict(zip(group.entity_names, key, strict=True))})
+                        continue
+                    for name, c in zip(names, group_columns, strict=True):
+                        value = hit.values.get(name)
+                        values[c][index] = np.nan if value is None else value
+            columns.update(values)
+        return missing
+
+
+def _float(value: Any, where: str) -> float:
+    if value is None:
+        return np.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(f"{where} must be a number or null, got {value!r}", where.rsplit(".", 1)[-1])
+    return float(value)
+
+
+def _entity(row: dict[str, Any], key: str, dtype: str, index: int) -> Any:
+    if key not in row:
+        raise RequestError(f"row {index} is missing the entity key '{key}' needed to look up online features: add it", key)
+    value = row[key]
+    if dtype == "int64":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RequestError(f"rows[{index}].{key} must be an integer entity key, got {value!r}", key)
+        return value
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise RequestError(f"rows[{index}].{key} must be a string entity key, got {value!r}", key)
+    return str(value)

@@ -1,0 +1,351 @@
+"""Deployment and prediction: one predictor behind batch, HTTP and the embedded library; rollout safety; bad input."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pds
+import pytest
+import ray
+import requests
+import yaml
+from ray import serve
+
+from cupola import Settings, load_model
+from cupola.examples.delivery import CITY_NAMES
+from cupola.features import FeatureStore
+from cupola.repository import create_repository
+from cupola.routing import FALLBACK
+from cupola.serving.app import build_app
+from cupola.serving.batch import predict_batch
+from cupola.serving.deployments import Canary, DeploymentConfig, Deployments
+from cupola.serving.endpoint import free_port
+from cupola.specs.model import ModelSpec
+from cupola.training.trainer import train
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
+NAME = "delivery_minutes"
+
+
+def wait_until(condition, timeout: float = 60.0, every: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Three versions of the delivery model (v3's artifact later broken on purpose), features materialized."""
+    folder = tmp_path_factory.mktemp("serving")
+    settings = example_lake[0].model_copy(update={"records_path": folder / "records.db", "online_store_path": folder / "online.db"})
+    document = yaml.safe_load(EXAMPLE.read_text())
+    document["algorithm"]["params"] = {"num_boost_round": 40, "early_stopping_rounds": 5}
+    document["search"] = {"method": "random", "num_samples": 2}
+    document["partition"]["min_rows"] = 450
+    for seed in (1, 2, 3):
+        train(ModelSpec.model_validate({**document, "seed": seed}), settings)
+    FeatureStore(settings).materialize()
+    create_repository(settings).set_alias(NAME, "production", 1, "tester")
+    return settings
+
+
+@pytest.fixture(scope="module")
+def endpoint(lake: Settings) -> Iterator[str]:
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({**lake.for_workers(), "num_replicas": 2}), name="cupola", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture
+def deployments(lake: Settings, request: pytest.FixtureRequest) -> Iterator[Deployments]:
+    """The model deployed plainly (production → v1); with an endpoint, wait until every replica has seen it."""
+    records = Deployments.from_settings(lake)
+    records.put(DeploymentConfig(model=NAME), "deploy", "tester")
+    if "endpoint" in request.fixturenames:
+        settled(request.getfixturevalue("endpoint"), client_rows(lake, 2)[1], 1)
+    yield records
+    create_repository(lake).set_alias(NAME, "production", 1, "tester")
+
+
+def client_rows(lake: Settings, count: int = 40) -> list[dict]:
+    """Rows as a client sends them, with every store feature included, plus a city no model knows."""
+    version = create_repository(lake).get(NAME, 1)
+    frame = pd.read_parquet(version.data["training_set"].removeprefix("file://")).tail(count)
+    predictor = load_model(NAME, 1, lake)
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {k: record[k] for k in ("distance_km", "basket_size", "city", "restaurant_id")}
+        row["order_ts"] = record["order_ts"].isoformat()
+        row.update({c: None if pd.isna(record[c]) else float(record[c]) for c in predictor.store_columns})
+        rows.append(row)
+    rows[0] = {**rows[0], "city": "atlantis"}
+    return rows
+
+
+def settled(url: str, row: dict, version: int, served_by: str = "primary") -> None:
+    """Wait until replicas answer with `version` (they re-read deployments and aliases every 0.5 s)."""
+    def twenty_in_a_row() -> bool:
+        return all((a := post(url, {"row": row}).json())["version"] == version and a["served_by"] == served_by for _ in range(20))
+
+    wait_until(twenty_in_a_row)
+
+
+def post(url: str, body: object, session: requests.Session | None = None) -> requests.Response:
+    return (session or requests).post(f"{url}/v1/models/{NAME}:predict", data=json.dumps(body), headers={"content-type": "application/json"}, timeout=60)
+
+
+def test_batch_online_and_embedded_give_identical_predictions_and_route_partitions(lake: Settings, endpoint: str, deployments: Deployments, tmp_path: Path) -> None:
+    rows = client_rows(lake)
+    embedded = load_model(NAME, "production", lake).predict_records(rows)
+
+    answer = post(endpoint, {"rows": rows})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    online = np.array([p["prediction"] for p in body["predictions"]])
+
+    frame = pd.DataFrame(rows).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True))
+    frame.to_parquet(tmp_path / "rows.parquet")
+    result = predict_batch(lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "out"))
+    batch = pds.dataset(result.output_uri.removeprefix("file://"), format="parquet").to_table().to_pandas()
+    batch = batch.set_index(["restaurant_id", "order_ts", "distance_km"]).loc[list(zip(frame["restaurant_id"], frame["order_ts"], frame["distance_km"], strict=True))]
+
+    np.testing.assert_array_equal(online, embedded.values)  # bit-identical, not approximately equal
+    np.testing.assert_array_equal(batch["prediction"].to_numpy(), embedded.values)
+    units = create_repository(lake).get(NAME, 1).summary["units"]
+    expected = [row["city"] if row["city"] in units else FALLBACK for row in rows]
+    assert [p["partition_model"] for p in body["predictions"]] == expected == batch["partition_model"].tolist()
+    assert expected[0] == FALLBACK and any(city != FALLBACK for city in expected)
+    assert set(batch["model_version"]) == {1} and set(batch["prediction_run_id"]) == {result.run_id}
+    assert body["request_id"] and answer.headers["x-request-id"] == body["request_id"]
+
+
+def test_online_features_are_looked_up_for_entity_keys(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    full = client_rows(lake, 3)[1]
+    keys = {k: full[k] for k in ("distance_km", "basket_size", "order_ts", "city", "restaurant_id")}
+    looked_up = post(endpoint, {"row": keys}).json()
+    stored = FeatureStore(lake).get_online_features(load_model(NAME, 1, lake).spec.store_features(), [keys]).rows[0]
+    direct = load_model(NAME, 1, lake).predict_records([{**keys, **stored}])
+    assert looked_up["predictions"][0]["prediction"] == direct.values[0] and looked_up["missing_entities"] == []
+    unknown = post(endpoint, {"row": {**keys, "restaurant_id": 987654}}).json()
+    assert unknown["missing_entities"][0]["entity"] == {"restaurant_id": 987654}
+
+
+def test_version_and_alias_selection(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    row = client_rows(lake, 2)[1]
+    assert post(endpoint, {"row": row}).json()["version"] == 1  # the deployment's target: production → 1
+    assert post(endpoint, {"row": row, "version": 2}).json()["version"] == 2
+    assert post(endpoint, {"row": row, "version": "latest"}).status_code == 404  # `latest` is not an alias
+    create_repository(lake).set_alias(NAME, "staging", 2, "tester")
+    wait_until(lambda: post(endpoint, {"row": row, "version": "staging"}).status_code == 200)
+    assert post(endpoint, {"row": row, "version": "staging"}).json()["version"] == 2
+    deployments.put(DeploymentConfig(model=NAME, target="2"), "deploy", "tester")
+    settled(endpoint, row, 2)
+
+
+def test_alias_move_during_a_stream_of_requests_drops_none(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    row = client_rows(lake, 2)[1]
+    statuses, versions = [], []
+    moved = threading.Event()
+
+    def stream() -> None:
+        with requests.Session() as session:
+            while not (moved.is_set() and versions[-30:] == [2] * 30):
+                answer = post(endpoint, {"row": row}, session)
+                statuses.append(answer.status_code)
+                versions.append(answer.json().get("version"))
+                if len(versions) > 3000:
+                    return
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    wait_until(lambda: len(versions) >= 30)
+    create_repository(lake).set_alias(NAME, "production", 2, "tester")
+    moved.set()
+    thread.join(timeout=120)
+    assert set(statuses) == {200} and versions[0] == 1
+    assert len(versions) <= 3000 and versions[-30:] == [2] * 30  # the move took effect while every request was answered
+
+
+BAD_REQUESTS = [
+    (b"{not json", 400, "body"),
+    (json.dumps({"row": {"distance_km": "far"}}).encode(), 422, None),
+    (json.dumps({"rows": []}).encode(), 422, "rows"),
+    (json.dumps({"nothing": 1}).encode(), 422, "rows"),
+    (json.dumps({"rows": [{"a": 1}] * 1001}).encode(), 413, "rows"),
+    (json.dumps({"row": {}, "version": 99}).encode(), 404, "version"),
+    (json.dumps({"row": {}, "version": "canary-that-does-not-exist"}).encode(), 404, "version"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "field"), BAD_REQUESTS)
+def test_bad_input_gets_a_4xx_naming_the_field_and_the_replica_stays_healthy(lake: Settings, endpoint: str, deployments: Deployments, body: bytes, status: int, field: str | None) -> None:
+    answer = requests.post(f"{endpoint}/v1/models/{NAME}:predict", data=body, headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == status, answer.text
+    problem = answer.json()
+    assert problem["error"] and problem["request_id"]
+    if field:
+        assert problem["field"] == field
+    assert post(endpoint, {"row": client_rows(lake, 2)[1]}).status_code == 200
+
+
+def test_missing_feature_wrong_type_and_unknown_model(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    row = client_rows(lake, 2)[1]
+    missing = post(endpoint, {"row": {k: v for k, v in row.items() if k != "basket_size"}})
+    assert missing.status_code == 422 and missing.json()["field"] == "basket_size" and "add it" in missing.json()["error"]
+    wrong = post(endpoint, {"row": {**row, "order_ts": "yesterday"}})
+    assert wrong.status_code == 422 and "ISO 8601" in wrong.json()["error"]
+    unknown = requests.post(f"{endpoint}/v1/models/ghost:predict", json={"row": row}, timeout=30)
+    assert unknown.status_code == 404 and "cupola deploy ghost" in unknown.json()["error"]
+    assert requests.get(f"{endpoint}/healthz", timeout=10).status_code == 200
+    assert NAME in requests.get(f"{endpoint}/readyz", timeout=10).json()["deployed_models"]
+    assert "/v1/models/{name}:predict" in requests.get(f"{endpoint}/openapi.json", timeout=10).json()["paths"]
+
+
+def test_canary_gets_its_share_of_requests(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    deployments.put(DeploymentConfig(model=NAME, canary=Canary(version=2, percent=30)), "canary", "tester")
+    row = client_rows(lake, 2)[1]
+    wait_until(lambda: post(endpoint, {"row": row}).json()["served_by"] == "canary")
+    n = 400
+    with requests.Session() as session:
+        answers = [post(endpoint, {"row": row}, session).json() for _ in range(n)]
+    canary = sum(a["served_by"] == "canary" for a in answers)
+    assert all((a["version"] == 2) == (a["served_by"] == "canary") for a in answers)
+    sigma = (n * 0.3 * 0.7) ** 0.5
+    assert abs(canary - 0.3 * n) < 4 * sigma, canary  # binomial(400, 0.3): 120 ± 37 at four sigma
+
+
+def test_shadow_predictions_are_logged_and_never_returned(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    deployments.put(DeploymentConfig(model=NAME, shadow_version=2), "shadow", "tester")
+    rows = client_rows(lake, 6)[1:]
+    primary_v1 = load_model(NAME, 1, lake).predict_records(rows).values.tolist()
+    shadow_v2 = load_model(NAME, 2, lake).predict_records(rows).values.tolist()
+    assert primary_v1 != shadow_v2
+
+    def five_shadowed_requests() -> tuple[list[dict], list[dict]] | None:
+        answers = [post(endpoint, {"rows": rows}).json() for _ in range(5)]
+        ids = {a["request_id"] for a in answers}
+        try:  # the shadow runs after the answer is sent; replicas pick the deployment up within 0.5 s
+            logged = wait_until(lambda: (found := [r for r in deployments.shadow_log(NAME) if r["request_id"] in ids]) and len(found) == 5 and found, timeout=3)
+        except AssertionError:
+            return None
+        return answers, logged
+
+    answers, logged = wait_until(five_shadowed_requests)
+    for answer in answers:
+        assert answer["version"] == 1 and answer["served_by"] == "primary"
+        assert [p["prediction"] for p in answer["predictions"]] == primary_v1  # the shadow's answers never reach the client
+    for record in logged:
+        assert (record["primary_version"], record["shadow_version"]) == (1, 2) and record["error"] is None
+        assert json.loads(record["primary_predictions"]) == primary_v1
+        assert json.loads(record["shadow_predictions"]) == shadow_v2
+        assert record["max_abs_difference"] == pytest.approx(max(abs(a - b) for a, b in zip(primary_v1, shadow_v2, strict=True)))
+
+
+def test_failing_canary_is_rolled_back_automatically_and_recorded(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    broken = create_repository(lake).get(NAME, 3)
+    artifact = Path(next(iter(broken.artifacts.values())).uri.removeprefix("file://"))
+    artifact.write_bytes(b"not a model")  # v3 can no longer be loaded: every canary request fails
+    deployments.put(DeploymentConfig(model=NAME, canary=Canary(version=3, percent=50, max_error_rate=0.2, min_requests=5)), "canary", "alice")
+    row = client_rows(lake, 2)[1]
+    statuses = []
+    with requests.Session() as session:
+        def rolled_back() -> bool:
+            answer = post(endpoint, {"row": row}, session)
+            statuses.append((answer.status_code, answer.json().get("version")))
+            return deployments.get(NAME).config.canary is None
+
+        wait_until(rolled_back, timeout=60, every=0)
+    assert {status for status, _ in statuses} == {200} and {v for _, v in statuses} == {1}  # the primary answered for the broken canary
+    rollback = deployments.events(NAME)[-1]
+    assert rollback.action == "rollback" and "cupola-serve" in rollback.by and "error rate" in rollback.reason
+    before = deployments.events(NAME)[-2].at
+    serving = deployments.serving_at(NAME, before, create_repository(lake))
+    assert serving.canary is not None and serving.canary.version == 3
+    assert deployments.serving_at(NAME, rollback.at, create_repository(lake)).canary is None
+
+
+def test_which_version_served_at_time_t(lake: Settings, deployments: Deployments) -> None:
+    repository = create_repository(lake)
+    t0 = datetime.now(timezone.utc)
+    time.sleep(0.01)
+    repository.set_alias(NAME, "production", 2, "bob")
+    t1 = datetime.now(timezone.utc)
+    time.sleep(0.01)
+    deployments.put(DeploymentConfig(model=NAME, target="3"), "deploy", "carol")
+    t2 = datetime.now(timezone.utc)
+    time.sleep(0.01)
+    deployments.remove(NAME, "carol")
+    t3 = datetime.now(timezone.utc)
+    assert deployments.serving_at(NAME, t0, repository).version == 1
+    assert deployments.serving_at(NAME, t1, repository).version == 2
+    assert deployments.serving_at(NAME, t2, repository).version == 3
+    assert deployments.serving_at(NAME, t3, repository) is None
+    assert deployments.serving_at(NAME, datetime(2000, 1, 1, tzinfo=timezone.utc), repository) is None
+
+
+def test_a_killed_replica_is_replaced_and_the_app_keeps_answering(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    row = client_rows(lake, 2)[1]
+    assert post(endpoint, {"row": row}).status_code == 200
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "ModelServer" in a["name"]]
+    assert len(replicas) == 2
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
+    answered = 0
+    with requests.Session() as session:
+        for _ in range(100):  # the other replica answers while the controller replaces the dead one
+            answer = post(endpoint, {"row": row}, session)
+            answered += answer.status_code == 200
+    assert answered >= 95
+    def replaced() -> bool:
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "ModelServer" in a["name"]}
+        status = serve.status().applications["cupola"].deployments["ModelServer"]
+        return replicas[0]["name"] not in names and len(names) == 2 and str(status.status).endswith("HEALTHY")
+    wait_until(replaced, timeout=120, every=0.5)
+    assert post(endpoint, {"row": row}).status_code == 200
+
+
+def test_deploy_predict_and_history_commands(lake: Settings, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cupola.cli.main import app
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+    env = {f"CUPOLA_{key.upper()}": value for key, value in lake.for_workers().items()}
+    deployed = runner.invoke(app, ["deploy", NAME, "--alias", "production", "--canary-version", "2", "--canary-percent", "5", "--no-start"], env=env)
+    assert deployed.exit_code == 0, deployed.output
+    assert "serving production (now v1), canary v2 at 5.0%" in deployed.output
+    listed = runner.invoke(app, ["deployments", "list"], env=env)
+    assert listed.exit_code == 0 and "v2 5%" in listed.output
+    history = runner.invoke(app, ["deployments", "history", NAME], env=env)
+    assert history.exit_code == 0 and "deploy" in history.output
+    now = datetime.now(timezone.utc).isoformat()
+    served = runner.invoke(app, ["deployments", "served-at", NAME, now], env=env)
+    assert served.exit_code == 0 and f"{NAME} at" in served.output and ": v1 (target production), canary v2 at 5%" in served.output
+    bad = runner.invoke(app, ["deploy", NAME, "--version", "42", "--no-start"], env=env)
+    assert bad.exit_code == 2 and "has no version 42" in bad.output
+
+    rows = client_rows(lake, 5)
+    pd.DataFrame(rows).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True)).to_parquet(tmp_path / "in.parquet")
+    batch = runner.invoke(app, ["predict", "batch", NAME, "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out")], env=env)
+    assert batch.exit_code == 0, batch.output
+    assert "5 rows predicted by delivery_minutes v1" in batch.output
+    one = runner.invoke(app, ["predict", "rows", NAME, json.dumps(rows[1])], env=env)
+    assert one.exit_code == 0 and "row 0:" in one.output
+    expected = load_model(NAME, "production", lake).predict_records([rows[1]]).values[0]
+    assert f"{expected:.4f}" in one.output
+    missing = runner.invoke(app, ["predict", "batch", NAME, "--input", str(tmp_path / "nothing.parquet")], env=env)
+    assert missing.exit_code == 2 and "cannot be read as Parquet" in missing.output
+    undeployed = runner.invoke(app, ["undeploy", NAME], env=env)
+    assert undeployed.exit_code == 0 and runner.invoke(app, ["deployments", "served-at", NAME, datetime.now(timezone.utc).isoformat()], env=env).exit_code == 2
