@@ -11,7 +11,7 @@ import yaml
 
 pytest.importorskip("tensorflow", reason="the 'tensorflow' extra is not installed (CI installs it)")
 
-from cupola import FeatureStore, Settings  # noqa: E402
+from cupola import FeatureStore, Settings, load_model  # noqa: E402
 from cupola.evaluation.evaluate import evaluate  # noqa: E402
 from cupola.repository import ArtifactStore, create_repository  # noqa: E402
 from cupola.specs.model import ModelSpec  # noqa: E402
@@ -57,3 +57,15 @@ def test_keras_models_train_per_partition_and_reload_identically(example_lake: t
     again = load_models(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake))
     for unit, model in models.items():
         np.testing.assert_array_equal(np.asarray(model(data.test.features)), np.asarray(again[unit](data.test.features)))
+
+    # one predictor for Keras models too: a batch of rows and the same rows one by one give the same numbers
+    predictor = load_model(spec.name, version.version, settings)
+    frame = pd.read_parquet(version.data["training_set"].removeprefix("file://")).tail(30)
+    batch = predictor.predict_frame(frame)
+    for index, record in enumerate(frame.to_dict("records")):
+        row = {k: record[k] for k in ("distance_km", "basket_size", "city", "restaurant_id")}
+        row["order_ts"] = record["order_ts"].isoformat()
+        row.update({c: None if pd.isna(record[c]) else float(record[c]) for c in predictor.store_columns})
+        single = predictor.predict_records([row])
+        assert single.values[0] == batch.values[index] and single.units[0] == batch.units[index]
+    assert predictor.labels(batch.values) is not None  # binary: decisions at the validation-chosen threshold
