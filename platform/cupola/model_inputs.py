@@ -23,7 +23,7 @@ def raw_columns(spec: ModelSpec) -> list[str]:
     for expression in spec.transforms.values():
         needed |= dsl.columns(dsl.parse(expression))
     needed -= set(spec.transforms)
-    return [column for column in [*spec.columns_before_transforms()] if column in needed]
+    return [column for column in spec.columns_before_transforms() if column in needed]
 
 
 def kind_of(dtype: Any) -> str:

@@ -13,20 +13,25 @@ import numpy as np
 FALLBACK = "__fallback__"
 
 
-def route(units: list[str], partitions: np.ndarray) -> np.ndarray:
-    """The unit that serves each row: its partition's model when it has one, else the fallback."""
+def _serving_units(units: list[str], partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the unit serving each distinct partition, each row's index into them): one sort of the rows."""
     own = set(units) - {FALLBACK}
     values, inverse = np.unique(np.asarray(partitions, dtype=object), return_inverse=True)
-    served = np.array([v if v in own else FALLBACK for v in values], dtype=object)
-    return served[inverse.reshape(-1)] if len(values) else np.empty(0, dtype=object)
+    return np.array([v if v in own else FALLBACK for v in values], dtype=object), inverse.reshape(-1)
+
+
+def route(units: list[str], partitions: np.ndarray) -> np.ndarray:
+    """The unit that serves each row: its partition's model when it has one, else the fallback."""
+    served, inverse = _serving_units(units, partitions)
+    return served[inverse]
 
 
 def predict_routed(algorithm: Any, models: dict[str, Any], features: np.ndarray, partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predict every row with the model serving its partition; returns (predictions, serving unit per row)."""
-    units = route(list(models), partitions)
+    served, inverse = _serving_units(list(models), partitions)
     predictions = np.empty(len(features), dtype="float64")
-    names, inverse = np.unique(units, return_inverse=True)
-    for index, unit in enumerate(names):
-        rows = inverse.reshape(-1) == index
-        predictions[rows] = algorithm.predict(models[unit], features if len(names) == 1 else features[rows])
-    return predictions, units
+    unit_names = sorted(set(served))
+    for unit in unit_names:
+        rows = np.isin(inverse, np.flatnonzero(served == unit))
+        predictions[rows] = algorithm.predict(models[unit], features if len(unit_names) == 1 else features[rows])
+    return predictions, served[inverse]

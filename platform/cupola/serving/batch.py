@@ -99,16 +99,17 @@ def predict_batch(
     run_id = f"{name}-v{version.version}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     input_uri = _uri(datalake, input_path)
     try:
-        pds.dataset(input_uri, format="parquet")
+        source = pds.dataset(input_uri, format="parquet")
     except (FileNotFoundError, OSError) as error:
         raise FileNotFoundError(f"batch input {input_uri} cannot be read as Parquet: {error}") from None
     ensure_ray(settings)
+    spec = version_spec(version)
     if features_from_offline_store:
-        input_uri = _join_offline_features(settings, version_spec(version), input_uri, run_id)
+        input_uri = _join_offline_features(settings, spec, source, input_uri, run_id)
+        source = pds.dataset(input_uri, format="parquet")
     import ray
 
-    spec = version_spec(version)
-    columns = pds.dataset(input_uri, format="parquet").schema.names
+    columns = source.schema.names
     keys = keep if keep is not None else [c for c in columns if "__" not in c]
     needed = [*raw_columns(spec), *([spec.partition.column] if spec.partition else [])]
     read = [c for c in columns if c in set(keys) | set(needed)]  # read only what is predicted from or written back
@@ -136,13 +137,13 @@ def _uri(datalake: Datalake, path: str) -> str:
     return datalake.uri(path)
 
 
-def _join_offline_features(settings: Settings, spec: Any, input_uri: str, run_id: str) -> str:
+def _join_offline_features(settings: Settings, spec: Any, source: pds.Dataset, input_uri: str, run_id: str) -> str:
     """Rows with entity keys and event times get the model's store features point-in-time from the offline store."""
     from cupola.features import FeatureStore
 
-    frame = pds.dataset(input_uri, format="parquet").to_table().to_pandas()
-    if spec.event_time not in frame.columns:
+    if spec.event_time not in source.schema.names:
         raise KeyError(f"batch input has no event time column '{spec.event_time}': features are joined as of that time")
     if not spec.store_features():
         return input_uri
+    frame = source.to_table().to_pandas()
     return FeatureStore(settings).training_set(f"predict-{run_id}", frame, spec.event_time, spec.store_features()).uri

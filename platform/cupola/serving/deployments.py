@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from cupola.config import Settings
 from cupola.repository import ModelRepository
@@ -75,15 +75,9 @@ class Canary(BaseModel):
 class DeploymentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str
-    target: str = Field(default="production", description="version number or alias served by default")
+    target: str = Field(default="production", min_length=1, description="version number or alias served by default")
     canary: Canary | None = None
     shadow_version: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _distinct(self) -> "DeploymentConfig":
-        if not self.target:
-            raise ValueError("target must be a version number or an alias name")
-        return self
 
 
 @dataclass(frozen=True)
@@ -119,6 +113,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _deployment(config: str, revision: int, updated_by: str, updated_at: str) -> Deployment:
+    return Deployment(DeploymentConfig.model_validate_json(config), revision, updated_by, datetime.fromisoformat(updated_at))
+
+
 class Deployments:
     """Deployment records in the records database (SQLite; the Cassandra issue implements them again)."""
 
@@ -135,13 +133,11 @@ class Deployments:
         row = self.database.connection().execute(
             "SELECT config, revision, updated_by, updated_at FROM deployments WHERE model = ?", (model,)
         ).fetchone()
-        if row is None:
-            return None
-        return Deployment(DeploymentConfig.model_validate_json(row[0]), row[1], row[2], datetime.fromisoformat(row[3]))
+        return None if row is None else _deployment(*row)
 
     def list(self) -> list[Deployment]:
-        rows = self.database.connection().execute("SELECT model FROM deployments ORDER BY model").fetchall()
-        return [d for (model,) in rows if (d := self.get(model)) is not None]
+        rows = self.database.connection().execute("SELECT config, revision, updated_by, updated_at FROM deployments ORDER BY model")
+        return [_deployment(*row) for row in rows]
 
     def put(self, config: DeploymentConfig, action: str, by: str, reason: str = "", expected_revision: int | None = None) -> Deployment:
         """Write `config` as the model's deployment and record the event; with `expected_revision`, only if unchanged."""

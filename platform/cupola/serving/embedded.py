@@ -20,7 +20,7 @@ def load_predictor(settings: Settings, repository: ModelRepository, name: str, v
     if store_features:
         groups = FeatureRegistry(settings.resolved_feature_repo(), OfflineStore(datalake)).resolve(store_features)
         online = create_online_store(settings)
-    return Predictor.load(repository, ArtifactStore(datalake), name, version.version, online, groups)
+    return Predictor.from_version(version, ArtifactStore(datalake), online, groups)
 
 
 def load_model(name: str, version: int | str = "production", settings: Settings | None = None) -> Predictor:

@@ -16,6 +16,7 @@ def ensure_endpoint(settings: Settings, host: str = "127.0.0.1", port: int = 800
     newly deployed model or a moved alias without being redeployed.
     """
     from ray import serve
+    from ray.serve.schema import ApplicationStatus
 
     from cupola.serving.app import build_app
 
@@ -29,7 +30,7 @@ def ensure_endpoint(settings: Settings, host: str = "127.0.0.1", port: int = 800
             ) from None
     status = serve.status()
     application = status.applications.get(APP_NAME)
-    if application is None or str(application.status) not in ("RUNNING", "ApplicationStatus.RUNNING"):
+    if application is None or application.status != ApplicationStatus.RUNNING:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_app({**settings.for_workers(), "num_replicas": replicas}), name=APP_NAME, route_prefix="/")
     return f"http://{host}:{port}"

@@ -81,20 +81,20 @@ class Predictor:
         online: OnlineStore | None = None,
         feature_groups: Sequence[tuple[FeatureGroupSpec, list[str]]] = (),
     ) -> "Predictor":
-        version = repository.resolve(name, version_or_alias)
+        return cls.from_version(repository.resolve(name, version_or_alias), artifacts, online, feature_groups)
+
+    @classmethod
+    def from_version(
+        cls,
+        version: ModelVersion,
+        artifacts: ArtifactStore,
+        online: OnlineStore | None = None,
+        feature_groups: Sequence[tuple[FeatureGroupSpec, list[str]]] = (),
+    ) -> "Predictor":
+        """A predictor for a version record already read, its artifacts checked against their sha256."""
         algorithm = get_algorithm(version.spec["algorithm"]["name"])
         models = {unit: algorithm.deserialize(artifacts.get(ref)) for unit, ref in version.artifacts.items()}
         return cls(version, models, online, feature_groups)
-
-    def request_schema(self) -> dict[str, str]:
-        """Fields a request row must carry, with their kinds; store features may be sent instead of looked up."""
-        schema = {name: self.fields.get(name, "number") for name in self.request_columns}
-        if self.spec.partition is not None:
-            schema[self.spec.partition.column] = self.fields.get(self.spec.partition.column, "string")
-        for group, _ in self.feature_groups:
-            for entity in group.entities:
-                schema[entity.name] = "integer" if entity.dtype == "int64" else "string"
-        return schema
 
     def predict_records(self, rows: Sequence[dict[str, Any]]) -> Predictions:
         """Predict JSON-like rows (online and embedded). Raises RequestError for bad input."""
