@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv browser quickstart test test-fast bench clean
+.PHONY: venv system-packages quickstart test test-fast bench clean
 
 # The project itself (what the quickstart needs).
 $(STAMP): pyproject.toml
@@ -22,21 +22,24 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow]'
 	touch $(TEST_STAMP)
 
-# Report tests render pages in Debian's headless Chromium; Playwright drives it (its own browser download is not used).
-browser:
-	@command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
-		{ $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }
-	@command -v chromium >/dev/null 2>&1 && chromium --version 2>/dev/null
+# Debian packages the tests use: headless Chromium renders the evaluation reports (Playwright drives it; its own
+# browser download is not used); Prometheus and promtool scrape the endpoint and check the alert rules.
+SYSTEM_PACKAGES := chromium prometheus
+system-packages:
+	@command -v chromium >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || \
+		$(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }
+	@chromium --version 2>/dev/null && prometheus --version 2>&1 | head -1 && command -v promtool
 
 venv: $(STAMP)
 
 quickstart: venv
 	$(BIN)/cupola quickstart
 
-test: $(TEST_STAMP) browser
+test: $(TEST_STAMP) system-packages
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(TEST_STAMP) browser
+test-fast: $(TEST_STAMP) system-packages
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: venv
@@ -44,6 +47,7 @@ bench: venv
 	$(BIN)/python benchmarks/partitioned_search.py
 	$(BIN)/python benchmarks/online_latency.py
 	$(BIN)/python benchmarks/batch_predict.py
+	$(BIN)/python benchmarks/monitoring_overhead.py
 
 clean:
 	rm -rf cupola_data .pytest_cache test-artifacts

@@ -79,6 +79,10 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert len(reports) == 2 and all(Path(report).is_file() for report in reports)
     assert result.output.count("POST /v1/models/delivery_minutes:predict") == 3 and "minutes (v1, partition model" in result.output
     assert "curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict" in result.output
+    monitoring = result.output.split("monitoring (100% of predictions sampled", 1)[1]
+    before, after = monitoring.split("(planted)", 1)
+    assert "outcomes 300," in before and "ALERT" not in before  # the example model meets its limits on true outcomes
+    assert "outcomes 600," in after and "ALERT v1 rmse over 1h" in after.split("see `cupola monitor")[0]
     env = {"CUPOLA_DATA_ROOT": str(tmp_path / "lake")}
     got = runner.invoke(app, ["features", "get", "city_demand.*", "-e", "city=lima", "-e", "city=atlantis"], env=env)
     assert got.exit_code == 0, got.output

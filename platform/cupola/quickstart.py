@@ -1,7 +1,5 @@
-"""The quickstart: the delivery example from raw events to features, trained models, their records and reports.
-
-Later steps of the platform (training, deployment, monitoring) extend this same walk.
-"""
+"""The quickstart: the delivery example from raw events to features, trained models, their records and reports,
+an online endpoint answering over HTTP, and live monitoring with a planted drop in accuracy."""
 
 from __future__ import annotations
 
@@ -16,7 +14,8 @@ from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
 from cupola.repository import create_repository
 from cupola.serving.deployments import DeploymentConfig, Deployments
-from cupola.serving.endpoint import try_endpoint
+from cupola.monitoring.demo import Phase, run_monitoring_demo
+from cupola.serving.endpoint import local_endpoint, post_rows
 from cupola.specs.model import load_model_spec
 from cupola.training.trainer import TrainingResult, train
 
@@ -34,6 +33,7 @@ class QuickstartSummary:
     endpoint: str
     requests: list[dict]
     answers: list[dict]
+    monitoring: list[Phase]
 
 
 def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress | None = None) -> QuickstartSummary:
@@ -49,10 +49,13 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
     deployments = Deployments.from_settings(settings)
     for training in trainings:
         repository.set_alias(training.version.name, "production", training.version.version, settings.acting_user())
-        deployments.put(DeploymentConfig(model=training.version.name), "deploy", settings.acting_user(), "quickstart")
+        config = DeploymentConfig(model=training.version.name, sample_percent=100.0)  # every prediction logged, for the demo
+        deployments.put(config, "deploy", settings.acting_user(), "quickstart")
     repository.close()
     requests = [_request_row(order) for _, order in orders.tail(3).iterrows()]
-    endpoint, answers = try_endpoint(settings, EXAMPLE_MODEL_NAME, requests)
+    with local_endpoint(settings) as endpoint:
+        answers = post_rows(endpoint, EXAMPLE_MODEL_NAME, requests)
+        monitoring = run_monitoring_demo(settings, endpoint, trainings[0].version)
     return QuickstartSummary(
         orders=len(orders),
         data_root=settings.data_root_uri,
@@ -65,6 +68,7 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
         endpoint=endpoint,
         requests=requests,
         answers=answers,
+        monitoring=monitoring,
     )
 
 

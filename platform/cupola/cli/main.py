@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cupola.cli import features, models, serving
+from cupola.cli import features, models, monitoring, serving
 from cupola.cli.models import print_comparison
 from cupola.cli.console import console, load_settings, progress_bars, user_errors
 
@@ -23,6 +23,8 @@ app.command("deploy")(serving.deploy_command)
 app.command("undeploy")(serving.undeploy_command)
 app.add_typer(serving.deployments_app, name="deployments")
 app.add_typer(serving.predict_app, name="predict")
+app.command("monitor")(monitoring.monitor_command)
+app.add_typer(monitoring.outcomes_app, name="outcomes")
 training_set_app = typer.Typer(help="Point-in-time-correct training sets.", no_args_is_help=True)
 app.add_typer(training_set_app, name="training-set")
 
@@ -102,6 +104,15 @@ def quickstart(
         first = answer["predictions"][0]
         console.print(f"  POST /v1/models/{answer['model']}:predict {json.dumps(request)}", highlight=False, soft_wrap=True)
         console.print(f"    → {first['prediction']:.2f} minutes (v{answer['version']}, partition model {first['partition_model']}, request {answer['request_id']})", highlight=False, soft_wrap=True)
+    console.print("monitoring (100% of predictions sampled; outcomes posted to /v1/outcomes by order_id):")
+    for phase in summary.monitoring:
+        figures = ", ".join(f"{name} {value:.4g}" for name, value in phase.metrics.items())
+        console.print(f"  after {phase.name}: {figures}", highlight=False, soft_wrap=True)
+        for breach in phase.breaches:
+            console.print(f"    [bold red]ALERT[/] {breach}", highlight=False)
+        if not phase.breaches:
+            console.print("    no alert limit breached")
+    console.print("  see `cupola monitor delivery_minutes`; Prometheus: scrape /metrics with cluster/prometheus/prometheus.yml")
     console.print("keep it running: `ray start --head && cupola deploy delivery_minutes --alias production`, then")
     console.print(f"  curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict -H 'content-type: application/json' -d '{json.dumps({'row': summary.requests[0]})}'", highlight=False, soft_wrap=True)
     console.print("next: `cupola features list`, `cupola models versions delivery_minutes`, `cupola models report late_delivery --open`, `cupola runs list`")

@@ -25,6 +25,7 @@ def deploy_command(
     canary_max_p95_ms: Annotated[Optional[float], typer.Option(help="roll the canary back above this p95 latency")] = None,
     canary_min_requests: Annotated[int, typer.Option(help="canary requests before its limits are judged")] = 20,
     shadow_version: Annotated[Optional[int], typer.Option(help="mirror every request to this version; its answers are logged, never returned")] = None,
+    sample_percent: Annotated[Optional[float], typer.Option(min=0, max=100, help="share of predictions logged for monitoring (default: CUPOLA_SAMPLE_PERCENT)")] = None,
     start: Annotated[bool, typer.Option(help="start the Serve app on the Ray cluster if it is not running")] = True,
     port: Annotated[int, typer.Option(help="HTTP port of the endpoint when it is started")] = 8000,
 ) -> None:
@@ -45,7 +46,7 @@ def deploy_command(
         canary = None
         if canary_version is not None:
             canary = Canary(version=canary_version, percent=canary_percent, max_error_rate=canary_max_error_rate, max_p95_ms=canary_max_p95_ms, min_requests=canary_min_requests)
-        config = DeploymentConfig(model=name, target=target, canary=canary, shadow_version=shadow_version)
+        config = DeploymentConfig(model=name, target=target, canary=canary, shadow_version=shadow_version, sample_percent=sample_percent)
         deployment = Deployments.from_settings(settings).put(config, "deploy", settings.acting_user())
         console.print(f"{name}: serving {target} (now v{resolved.version})" + (f", canary v{canary_version} at {canary_percent}%" if canary else "") + (f", shadow v{shadow_version}" if shadow_version else "") + f"; revision {deployment.revision} by {deployment.updated_by}")
         if start:

@@ -76,6 +76,29 @@ class Settings(BaseSettings):
             "<data_root>/records/cupola.db (a local data_root is then required). Env: CUPOLA_RECORDS_PATH."
         ),
     )
+    monitoring_path: Path | None = Field(
+        default=None,
+        description=(
+            "SQLite file of the prediction log, outcomes and live-metric history; empty puts it at "
+            "<data_root>/monitoring/monitoring.db. Env: CUPOLA_MONITORING_PATH."
+        ),
+    )
+    sample_percent: float = Field(
+        default=10.0,
+        ge=0,
+        le=100,
+        description="Share of online predictions logged for monitoring when a deployment sets none. Env: CUPOLA_SAMPLE_PERCENT.",
+    )
+    monitoring_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often a model's monitoring actor recomputes live metrics and drift. Env: CUPOLA_MONITORING_INTERVAL_S.",
+    )
+    monitoring_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Sampled predictions, outcomes and live-metric history older than this are deleted. Env: CUPOLA_MONITORING_RETENTION_DAYS.",
+    )
     user: str = Field(
         default="",
         description="Who is acting, recorded on model versions and alias moves; empty uses the OS user. Env: CUPOLA_USER.",
@@ -145,6 +168,10 @@ class Settings(BaseSettings):
         """The SQLite file of the model repository and training runs."""
         return self._local_file(self.records_path, "records/cupola.db", "CUPOLA_RECORDS_PATH")
 
+    def resolved_monitoring_path(self) -> Path:
+        """The SQLite file of the prediction log, outcomes and live-metric history."""
+        return self._local_file(self.monitoring_path, "monitoring/monitoring.db", "CUPOLA_MONITORING_PATH")
+
     def _local_file(self, explicit: Path | None, under_root: str, variable: str) -> Path:
         if explicit is not None:
             return explicit.expanduser().resolve()
@@ -158,12 +185,20 @@ class Settings(BaseSettings):
     def for_workers(self) -> dict[str, str]:
         """These settings as `Settings.load` overrides with every path absolute, for processes that run
         elsewhere (Serve replicas, Ray Data workers) with another working directory."""
-        overrides = {"data_root": self.data_root_uri, "backend": self.backend, "feature_repo": str(self.resolved_feature_repo())}
+        overrides = {
+            "data_root": self.data_root_uri,
+            "backend": self.backend,
+            "feature_repo": str(self.resolved_feature_repo()),
+            "sample_percent": str(self.sample_percent),
+            "monitoring_interval_s": str(self.monitoring_interval_s),
+            "monitoring_retention_days": str(self.monitoring_retention_days),
+        }
         if self.user:
             overrides["user"] = self.user
         if self.backend == "sqlite":
             overrides["records_path"] = str(self.resolved_records_path())
             overrides["online_store_path"] = str(self.resolved_online_store_path())
+            overrides["monitoring_path"] = str(self.resolved_monitoring_path())
         return overrides
 
     def acting_user(self) -> str:

@@ -4,12 +4,15 @@ Routes (OpenAPI at /openapi.json):
   POST /v1/models/{name}:predict   one row (`row`) or a batch (`rows`); `version` picks a version
                                    number or alias, default: the deployment's target
   GET  /v1/models/{name}           the deployment and the version it resolves to now
+  POST /v1/outcomes                observed labels for earlier predictions (by request id or outcome keys)
+  GET  /metrics                    Prometheus exposition of live metrics, drift and serving counters
   GET  /healthz, /readyz           liveness; readiness (records database reachable)
 
 Versions are loaded into a per-replica LRU cache with eviction, so many models and versions
 share one pool of replicas. Deployments and aliases are re-read through a
 short cache, so `cupola deploy` or an alias move takes effect on the next requests without a
-redeploy. Canary and shadow traffic are handled here; see `deployments.py`.
+redeploy. Canary and shadow traffic are handled here; see `deployments.py`. Sampled predictions
+leave through `monitoring.sampler` without the request waiting for them.
 
 (No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime,
 and Serve's ingress moves the methods out of this module's namespace.)
@@ -18,20 +21,26 @@ and Serve's ingress moves the methods out of this module's namespace.)
 
 import asyncio
 import logging
+import os
 import random
 import time
 import uuid
+from datetime import datetime
 from collections import OrderedDict, deque
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from cupola.config import Settings
+from cupola.monitoring.exporter import monitoring_registry
+from cupola.monitoring.sampler import PredictionSampler, count_answer, count_refusal, mark_served
+from cupola.monitoring.store import MonitoringStore, event_key, request_key
 from cupola.repository import create_repository
 from cupola.serving.deployments import Canary, DeploymentConflict, Deployments
 from cupola.serving.embedded import load_predictor
@@ -42,6 +51,7 @@ CONFIG_TTL_S = 0.5
 MODELS_PER_REPLICA = 8
 LATENCY_WINDOW = 200
 AUTOMATIC = "cupola-serve (automatic rollback)"
+MAX_OUTCOMES_PER_REQUEST = 1000
 logger = logging.getLogger("ray.serve")
 
 
@@ -51,6 +61,23 @@ class PredictRequest(BaseModel):
     row: dict[str, Any] | None = None
     rows: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_ROWS_PER_REQUEST)
     version: int | str | None = Field(default=None, description="version number or alias; default: the deployment's target")
+
+
+class Outcome(BaseModel):
+    """An observed label for an earlier prediction, named by `request_id` (+ `row`) or by the model's outcome keys."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: str | None = Field(default=None, min_length=1)
+    row: int = Field(default=0, ge=0, description="row of a batch request")
+    keys: dict[str, Any] | None = Field(default=None, description="the spec's monitoring.outcome_keys, e.g. {\"order_id\": 42}")
+    label: float
+    observed_at: datetime | None = None
+
+
+class OutcomesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES_PER_REQUEST)
 
 
 class Problem(Exception):
@@ -77,6 +104,8 @@ def _request_id(request: Request) -> str:
 @api.exception_handler(Problem)
 async def _problem(request: Request, problem: Problem) -> JSONResponse:
     request_id = _request_id(request)
+    if request.url.path.endswith(":predict"):
+        count_refusal(request.path_params.get("name"), problem.status)
     logger.info("request %s refused %d: %s", request_id, problem.status, problem.message)
     return JSONResponse({"error": problem.message, "field": problem.field, "request_id": request_id}, problem.status)
 
@@ -149,6 +178,9 @@ class ModelServer:
         self._watches: dict[tuple[str, int], CanaryWatch] = {}
         self._known_versions: set[tuple[str, int]] = set()
         self._loaded: OrderedDict[tuple[str, int], Predictor] = OrderedDict()
+        self.sampler = PredictionSampler(self.settings.for_workers(), f"{os.uname().nodename}:{os.getpid()}")
+        self.monitoring = MonitoringStore.from_settings(self.settings)
+        self.metrics = monitoring_registry(self.monitoring, self.deployments, self.repository)
 
     async def _predictor(self, name: str, version: int) -> Predictor:
         """A loaded version from this replica's LRU cache (at most MODELS_PER_REPLICA; the least recently used is dropped).
@@ -172,6 +204,8 @@ class ModelServer:
         if refresh or cached is None or time.monotonic() - cached[0] > CONFIG_TTL_S:
             cached = (time.monotonic(), self.deployments.get(name), self.repository.aliases(name))
             self._configs[name] = cached
+            if cached[1] is not None:
+                mark_served(name)
         return cached[1], cached[2]
 
     def _resolve(self, name: str, reference: int | str, aliases: dict[str, int]) -> int:
@@ -221,8 +255,41 @@ class ModelServer:
             "updated_at": deployment.updated_at.isoformat(),
         }
 
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        text = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.metrics)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+    @api.post("/v1/outcomes")
+    async def outcomes(self, body: OutcomesRequest, request: Request) -> dict[str, Any]:
+        """Store observed labels; each is joined with its sampled prediction when live metrics are computed.
+
+        An outcome may arrive before its prediction's record, hours late, or again (the latest label
+        wins and it is counted as `replaced`); one whose prediction was not sampled is stored and
+        never counts (`pending` says how many had no logged prediction at the time)."""
+        deployment, aliases = self._deployment(body.model)
+        if deployment is None:
+            raise Problem(404, f"model '{body.model}' is not deployed: outcomes are kept for deployed models only", "model")
+        spec = (await self._predictor(body.model, self._resolve(body.model, deployment.config.target, aliases))).spec
+        keys = sorted(spec.monitoring.outcome_keys)
+        entries = []
+        for index, outcome in enumerate(body.outcomes):
+            where = f"outcomes[{index}]"
+            if (outcome.request_id is None) == (outcome.keys is None):
+                raise Problem(422, f"{where}: give exactly one of request_id or keys", f"{where}.request_id")
+            if outcome.keys is not None and sorted(outcome.keys) != keys:
+                expected = ", ".join(keys) if keys else "none (the spec sets no monitoring.outcome_keys: use request_id)"
+                raise Problem(422, f"{where}.keys has {', '.join(sorted(outcome.keys)) or 'no fields'}; the model's outcome keys are {expected}", f"{where}.keys")
+            if spec.task == "binary" and outcome.label not in (0, 1):
+                raise Problem(422, f"{where}.label is {outcome.label}; a binary model's outcome is 0 or 1 (or false/true)", f"{where}.label")
+            key = request_key(outcome.request_id, outcome.row) if outcome.request_id is not None else event_key(outcome.keys or {})
+            entries.append((key, float(outcome.label), outcome.observed_at.timestamp() if outcome.observed_at else None))
+        receipt = await asyncio.get_running_loop().run_in_executor(None, self.monitoring.record_outcomes, body.model, entries, "api", time.time())
+        return {"request_id": _request_id(request), "stored": receipt.stored, "replaced": receipt.replaced, "matched": receipt.matched, "pending": receipt.pending}
+
     @api.post("/v1/models/{name}:predict")
     async def predict(self, name: str, body: PredictRequest, request: Request) -> JSONResponse:
+        started = time.perf_counter()
         request_id = _request_id(request)
         rows = body.rows if body.rows is not None else ([body.row] if body.row is not None else None)
         if rows is None or (body.rows is not None and body.row is not None):
@@ -243,7 +310,11 @@ class ModelServer:
         if config.shadow_version is not None and body.version is None:
             asyncio.get_running_loop().create_task(self._shadow(name, config.shadow_version, version, rows, predictions, request_id))
         logger.debug("request %s: %s v%d (%s) predicted %d row(s)", request_id, name, version, role, len(rows))
-        return JSONResponse(_response(predictor, version, role, predictions, request_id))
+        percent = config.sample_percent if config.sample_percent is not None else self.settings.sample_percent
+        self.sampler.sample(name, version, request_id, rows, predictions, percent, predictor.spec.monitoring.outcome_keys)
+        answer = JSONResponse(_response(predictor, version, role, predictions, request_id))
+        count_answer(name, version, role, len(rows), time.perf_counter() - started)
+        return answer
 
     def _run(self, predictor: Predictor, rows: list[dict[str, Any]]) -> Predictions:
         try:

@@ -78,6 +78,7 @@ class DeploymentConfig(BaseModel):
     target: str = Field(default="production", min_length=1, description="version number or alias served by default")
     canary: Canary | None = None
     shadow_version: int | None = Field(default=None, ge=1)
+    sample_percent: float | None = Field(default=None, ge=0, le=100, description="share of predictions logged for monitoring; default: CUPOLA_SAMPLE_PERCENT")
 
 
 @dataclass(frozen=True)

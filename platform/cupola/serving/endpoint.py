@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import ray
 
 from cupola.config import Settings
@@ -44,14 +47,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def try_endpoint(settings: Settings, name: str, rows: list[dict]) -> tuple[str, list[dict]]:
-    """Start the app in this process's Ray on a free port, POST each row over real HTTP, stop it.
+@contextlib.contextmanager
+def local_endpoint(settings: Settings) -> Iterator[str]:
+    """The prediction app in this process's Ray on a free port, for as long as the block runs; yields its URL.
 
     Used by the quickstart: a Serve app started by a process ends with it, so this is a demonstration;
     `cupola deploy` on a `ray start --head` cluster keeps one running."""
-    import json
-    import urllib.request
-
     from ray import serve
 
     from cupola.serving.app import build_app
@@ -60,11 +61,19 @@ def try_endpoint(settings: Settings, name: str, rows: list[dict]) -> tuple[str, 
     serve.start(http_options={"host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1])})
     try:
         serve.run(build_app(settings.for_workers()), name=APP_NAME, route_prefix="/")
-        answers = []
-        for row in rows:
-            request = urllib.request.Request(f"{url}/v1/models/{name}:predict", json.dumps({"row": row}).encode(), {"content-type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30) as response:
-                answers.append(json.loads(response.read()))
-        return url, answers
+        yield url
     finally:
         serve.shutdown()
+
+
+def post_rows(url: str, name: str, rows: list[dict]) -> list[dict]:
+    """POST each row to the endpoint over real HTTP; the answers in order."""
+    import json
+    import urllib.request
+
+    answers = []
+    for row in rows:
+        request = urllib.request.Request(f"{url}/v1/models/{name}:predict", json.dumps({"row": row}).encode(), {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answers.append(json.loads(response.read()))
+    return answers

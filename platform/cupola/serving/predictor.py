@@ -32,11 +32,14 @@ MAX_ROWS_PER_REQUEST = 1000
 
 @dataclass(frozen=True)
 class Predictions:
-    """Predictions in request order, the unit (partition model or fallback) that made each, and any
-    entities the online store did not know (their features were treated as missing)."""
+    """Predictions in request order, the unit (partition model or fallback) that made each, the model
+    inputs as used (after lookups and transforms; what monitoring logs), each row's partition value,
+    and any entities the online store did not know (their features were treated as missing)."""
 
     values: np.ndarray
     units: np.ndarray
+    inputs: np.ndarray
+    partitions: np.ndarray
     missing_entities: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -110,16 +113,14 @@ class Predictor:
             columns[name] = column(rows, name, self.fields.get(name, "number"), required=True)
         missing = self._store_features(rows, columns)
         partitions = self._partitions(rows)
-        values, units = self._predict(columns, len(rows), partitions)
-        return Predictions(values, units, missing)
+        return self._predict(columns, len(rows), partitions, missing)
 
     def predict_frame(self, frame: pd.DataFrame) -> Predictions:
         """Predict a batch whose columns already hold every needed value (store features joined offline)."""
         self._check_batch_columns(list(frame.columns))
         columns = {name: dsl.column_array(frame[name]) for name in [*self.request_columns, *self.store_columns]}
         partitions = frame[self.spec.partition.column].astype(str).to_numpy() if self.spec.partition else np.full(len(frame), "", dtype=object)
-        values, units = self._predict(columns, len(frame), partitions)
-        return Predictions(values, units)
+        return self._predict(columns, len(frame), partitions)
 
     def predict_table(self, table: pa.Table) -> Predictions:
         """`predict_frame` for an Arrow table, without converting it to pandas; the same numbers."""
@@ -129,8 +130,7 @@ class Predictor:
             partitions = np.asarray(table.column(self.spec.partition.column).cast(pa.string()).to_pylist(), dtype=object)
         else:
             partitions = np.full(table.num_rows, "", dtype=object)
-        values, units = self._predict(columns, table.num_rows, partitions)
-        return Predictions(values, units)
+        return self._predict(columns, table.num_rows, partitions)
 
     def _check_batch_columns(self, present: list[str]) -> None:
         needed = [*self.request_columns, *self.store_columns, *([self.spec.partition.column] if self.spec.partition else [])]
@@ -146,12 +146,13 @@ class Predictor:
         """Binary decisions at the threshold chosen on validation (None for regression)."""
         return None if self.threshold is None else values >= self.threshold
 
-    def _predict(self, columns: dict[str, Any], rows: int, partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, columns: dict[str, Any], rows: int, partitions: np.ndarray, missing: list[dict[str, Any]] | None = None) -> Predictions:
         try:
             matrix = input_matrix(self.spec, with_transforms(self.spec, columns, rows), rows)
         except (TypeError, dsl.ExpressionError) as error:
             raise RequestError(f"the rows do not fit the model's inputs: {error}") from None
-        return predict_routed(self.algorithm, self.models, matrix, partitions)
+        values, units = predict_routed(self.algorithm, self.models, matrix, partitions)
+        return Predictions(values, units, matrix, partitions, missing or [])
 
     def _partitions(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
         if self.spec.partition is None:

@@ -7,18 +7,20 @@ column), so a bad spec fails before any data is read.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cupola import dsl
+from cupola.specs.durations import Duration, format_duration
 from cupola.specs.errors import load_spec
 from cupola.specs.feature_group import Identifier
 
 METRIC_MODE = {"rmse": "min", "mae": "min", "logloss": "min", "error": "min", "auc": "max"}
 TASK_METRICS = {"regression": {"rmse", "mae"}, "binary": {"logloss", "error", "auc"}}
+LIVE_METRICS = {"regression": {"r2", "rmse", "rmsle", "mae"}, "binary": {"auc", "logloss", "accuracy", "positive_rate", "predicted_rate"}}
 
 
 class _Strict(BaseModel):
@@ -91,6 +93,40 @@ class TrainingData(_Strict):
         return self
 
 
+class AlertThresholds(_Strict):
+    """Limits on live metrics; Prometheus rules compare the exported metrics with these (exported too)."""
+
+    min_r2: float | None = None
+    max_rmse: float | None = Field(default=None, gt=0)
+    max_mae: float | None = Field(default=None, gt=0)
+    max_rmsle: float | None = Field(default=None, gt=0)
+    min_auc: float | None = Field(default=None, ge=0, le=1)
+    max_logloss: float | None = Field(default=None, gt=0)
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    max_psi: float = Field(default=0.2, gt=0, description="population stability index; 0.1-0.2 is moderate drift, above 0.2 significant")
+
+    def limits(self) -> dict[tuple[str, str], float]:
+        """(metric, bound) → value for every threshold set, e.g. ('rmse', 'max') → 9.0."""
+        return {(name.split("_", 1)[1], name.split("_", 1)[0]): value for name, value in self.model_dump().items() if value is not None}
+
+
+class MonitoringSpec(_Strict):
+    """How a deployed model is watched: which request fields identify an outcome, the live-metric windows,
+    how many joined outcomes a window needs before its accuracy counts, and the alert thresholds."""
+
+    outcome_keys: list[str] = Field(
+        default_factory=list,
+        description="request fields that identify the event an outcome is about (e.g. [order_id]); outcomes can always name a request id instead",
+    )
+    windows: list[Duration] = Field(default_factory=lambda: [timedelta(hours=1), timedelta(hours=24)], min_length=1, max_length=6)
+    min_outcomes: int = Field(default=30, ge=1, description="a window's accuracy is published once it has this many joined outcomes")
+    min_drift_samples: int = Field(default=500, ge=1, description="a window's drift is published once it has this many sampled rows")
+    thresholds: AlertThresholds = AlertThresholds()
+
+    def window_names(self) -> list[str]:
+        return [format_duration(window) for window in self.windows]
+
+
 class ModelSpec(_Strict):
     """A validated model declaration."""
 
@@ -109,6 +145,7 @@ class ModelSpec(_Strict):
     metric: str | None = None
     split: SplitSpec = SplitSpec()
     training_data: TrainingData
+    monitoring: MonitoringSpec = MonitoringSpec()
     seed: int = 0
 
     @model_validator(mode="after")
@@ -130,6 +167,12 @@ class ModelSpec(_Strict):
             if self.label in used:
                 raise ValueError(f"transform '{name}' reads the label '{self.label}': that leaks the answer into the inputs")
             known.add(name)
+        misplaced = {metric for metric, _ in self.monitoring.thresholds.limits()} - {"psi", *LIVE_METRICS[self.task]}
+        if misplaced:
+            raise ValueError(
+                f"monitoring.thresholds sets {', '.join(sorted(misplaced))}, which a {self.task} model does not publish: "
+                f"use thresholds on {', '.join(sorted(LIVE_METRICS[self.task]))}"
+            )
         for column in self.model_inputs():
             if column not in known:
                 raise ValueError(f"input '{column}' is neither a feature nor a transform: add it to features or transforms")

@@ -1,0 +1,111 @@
+"""The Prometheus export: a prometheus-client collector over the monitoring store.
+
+Served at `GET /metrics` by the prediction app. Every replica reads the same store, so a
+scrape answered by any replica gives the same figures: the latest live metrics, every
+replica's request counters (labelled `replica`), the deployed models and their alert
+thresholds from the spec of the version each serves. Names and labels are documented in the
+README ("Monitoring") and used by `cluster/prometheus/rules.yml`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from cupola.monitoring.store import MonitoringStore
+from cupola.repository import ModelRepository
+from cupola.serving.deployments import Deployments
+from cupola.serving.predictor import version_spec
+
+LIVE_LABELS = ["model", "version", "partition", "window"]
+LIVE_NAMES = {"sampled": "cupola_live_sampled_predictions", "outcomes": "cupola_live_outcomes"}
+LIVE_HELP = {
+    "sampled": "Sampled predictions in the window.",
+    "outcomes": "Sampled predictions in the window joined with an outcome.",
+    "r2": "Coefficient of determination of joined predictions.",
+    "rmse": "Root mean squared error of joined predictions.",
+    "rmsle": "Root mean squared log error of joined predictions (labels >= 0).",
+    "mae": "Mean absolute error of joined predictions.",
+    "auc": "ROC AUC of joined predictions.",
+    "logloss": "Log loss of joined predictions.",
+    "accuracy": "Accuracy at the version's validation threshold.",
+    "positive_rate": "Observed share of positive outcomes.",
+    "predicted_rate": "Mean predicted probability.",
+}
+
+
+def live_metric_name(metric: str) -> str:
+    return LIVE_NAMES.get(metric, f"cupola_live_{metric}")
+
+
+class MonitoringCollector:
+    """Reads the store at every scrape (prometheus-client calls `collect`)."""
+
+    def __init__(self, store: MonitoringStore, deployments: Deployments, repository: ModelRepository) -> None:
+        self.store = store
+        self.deployments = deployments
+        self.repository = repository
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._live()
+        yield from self._serving()
+        yield from self._deployed()
+
+    def _live(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        psi = GaugeMetricFamily("cupola_feature_psi", "Population stability index of a model input, live vs training.", labels=["model", "version", "feature", "window"])
+        computed = GaugeMetricFamily("cupola_live_metrics_timestamp_seconds", "When the live metrics were last computed.", labels=["model"])
+        seen_models: dict[str, float] = {}
+        for m in self.store.latest_live():
+            seen_models[m.model] = m.at
+            if m.metric == "psi":
+                psi.add_metric([m.model, str(m.version), m.feature, m.window], m.value)
+                continue
+            name = live_metric_name(m.metric)
+            if name not in families:
+                families[name] = GaugeMetricFamily(name, LIVE_HELP.get(m.metric, m.metric), labels=LIVE_LABELS)
+            families[name].add_metric([m.model, str(m.version), m.unit, m.window], m.value)
+        for model, at in seen_models.items():
+            computed.add_metric([model], at)
+        yield from families.values()
+        yield psi
+        yield computed
+
+    def _serving(self) -> Iterator[Metric]:
+        """Every replica's counters, merged into one family per metric with a `replica` label."""
+        merged: dict[str, Metric] = {}
+        for _, replica, families in self.store.counters():
+            for family in families:
+                metric = merged.setdefault(family["name"], Metric(family["name"], family["documentation"], family["type"]))
+                for name, labels, value in family["samples"]:
+                    metric.add_sample(name, {**labels, "replica": replica}, value)
+        yield from merged.values()
+
+    def _deployed(self) -> Iterator[Metric]:
+        deployed = GaugeMetricFamily("cupola_deployed", "1 for each model the online endpoint serves.", labels=["model"])
+        thresholds = GaugeMetricFamily("cupola_alert_threshold", "Alert limits from the model spec of the version served.", labels=["model", "metric", "bound"])
+        for deployment in self.deployments.list():
+            model = deployment.config.model
+            deployed.add_metric([model], 1)
+            version = self._served_version(model, deployment.config.target)
+            if version is None:
+                continue
+            for (metric, bound), value in version_spec(version).monitoring.thresholds.limits().items():
+                thresholds.add_metric([model, metric, bound], value)
+        yield deployed
+        yield thresholds
+
+    def _served_version(self, model: str, target: str) -> Any:
+        try:
+            return self.repository.resolve(model, int(target) if target.isdigit() else target)
+        except KeyError:
+            return None
+
+
+def monitoring_registry(store: MonitoringStore, deployments: Deployments, repository: ModelRepository) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MonitoringCollector(store, deployments, repository))
+    return registry

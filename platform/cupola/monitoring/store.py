@@ -1,0 +1,219 @@
+"""The monitoring store: the prediction log, outcomes, replicas' serving counters and the live-metric history.
+
+Embedded backend: one SQLite file (`Settings.resolved_monitoring_path`), apart from the model
+repository's file so that the write-heavy prediction log never holds the records' write lock.
+The Cassandra issue implements the same methods on time-bucketed tables.
+
+How outcomes meet predictions: a sampled prediction is logged with its request id and row
+index, and with its outcome keys (the spec's `monitoring.outcome_keys` taken from the request
+row) when the row carried them. An outcome names either a request id (+ row) or those keys.
+The join happens when metrics are computed, not when records arrive, so an outcome may come
+before its prediction's record, hours after it, or twice (the latest label wins).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cupola.config import Settings
+from cupola.storage.sqlite_db import SqliteDatabase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prediction_log (
+    model TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    unit TEXT NOT NULL,
+    partition_value TEXT,
+    at REAL NOT NULL,
+    prediction REAL NOT NULL,
+    inputs TEXT NOT NULL,
+    outcome_key TEXT,
+    PRIMARY KEY (model, request_id, row_index)
+);
+CREATE INDEX IF NOT EXISTS prediction_log_by_time ON prediction_log (model, at);
+CREATE INDEX IF NOT EXISTS prediction_log_by_outcome_key ON prediction_log (model, outcome_key);
+CREATE TABLE IF NOT EXISTS outcomes (
+    model TEXT NOT NULL,
+    key TEXT NOT NULL,
+    label REAL NOT NULL,
+    observed_at REAL,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    updates INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (model, key)
+);
+CREATE TABLE IF NOT EXISTS serving_counters (
+    model TEXT NOT NULL,
+    replica TEXT NOT NULL,
+    families TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (model, replica)
+);
+CREATE TABLE IF NOT EXISTS live_metrics (
+    model TEXT NOT NULL,
+    at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    unit TEXT NOT NULL,
+    window TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    feature TEXT NOT NULL DEFAULT '',
+    value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS live_metrics_by_time ON live_metrics (model, at);
+"""
+
+LOG_COLUMNS = ("model", "request_id", "row_index", "version", "unit", "partition_value", "at", "prediction", "inputs", "outcome_key")
+
+
+def request_key(request_id: str, row: int) -> str:
+    """The outcome key of one row of one request."""
+    return f"request:{request_id}:{row}"
+
+
+def event_key(keys: dict[str, Any]) -> str:
+    """The outcome key of an event named by its outcome-key fields; values compare as strings, so 42 and "42" match."""
+    return "keys:" + json.dumps({name: str(value) for name, value in sorted(keys.items())}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class OutcomeReceipt:
+    """What became of a batch of outcomes: stored (all), already had a label (replaced), and matched to a logged prediction now."""
+
+    stored: int
+    replaced: int
+    matched: int
+
+    @property
+    def pending(self) -> int:
+        """Outcomes whose prediction is not in the log (yet, or ever: an unsampled prediction)."""
+        return self.stored - self.matched
+
+
+@dataclass(frozen=True)
+class LiveMetric:
+    model: str
+    at: float
+    version: int
+    unit: str
+    window: str
+    metric: str
+    value: float
+    feature: str = ""
+
+
+class MonitoringStore:
+    """Prediction log, outcomes, serving counters and live-metric history in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.database = SqliteDatabase(path, SCHEMA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "MonitoringStore":
+        if settings.backend != "sqlite":
+            raise NotImplementedError(f"the prediction log on '{settings.backend}' is not available yet; use CUPOLA_BACKEND=sqlite")
+        return cls(settings.resolved_monitoring_path())
+
+    def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
+        """Persist sampled predictions (idempotent per model, request id and row) and a replica's counter snapshot in
+        one transaction: what the monitoring actor acknowledges. Returns how many records were given."""
+        rows = [tuple(record[c] if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records]
+
+        def write(connection: sqlite3.Connection) -> int:
+            connection.executemany(f"INSERT OR IGNORE INTO prediction_log VALUES ({', '.join('?' * len(LOG_COLUMNS))})", rows)
+            connection.execute(
+                "INSERT INTO serving_counters VALUES (?, ?, ?, ?) ON CONFLICT (model, replica) DO UPDATE SET families = excluded.families, updated_at = excluded.updated_at",
+                (model, replica, json.dumps(families), at),
+            )
+            return len(rows)
+
+        return self.database.write(write)
+
+    def logged(self, model: str, since: float | None = None, until: float | None = None) -> pd.DataFrame:
+        """Sampled predictions of a model in (since, until], with the label of their outcome when one arrived.
+
+        An outcome by request id wins over one by outcome keys when a prediction has both."""
+        query = (
+            "SELECT p.request_id, p.row_index, p.version, p.unit, p.partition_value, p.at, p.prediction, p.inputs, p.outcome_key, "
+            "COALESCE(r.label, k.label) AS label "
+            "FROM prediction_log p "
+            "LEFT JOIN outcomes r ON r.model = p.model AND r.key = 'request:' || p.request_id || ':' || p.row_index "
+            "LEFT JOIN outcomes k ON k.model = p.model AND k.key = p.outcome_key "
+            "WHERE p.model = ? AND p.at > ? AND p.at <= ? ORDER BY p.at"
+        )
+        bounds = (model, since if since is not None else float("-inf"), until if until is not None else float("inf"))
+        return pd.read_sql_query(query, self.database.connection(), params=bounds)
+
+    def record_outcomes(self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float) -> OutcomeReceipt:
+        """Upsert outcomes given as (key, label, observed_at); a key that already had a label gets the new one."""
+        outcomes = list(outcomes)
+
+        def write(connection: sqlite3.Connection) -> OutcomeReceipt:
+            replaced = matched = 0
+            for key, label, observed_at in outcomes:
+                existing = connection.execute("SELECT 1 FROM outcomes WHERE model = ? AND key = ?", (model, key)).fetchone()
+                replaced += existing is not None
+                connection.execute(
+                    "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (model, key) DO UPDATE SET label = excluded.label, "
+                    "observed_at = excluded.observed_at, received_at = excluded.received_at, source = excluded.source, updates = updates + 1",
+                    (model, key, label, observed_at, at, source),
+                )
+                matched += self._has_prediction(connection, model, key)
+            return OutcomeReceipt(len(outcomes), replaced, matched)
+
+        return self.database.write(write)
+
+    @staticmethod
+    def _has_prediction(connection: sqlite3.Connection, model: str, key: str) -> bool:
+        if key.startswith("request:"):
+            request_id, row = key.removeprefix("request:").rsplit(":", 1)
+            found = connection.execute("SELECT 1 FROM prediction_log WHERE model = ? AND request_id = ? AND row_index = ?", (model, request_id, int(row)))
+        else:
+            found = connection.execute("SELECT 1 FROM prediction_log WHERE model = ? AND outcome_key = ? LIMIT 1", (model, key))
+        return found.fetchone() is not None
+
+    def counters(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        """Every replica's latest counter snapshot as (model, replica, metric families)."""
+        rows = self.database.connection().execute("SELECT model, replica, families FROM serving_counters ORDER BY model, replica")
+        return [(model, replica, json.loads(families)) for model, replica, families in rows]
+
+    def write_live(self, metrics: Sequence[LiveMetric]) -> None:
+        rows = [(m.model, m.at, m.version, m.unit, m.window, m.metric, m.feature, m.value) for m in metrics]
+        self.database.write(lambda connection: connection.executemany("INSERT INTO live_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows))
+
+    def latest_live(self, model: str | None = None) -> list[LiveMetric]:
+        """Each model's metrics from its most recent computation."""
+        query = (
+            "SELECT m.model, m.at, m.version, m.unit, m.window, m.metric, m.value, m.feature FROM live_metrics m "
+            "JOIN (SELECT model, MAX(at) AS at FROM live_metrics GROUP BY model) latest ON latest.model = m.model AND latest.at = m.at"
+        )
+        rows = self.database.connection().execute(query + (" WHERE m.model = ?" if model else ""), (model,) if model else ())
+        return [LiveMetric(*row) for row in rows]
+
+    def history(self, model: str, since: float | None = None) -> pd.DataFrame:
+        """The live-metric time series of a model (one row per computation, metric, version, unit, window, feature)."""
+        return pd.read_sql_query(
+            "SELECT at, version, unit, window, metric, feature, value FROM live_metrics WHERE model = ? AND at >= ? ORDER BY at",
+            self.database.connection(),
+            params=(model, since if since is not None else float("-inf")),
+        )
+
+    def prune(self, model: str, before: float) -> None:
+        """Delete a model's sampled predictions, outcomes and history older than `before` (retention)."""
+        def delete(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM prediction_log WHERE model = ? AND at < ?", (model, before))
+            connection.execute("DELETE FROM outcomes WHERE model = ? AND received_at < ?", (model, before))
+            connection.execute("DELETE FROM live_metrics WHERE model = ? AND at < ?", (model, before))
+
+        self.database.write(delete)
+
+    def close(self) -> None:
+        self.database.close()
