@@ -17,19 +17,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-# Tests also cover the optional TensorFlow models and need the dev tools (scikit-learn, Playwright).
+# Tests also cover the optional TensorFlow models and the Cassandra backend, and need the dev tools (scikit-learn, Playwright).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,cassandra]'
 	touch $(TEST_STAMP)
 
 # Debian packages the tests use: headless Chromium renders the evaluation reports (Playwright drives it; its own
-# browser download is not used); Prometheus and promtool scrape the endpoint and check the alert rules.
-SYSTEM_PACKAGES := chromium prometheus
+# browser download is not used); Prometheus and promtool scrape the endpoint and check the alert rules; Java 17 and
+# Maven run the local Cassandra (cluster/cassandra/start fetches its jars from Maven Central once; the tests start it).
+SYSTEM_PACKAGES := chromium prometheus openjdk-17-jre-headless maven
 system-packages:
-	@command -v chromium >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || \
+	@command -v chromium >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && \
+		command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || \
 		$(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }
-	@chromium --version 2>/dev/null && prometheus --version 2>&1 | head -1 && command -v promtool
+	@chromium --version 2>/dev/null && prometheus --version 2>&1 | head -1 && command -v promtool && java -version 2>&1 | head -1 && mvn -v 2>/dev/null | head -1
 
 venv: $(STAMP)
 
@@ -48,6 +50,7 @@ bench: venv
 	$(BIN)/python benchmarks/online_latency.py
 	$(BIN)/python benchmarks/batch_predict.py
 	$(BIN)/python benchmarks/monitoring_overhead.py
+	$(BIN)/python -m pip install --quiet -e '.[cassandra]' && $(BIN)/python benchmarks/online_store.py
 
 clean:
 	rm -rf cupola_data .pytest_cache test-artifacts

@@ -42,3 +42,33 @@ def example_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pd
     orders = write_example(store.datalake, EXAMPLE_ROWS, seed=11, days=10)
     store.build()
     return settings, orders
+
+
+CASSANDRA_SCRIPTS = Path(__file__).resolve().parents[1] / "cluster" / "cassandra"
+CASSANDRA_TEST_KEYSPACE = "cupola_test"
+
+
+@pytest.fixture(scope="session")
+def cassandra() -> Iterator[dict[str, object]]:
+    """A real Apache Cassandra for the session: `cluster/cassandra/start` (downloads the jars once, then starts the
+    node and waits for CQL; returns at once if one already answers). Stopped at the end if this session started it.
+    Yields the settings that point at it (a test keyspace)."""
+    import subprocess
+
+    already = subprocess.run([CASSANDRA_SCRIPTS / "status"], capture_output=True).returncode == 0
+    started = subprocess.run([CASSANDRA_SCRIPTS / "start"], capture_output=True, text=True)
+    assert started.returncode == 0, f"cluster/cassandra/start failed:\n{started.stdout}\n{started.stderr}"
+    host, port = started.stdout.strip().splitlines()[-1].rsplit(":", 1)
+    yield {"backend": "cassandra", "cassandra_hosts": [host], "cassandra_port": int(port), "cassandra_keyspace": CASSANDRA_TEST_KEYSPACE}
+    if not already:
+        subprocess.run([CASSANDRA_SCRIPTS / "stop"], check=True, capture_output=True)
+
+
+def empty_cassandra_tables(settings: Settings) -> None:
+    """Truncate every table of the test keyspace but the migration record: each test starts from nothing."""
+    from cupola.storage.cassandra_db import cassandra_session
+
+    session = cassandra_session(settings)
+    for row in session.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (settings.cassandra_keyspace,)):
+        if row.table_name != "schema_migrations":
+            session.execute(f"TRUNCATE {settings.cassandra_keyspace}.{row.table_name}")

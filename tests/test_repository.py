@@ -12,8 +12,9 @@ import pytest
 from cupola import Settings
 from cupola.repository import AliasConflict, ArtifactIntegrityError, ArtifactStore, ModelRepository, NewModelVersion, create_repository
 from cupola.storage.datalake import Datalake
+from tests.conftest import empty_cassandra_tables
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "cassandra"]
 
 
 def draft(name: str = "eta", run_id: str = "run-1", **extra: object) -> NewModelVersion:
@@ -27,7 +28,11 @@ def draft(name: str = "eta", run_id: str = "run-1", **extra: object) -> NewModel
 
 @pytest.fixture(params=BACKENDS)
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    return Settings.load(data_root=str(tmp_path / "lake"), backend=request.param)
+    if request.param == "sqlite":
+        return Settings.load(data_root=str(tmp_path / "lake"))
+    settings = Settings.load(data_root=str(tmp_path / "lake"), **request.getfixturevalue("cassandra"))
+    empty_cassandra_tables(settings)
+    return settings
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ def late_delivery_spec() -> ModelSpec:
             "search_space": {"hidden_units": {"type": "choice", "values": [[16], [32, 16]]}, "learning_rate": {"type": "loguniform", "low": 0.001, "high": 0.01}},
         },
         search={"method": "random", "num_samples": 2},
+        monitoring={"outcome_keys": ["order_id"], "thresholds": {"min_auc": 0.7}},  # the regression example's limits do not apply
     )
     return ModelSpec.model_validate(document)
 

@@ -120,3 +120,24 @@ def quickstart(
 
 if __name__ == "__main__":
     app()
+
+
+storage_app = typer.Typer(help="The record and online-store backend.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("init")
+def storage_init() -> None:
+    """Create the Cassandra keyspace and tables, applying any migration not yet applied (safe to repeat)."""
+    from cupola.storage.cassandra_db import cassandra_session, migrate, schema_version
+
+    with user_errors():
+        settings = load_settings()
+        if settings.backend != "cassandra":
+            console.print(f"backend '{settings.backend}': its files are created on first use; nothing to initialize")
+            return
+        session = cassandra_session(settings)
+        applied = migrate(session, settings)
+        version = schema_version(session, settings)
+    note = f"applied migration(s) {', '.join(map(str, applied))}" if applied else "already up to date"
+    console.print(f"keyspace {settings.cassandra_keyspace} at schema version {version} ({note})")

@@ -8,6 +8,7 @@ Ray instance started on demand.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -15,12 +16,17 @@ from urllib.parse import urlparse
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    SettingsError as PydanticSettingsError,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
 
 ENV_PREFIX = "CUPOLA_"
+CASSANDRA_FIELDS = {
+    "cassandra_hosts", "cassandra_port", "cassandra_keyspace", "cassandra_local_dc", "cassandra_replication", "cassandra_write_consistency",
+    "cassandra_read_consistency", "cassandra_request_timeout_s", "cassandra_username", "cassandra_password", "cassandra_tls_ca_file",
+}
 
 
 class SettingsError(ValueError):
@@ -99,6 +105,34 @@ class Settings(BaseSettings):
         gt=0,
         description="Sampled predictions, outcomes and live-metric history older than this are deleted. Env: CUPOLA_MONITORING_RETENTION_DAYS.",
     )
+    cassandra_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Cassandra contact points (JSON list or one host). Env: CUPOLA_CASSANDRA_HOSTS.",
+    )
+    cassandra_port: int = Field(default=9042, ge=1, le=65535, description="CQL port. Env: CUPOLA_CASSANDRA_PORT.")
+    cassandra_keyspace: str = Field(
+        default="cupola", pattern=r"^[a-z][a-z0-9_]{0,47}$", description="Keyspace of every cupola table. Env: CUPOLA_CASSANDRA_KEYSPACE."
+    )
+    cassandra_local_dc: str = Field(
+        default="datacenter1", description="The client's data center (LOCAL_* consistency and routing). Env: CUPOLA_CASSANDRA_LOCAL_DC."
+    )
+    cassandra_replication: dict[str, str | int] = Field(
+        default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1},
+        description=(
+            "Keyspace replication used by `cupola storage init`, e.g. "
+            "{\"class\": \"NetworkTopologyStrategy\", \"dc1\": 3}. Env: CUPOLA_CASSANDRA_REPLICATION (JSON)."
+        ),
+    )
+    cassandra_write_consistency: str = Field(default="LOCAL_QUORUM", description="Env: CUPOLA_CASSANDRA_WRITE_CONSISTENCY.")
+    cassandra_read_consistency: str = Field(default="LOCAL_ONE", description="Env: CUPOLA_CASSANDRA_READ_CONSISTENCY.")
+    cassandra_request_timeout_s: float = Field(
+        default=2.0, gt=0, description="Per-request timeout of online reads and writes. Env: CUPOLA_CASSANDRA_REQUEST_TIMEOUT_S."
+    )
+    cassandra_username: str = Field(default="", description="PasswordAuthenticator user; empty: no authentication. Env: CUPOLA_CASSANDRA_USERNAME.")
+    cassandra_password: str = Field(default="", description="Env: CUPOLA_CASSANDRA_PASSWORD.")
+    cassandra_tls_ca_file: Path | None = Field(
+        default=None, description="CA certificate (PEM) to verify the nodes over TLS; empty: no TLS. Env: CUPOLA_CASSANDRA_TLS_CA_FILE."
+    )
     user: str = Field(
         default="",
         description="Who is acting, recorded on model versions and alias moves; empty uses the OS user. Env: CUPOLA_USER.",
@@ -125,6 +159,22 @@ class Settings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
 
+    @field_validator("cassandra_hosts", "cassandra_replication", mode="before")
+    @classmethod
+    def _decode_json_text(cls, value: object) -> object:
+        """Accept the JSON text that `for_workers` and environment variables carry, as keyword arguments too."""
+        if isinstance(value, str) and value.strip().startswith(("[", "{")):
+            return json.loads(value)
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("cassandra_write_consistency", "cassandra_read_consistency")
+    @classmethod
+    def _known_consistency(cls, value: str) -> str:
+        levels = {"ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
+        if value.upper() not in levels:
+            raise ValueError(f"unknown consistency level '{value}': use one of {', '.join(sorted(levels))}")
+        return value.upper()
+
     @field_validator("data_root")
     @classmethod
     def _data_root_is_usable(cls, value: str) -> str:
@@ -142,6 +192,10 @@ class Settings(BaseSettings):
         """Build settings, turning validation errors into one readable SettingsError."""
         try:
             return cls(**overrides)
+        except PydanticSettingsError as error:  # a list or mapping variable that is not JSON
+            raise SettingsError(
+                f"{error}: list and mapping values are JSON, e.g. CUPOLA_CASSANDRA_HOSTS='[\"10.0.0.1\", \"10.0.0.2\"]'"
+            ) from None
         except ValidationError as error:
             lines = []
             for problem in error.errors():
@@ -195,6 +249,9 @@ class Settings(BaseSettings):
         }
         if self.user:
             overrides["user"] = self.user
+        if self.backend == "cassandra":
+            overrides.update({name: json.dumps(value) if isinstance(value, list | dict) else str(value)
+                              for name, value in self.model_dump(include=CASSANDRA_FIELDS, exclude_none=True).items()})
         if self.backend == "sqlite":
             overrides["records_path"] = str(self.resolved_records_path())
             overrides["online_store_path"] = str(self.resolved_online_store_path())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,15 @@ EntityKey = tuple[Any, ...]
 def encode_entity_key(values: Sequence[Any]) -> str:
     """A stable text key for an entity: the JSON list of its key values, ints as ints, the rest as text."""
     return json.dumps([int(v) if isinstance(v, int) or hasattr(v, "__index__") else str(v) for v in values], separators=(",", ":"))
+
+
+def json_value(value: Any) -> Any:
+    """A feature value as JSON stores it: NaN becomes null, numpy scalars become Python ones."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):
+        return json_value(value.item())
+    return value
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,11 @@ class OnlineStore(ABC):
     def read(self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:
         """Values of `features` for each entity key (a tuple in `group.entities` order), in order; None where absent."""
 
+    def read_groups(self, lookups: Sequence[tuple[FeatureGroupSpec, Sequence[EntityKey], Sequence[str]]]) -> list[list[OnlineRow | None]]:
+        """`read` for several groups in one call (a prediction needing two groups); backends with network
+        round trips run them concurrently."""
+        return [self.read(group, keys, features) for group, keys, features in lookups]
+
     @abstractmethod
     def delete_group(self, group: str) -> None:
         """Forget every row of a feature group."""
@@ -62,6 +77,7 @@ class OnlineStore(ABC):
 
 ONLINE_STORE_CLASS_FOR_BACKEND = {
     "sqlite": "cupola.storage.sqlite_online_store.SqliteOnlineStore",
+    "cassandra": "cupola.storage.cassandra_online_store.CassandraOnlineStore",
 }
 
 

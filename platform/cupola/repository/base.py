@@ -23,6 +23,13 @@ class AliasConflict(RuntimeError):
     """An alias did not point to the version the caller expected; nothing was moved."""
 
 
+def alias_conflict(name: str, alias: str, current: int | None, expected: int) -> AliasConflict:
+    return AliasConflict(
+        f"alias '{alias}' of model '{name}' points to {current if current is not None else 'nothing'}, "
+        f"not {expected}; nothing was moved — re-read the alias and retry"
+    )
+
+
 @dataclass(frozen=True)
 class NewModelVersion:
     """Everything a training run records; the repository adds the version number."""
@@ -113,7 +120,10 @@ class ModelRepository(ABC):
         """Release connections."""
 
 
-REPOSITORY_CLASS_FOR_BACKEND = {"sqlite": "cupola.repository.sqlite.SqliteModelRepository"}
+REPOSITORY_CLASS_FOR_BACKEND = {
+    "sqlite": "cupola.repository.sqlite.SqliteModelRepository",
+    "cassandra": "cupola.repository.cassandra.CassandraModelRepository",
+}
 
 
 def create_repository(settings: Settings) -> ModelRepository:

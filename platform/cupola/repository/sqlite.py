@@ -6,17 +6,15 @@ takes SQLite's write lock first, so two processes can never read the same maximu
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from cupola.config import Settings
-from cupola.repository.artifacts import ArtifactRef
 from cupola.storage.sqlite_db import SqliteDatabase
-from cupola.repository.base import AliasConflict, AliasMove, ModelRepository, ModelVersion, NewModelVersion
+from cupola.repository.base import AliasMove, ModelRepository, ModelVersion, NewModelVersion, alias_conflict
+from cupola.repository.records import decode_record, encode_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_versions (
@@ -48,20 +46,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _encode(draft: NewModelVersion) -> str:
-    document = {f.name: getattr(draft, f.name) for f in fields(NewModelVersion)}
-    document["artifacts"] = {key: ref.to_dict() for key, ref in draft.artifacts.items()}
-    return json.dumps(document, default=lambda value: value.isoformat() if isinstance(value, datetime) else str(value))
-
-
-def _decode(version: int, registered_at: str, record: str) -> ModelVersion:
-    document: dict[str, Any] = json.loads(record)
-    document["artifacts"] = {key: ArtifactRef(**ref) for key, ref in document["artifacts"].items()}
-    for key in ("training_started_at", "training_ended_at"):
-        document[key] = datetime.fromisoformat(document[key])
-    return ModelVersion(**document, version=version, registered_at=datetime.fromisoformat(registered_at))
-
-
 class SqliteModelRepository(ModelRepository):
     """One SQLite file; a connection per thread; every write is one IMMEDIATE transaction."""
 
@@ -73,7 +57,7 @@ class SqliteModelRepository(ModelRepository):
         return cls(settings.resolved_records_path())
 
     def register(self, draft: NewModelVersion) -> ModelVersion:
-        record, registered_at = _encode(draft), _now().isoformat()
+        record, registered_at = encode_record(draft), _now().isoformat()
 
         def insert(connection: sqlite3.Connection) -> int:
             (latest,) = connection.execute("SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (draft.name,)).fetchone()
@@ -94,13 +78,13 @@ class SqliteModelRepository(ModelRepository):
             existing = [v.version for v in self.versions(name)]
             hint = f"versions: {existing[0]}..{existing[-1]}" if existing else "the model has no versions"
             raise KeyError(f"model '{name}' has no version {version}; {hint}")
-        return _decode(*row)
+        return decode_record(*row)
 
     def versions(self, name: str) -> list[ModelVersion]:
         rows = self.database.connection().execute(
             "SELECT version, registered_at, record FROM model_versions WHERE name = ? ORDER BY version", (name,)
         )
-        return [_decode(*row) for row in rows]
+        return [decode_record(*row) for row in rows]
 
     def models(self) -> list[str]:
         return [name for (name,) in self.database.connection().execute("SELECT DISTINCT name FROM model_versions ORDER BY name")]
@@ -113,10 +97,7 @@ class SqliteModelRepository(ModelRepository):
             row = connection.execute("SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
             current = row[0] if row else None
             if expected_version is not None and (current or 0) != expected_version:
-                raise AliasConflict(
-                    f"alias '{alias}' of model '{name}' points to {current if current is not None else 'nothing'}, "
-                    f"not {expected_version}; nothing was moved — re-read the alias and retry"
-                )
+                raise alias_conflict(name, alias, current, expected_version)
             connection.execute(
                 "INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?) "
                 "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",

@@ -162,8 +162,10 @@ class Predictor:
         return np.array([str(v) for v in values], dtype=object)
 
     def _store_features(self, rows: Sequence[dict[str, Any]], columns: dict[str, Any]) -> list[dict[str, Any]]:
-        """Feature-store columns: taken from the row when it sends every feature of a group, else looked up online."""
+        """Feature-store columns: taken from the row when it sends every feature of a group, else looked up
+        online — every group's lookup in one `read_groups` call."""
         missing: list[dict[str, Any]] = []
+        lookups = []
         for group, names in self.feature_groups:
             group_columns = [feature_column(group.name, name) for name in names]
             values = {c: np.full(len(rows), np.nan) for c in group_columns}
@@ -174,18 +176,24 @@ class Predictor:
                         values[c][index] = _float(row[c], f"rows[{index}].{c}")
                 else:
                     to_look_up.append(index)
+            columns.update(values)
             if to_look_up:
                 if self.online is None:
                     raise RequestError(f"send {', '.join(group_columns)} in each row: this predictor has no online store", group_columns[0])
                 keys = [tuple(_entity(rows[i], entity.name, entity.dtype, i) for entity in group.entities) for i in to_look_up]
-                for index, key, hit in zip(to_look_up, keys, self.online.read(group, keys, names), strict=True):
-                    if hit is None:
-                        missing.append({"row": index, "feature_group": group.name, "entity": dict(zip(group.entity_names, key, strict=True))})
-                        continue
-                    for name, c in zip(names, group_columns, strict=True):
-                        value = hit.values.get(name)
-                        values[c][index] = np.nan if value is None else value
-            columns.update(values)
+                lookups.append((group, names, group_columns, to_look_up, keys))
+        if not lookups:
+            return missing
+        assert self.online is not None
+        hits = self.online.read_groups([(group, keys, names) for group, names, _, _, keys in lookups])
+        for (group, names, group_columns, to_look_up, keys), found in zip(lookups, hits, strict=True):
+            for index, key, hit in zip(to_look_up, keys, found, strict=True):
+                if hit is None:
+                    missing.append({"row": index, "feature_group": group.name, "entity": dict(zip(group.entity_names, key, strict=True))})
+                    continue
+                for name, c in zip(names, group_columns, strict=True):
+                    value = hit.values.get(name)
+                    columns[c][index] = np.nan if value is None else value
         return missing
 
 

@@ -114,6 +114,9 @@ class FeatureGroupSpec(_Strict):
         default=None, description="in point-in-time joins, values older than this count as missing"
     )
     online: bool = Field(default=True, description="materialize the latest values to the online store")
+    online_ttl: Duration | None = Field(
+        default=None, description="online values expire this long after they are materialized (Cassandra TTL); empty: never"
+    )
     buckets: int = Field(default=4, ge=1, le=1024, description="entity-hash buckets of the offline store")
     tags: dict[str, str] = Field(default_factory=dict)
 

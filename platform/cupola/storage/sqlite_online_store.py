@@ -7,15 +7,13 @@ reads for many entities are one indexed `IN (...)` query per feature group.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.features.online_store import EntityKey, OnlineRow, OnlineStore, encode_entity_key
+from cupola.features.online_store import EntityKey, OnlineRow, OnlineStore, encode_entity_key, json_value
 from cupola.specs.feature_group import FeatureGroupSpec
 from cupola.storage.sqlite_db import SqliteDatabase
 
@@ -36,14 +34,6 @@ WHERE excluded.event_time_us >= online_features.event_time_us
 """
 SQLITE_MAX_VARIABLES = 30_000
 WRITE_CHUNK_ROWS = 50_000
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if hasattr(value, "item"):
-        return _json_value(value.item())
-    return value
 
 
 class SqliteOnlineStore(OnlineStore):
@@ -69,7 +59,7 @@ class SqliteOnlineStore(OnlineStore):
                     group.name,
                     encode_entity_key([column[i] for column in key_columns]),
                     int(event_us[i]),
-                    json.dumps({name: _json_value(column[i]) for name, column in zip(features, feature_columns, strict=True)}),
+                    json.dumps({name: json_value(column[i]) for name, column in zip(features, feature_columns, strict=True)}),
                 )
                 for i in range(begin, end)
             ]

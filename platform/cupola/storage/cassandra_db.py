@@ -1,0 +1,105 @@
+"""Cassandra for cupola: one driver session per process, and the keyspace's schema with forward migrations.
+
+The keyspace (replication from settings) and the tables are created idempotently; each
+migration is applied once and recorded in `schema_migrations`, so `cupola storage init`
+can be run again at any time and a newer cupola only adds what is missing. Statements are
+`IF NOT EXISTS` as well, so two processes migrating at once do not fail.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from cupola.config import Settings
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "model repository", [
+        "CREATE TABLE IF NOT EXISTS model_versions (name text, version int, registered_at text, record text, PRIMARY KEY (name, version))",
+        "CREATE TABLE IF NOT EXISTS model_aliases (name text, alias text, version int, PRIMARY KEY (name, alias))",
+        "CREATE TABLE IF NOT EXISTS model_alias_history (name text, moved_at timeuuid, alias text, version int, previous_version int, "
+        "moved_by text, moved_at_text text, PRIMARY KEY (name, moved_at))",
+    ]),
+]
+_sessions: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def _key(settings: Settings) -> str:
+    return json.dumps(settings.model_dump(mode="json", include={"cassandra_hosts", "cassandra_port", "cassandra_keyspace", "cassandra_username", "cassandra_tls_ca_file"}), sort_keys=True)
+
+
+def cassandra_session(settings: Settings) -> Any:
+    """This process's session for these settings, connected and with the schema migrated (once per process)."""
+    key = _key(settings)
+    with _lock:
+        if key not in _sessions:
+            session = _connect(settings)
+            migrate(session, settings)
+            session.set_keyspace(settings.cassandra_keyspace)
+            _sessions[key] = session
+        return _sessions[key]
+
+
+def _connect(settings: Settings) -> Any:
+    try:
+        from cassandra.auth import PlainTextAuthProvider
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
+        from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+    except ImportError:
+        raise NotImplementedError("CUPOLA_BACKEND=cassandra needs cassandra-driver: pip install 'cupola[cassandra]'") from None
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)),
+        request_timeout=settings.cassandra_request_timeout_s,
+    )
+    auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password) if settings.cassandra_username else None
+    tls = ssl.create_default_context(cafile=str(settings.cassandra_tls_ca_file)) if settings.cassandra_tls_ca_file else None
+    cluster = Cluster(
+        settings.cassandra_hosts, port=settings.cassandra_port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=auth, ssl_context=tls, connect_timeout=5, control_connection_timeout=5,
+    )
+    try:
+        return cluster.connect()
+    except NoHostAvailable as error:
+        cluster.shutdown()
+        addresses = ", ".join(f"{host}:{settings.cassandra_port}" for host in settings.cassandra_hosts)
+        reasons = "; ".join(f"{type(reason).__name__}: {reason}" for reason in error.errors.values()) or str(error)
+        raise ConnectionError(
+            f"Cassandra is unreachable at {addresses} ({reasons}): start the local one with `cluster/cassandra/start`, "
+            "or set CUPOLA_CASSANDRA_HOSTS and CUPOLA_CASSANDRA_PORT"
+        ) from None
+
+
+def migrate(session: Any, settings: Settings) -> list[int]:
+    """Create the keyspace and apply every migration not yet recorded; returns the versions applied now."""
+    keyspace = settings.cassandra_keyspace
+    replication = json.dumps(settings.cassandra_replication).replace('"', "'")
+    session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}")
+    session.execute(f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations (version int PRIMARY KEY, description text, applied_at timestamp)")
+    done = {row.version for row in session.execute(f"SELECT version FROM {keyspace}.schema_migrations")}
+    applied = []
+    for version, description, statements in MIGRATIONS:
+        if version in done:
+            continue
+        for statement in statements:
+            session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {keyspace}.", 1))
+        session.execute(
+            f"INSERT INTO {keyspace}.schema_migrations (version, description, applied_at) VALUES (%s, %s, %s)",
+            (version, description, datetime.now(timezone.utc)),
+        )
+        applied.append(version)
+    return applied
+
+
+def schema_version(session: Any, settings: Settings) -> int:
+    rows = session.execute(f"SELECT version FROM {settings.cassandra_keyspace}.schema_migrations")
+    return max((row.version for row in rows), default=0)
+
+
+def consistency(name: str) -> Any:
+    from cassandra import ConsistencyLevel
+
+    return getattr(ConsistencyLevel, name)
