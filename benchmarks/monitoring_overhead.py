@@ -2,9 +2,11 @@
 
 Setup as `online_latency.py` (the delivery example, the model trained and deployed, Serve with its
 HAProxy ingress, a client in a separate process with one keep-alive connection, warm-up
-excluded). The same single-row request (every feature in the row) is measured at concurrency 1
-with the deployment's sampling at 0%, then at 100%, then at 0% again; the 0% figure is the
-better of the two 0% runs, so slow drift of the machine counts against sampling, not for it.
+excluded, measured once the monitoring actor runs). The same single-row request (every feature
+in the row) is measured at concurrency 1 in rounds that alternate the deployment's sampling
+between 0% and 100% in ABBA order (this 2-core machine's speed drifts by more than the effect
+within minutes; alternating cancels a steady drift); each figure is the median over rounds of
+the round's p95.
 After the 100% run, the benchmark waits until the replica has reported its counters and counts
 the records logged against those sampled.
 
@@ -25,9 +27,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 
-from online_latency import measure, setup  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from online_latency import measure, setup, start_monitoring  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def deploy(settings: object, url: str, model: str, percent: float) -> None:
@@ -63,7 +67,8 @@ def logged_and_counted(database: Path, model: str, predicted: int) -> tuple[int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=500, help="measured requests per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of ABBA: 0%%, 100%%, 100%%, 0%%")
     args = parser.parse_args()
 
     import ray
@@ -81,23 +86,24 @@ def main() -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"data_root": settings.data_root}), name="cupola", route_prefix="/")
         path = f"/v1/models/{model}:predict"
-        runs: dict[str, dict] = {}
-        for name, percent in (("sampling_0_first", 0.0), ("sampling_100", 100.0), ("sampling_0_again", 0.0)):
-            deploy(settings, url, model, percent)
-            runs[name] = measure(port, path, full_body, args.requests, 1)
-            if percent == 100.0:
-                predicted = 2 * (args.requests + 200)  # both runs so far, warm-up included
-                logged, sampled, dropped = logged_and_counted(settings.resolved_monitoring_path(), model, predicted)
+        start_monitoring(port, path, full_body, settings)
+        runs: dict[float, list[dict]] = {0.0: [], 100.0: []}
+        for _ in range(args.rounds):
+            for percent in (0.0, 100.0, 100.0, 0.0):
+                deploy(settings, url, model, percent)
+                runs[percent].append(measure(port, path, full_body, args.requests, 1))
+        predicted = 4 * args.rounds * (args.requests + 200)  # every run, warm-up included (start_monitoring's requests come on top)
+        logged, sampled, dropped = logged_and_counted(settings.resolved_monitoring_path(), model, predicted)
         serve.shutdown()
     ray.shutdown()
-    for name, figures in runs.items():
-        print(f"{name:18s} p50 {figures['p50_ms']:6.2f} ms  p95 {figures['p95_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms  {figures['requests_per_s']:7.0f} req/s  failures {figures['failures']}")
-    baseline = min(runs["sampling_0_first"]["p95_ms"], runs["sampling_0_again"]["p95_ms"])
+    for percent, figures in runs.items():
+        print(f"sampling {percent:3.0f}%: p95 per run " + ", ".join(f"{f['p95_ms']:.2f}" for f in figures) + " ms; p50 per run " + ", ".join(f"{f['p50_ms']:.2f}" for f in figures) + " ms")
+    p95 = {percent: float(np.median([f["p95_ms"] for f in figures])) for percent, figures in runs.items()}
     print(f"sampled {sampled:.0f}, logged {logged}, dropped {dropped:.0f}")
     summary = {
-        "p95_ms_sampling_0": baseline,
-        "p95_ms_sampling_100": runs["sampling_100"]["p95_ms"],
-        "added_p95_ms": runs["sampling_100"]["p95_ms"] - baseline,
+        "p95_ms_sampling_0": p95[0.0],
+        "p95_ms_sampling_100": p95[100.0],
+        "added_p95_ms": p95[100.0] - p95[0.0],
         "dropped": dropped,
         "logged": logged,
         "sampled": sampled,

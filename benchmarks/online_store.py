@@ -4,8 +4,7 @@ Setup: the delivery example (small), its feature groups built, and materialized 
 stores; the delivery-time model trained. The local Cassandra is started with
 `cluster/cassandra/start` if it is not running (and left as it was found). Two measures, each
 `--requests` times after a warm-up, in this process (the embedded library's path, which is
-also what a Serve replica runs per request; the HTTP path of a Cassandra-backed endpoint needs
-deployment records on Cassandra, not built yet):
+also what a Serve replica runs per request, without the HTTP hop that online_latency.py measures):
 
   read     one `OnlineStore.read` of 10 restaurants (one request, many entities)
   predict  one `Predictor.predict_records` of a single order whose store features are looked

@@ -72,3 +72,14 @@ def empty_cassandra_tables(settings: Settings) -> None:
     for row in session.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (settings.cassandra_keyspace,)):
         if row.table_name != "schema_migrations":
             session.execute(f"TRUNCATE {settings.cassandra_keyspace}.{row.table_name}")
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for each store backend in turn, so a contract suite runs on both: a fresh SQLite data root, or the
+    session's Cassandra with every test table emptied."""
+    if request.param == "sqlite":
+        return Settings.load(data_root=str(tmp_path / "lake"))
+    settings = Settings.load(data_root=str(tmp_path / "lake"), **request.getfixturevalue("cassandra"))
+    empty_cassandra_tables(settings)
+    return settings

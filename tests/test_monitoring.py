@@ -27,7 +27,7 @@ from cupola.features import FeatureStore
 from cupola.monitoring.actor import NAMESPACE, actor_name
 from cupola.monitoring.demo import client_rows
 from cupola.monitoring.live import ALL_UNITS, LiveMetrics
-from cupola.monitoring.store import MonitoringStore
+from cupola.monitoring.store import SqliteMonitoringStore
 from cupola.repository import create_repository
 from cupola.serving.app import build_app
 from cupola.serving.deployments import DeploymentConfig, Deployments
@@ -75,9 +75,9 @@ def endpoint(lake: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
-def store(lake: Settings, endpoint: str) -> Iterator[MonitoringStore]:
+def store(lake: Settings, endpoint: str) -> Iterator[SqliteMonitoringStore]:
     """An empty prediction log, outcomes and history, once everything sent by earlier tests has been logged; sampling at 100%."""
-    monitoring = MonitoringStore.from_settings(lake)
+    monitoring = SqliteMonitoringStore(lake.resolved_monitoring_path())
     wait_until(lambda: drained(monitoring))
     connection = monitoring.database.connection()
     Traffic.rows_deleted += connection.execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0]
@@ -93,7 +93,7 @@ def deploy(lake: Settings, url: str, percent: float) -> None:
     wait_until(lambda: requests.get(f"{url}/v1/models/{NAME}", timeout=30).json().get("revision") == revision)
 
 
-def counter_totals(monitoring: MonitoringStore) -> dict[str, float]:
+def counter_totals(monitoring: SqliteMonitoringStore) -> dict[str, float]:
     """Sums over replicas of the serving counters the replicas last reported."""
     totals = {"cupola_predictions_total": 0.0, "cupola_monitor_sampled_records_total": 0.0, "cupola_monitor_dropped_records_total": 0.0}
     for model, _, families in monitoring.counters():
@@ -104,7 +104,7 @@ def counter_totals(monitoring: MonitoringStore) -> dict[str, float]:
     return totals
 
 
-def drained(monitoring: MonitoringStore) -> bool:
+def drained(monitoring: SqliteMonitoringStore) -> bool:
     """The replica has reported every row sent so far, and every sampled row not counted as dropped is in the log."""
     totals = counter_totals(monitoring)
     logged = monitoring.database.connection().execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0] + Traffic.rows_deleted
@@ -139,7 +139,7 @@ def live_values(computed: list, window: str, unit: str = ALL_UNITS) -> dict[str,
     return {m.metric: m.value for m in computed if m.window == window and m.unit == unit and m.metric != "psi"}
 
 
-def test_live_metrics_equal_an_offline_computation_over_the_same_joined_rows(lake: Settings, endpoint: str, store: MonitoringStore) -> None:
+def test_live_metrics_equal_an_offline_computation_over_the_same_joined_rows(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     rows, labels = traffic(lake, 240, seed=1)
     answers = [predict(endpoint, rows[i : i + 60]) for i in range(0, 240, 60)]
     predictions = np.array([p["prediction"] for a in answers for p in a["predictions"]])
@@ -168,7 +168,7 @@ def test_live_metrics_equal_an_offline_computation_over_the_same_joined_rows(lak
             assert "rmse" not in live  # too few joined outcomes to publish accuracy
 
 
-def test_late_duplicate_orphan_and_early_outcomes(lake: Settings, endpoint: str, store: MonitoringStore) -> None:
+def test_late_duplicate_orphan_and_early_outcomes(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     rows, labels = traffic(lake, 40, seed=2)
     early = post_outcomes(endpoint, [{"request_id": "early-request", "row": 0, "label": 30.0}])  # before its prediction exists
     assert early["pending"] == 1
@@ -200,7 +200,7 @@ def test_late_duplicate_orphan_and_early_outcomes(lake: Settings, endpoint: str,
     assert day["outcomes"] == 41 and day["rmse"] == pytest.approx(metrics.rmse(np.append(y, 26.0), np.append(p, 20.0)), rel=1e-12)
 
 
-def test_sampling_percentage_holds_within_statistical_bounds(lake: Settings, endpoint: str, store: MonitoringStore) -> None:
+def test_sampling_percentage_holds_within_statistical_bounds(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     deploy(lake, endpoint, 25.0)
     rows, _ = traffic(lake, 200, seed=3)
     with requests.Session() as session:
@@ -212,7 +212,7 @@ def test_sampling_percentage_holds_within_statistical_bounds(lake: Settings, end
     assert counter_totals(store)["cupola_monitor_dropped_records_total"] == 0
 
 
-def test_a_killed_monitoring_actor_comes_back_and_no_acknowledged_record_is_lost(lake: Settings, endpoint: str, store: MonitoringStore) -> None:
+def test_a_killed_monitoring_actor_comes_back_and_no_acknowledged_record_is_lost(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     rows, _ = traffic(lake, 5, seed=4)
     statuses: list[int] = []
     stop = threading.Event()
@@ -240,7 +240,7 @@ def test_a_killed_monitoring_actor_comes_back_and_no_acknowledged_record_is_lost
     assert acknowledged > len(rows) * len(statuses) * 0.5 and logged <= len(rows) * len(statuses)
 
 
-def test_drift_is_detected_on_a_shifted_feature_and_not_on_an_unshifted_one(lake: Settings, endpoint: str, store: MonitoringStore) -> None:
+def test_drift_is_detected_on_a_shifted_feature_and_not_on_an_unshifted_one(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     rows, _ = traffic(lake, 400, seed=5)
     predict(endpoint, [{**row, "distance_km": row["distance_km"] * 3} for row in rows])
     wait_until(lambda: len(store.logged(NAME)) == 400)
@@ -250,7 +250,7 @@ def test_drift_is_detected_on_a_shifted_feature_and_not_on_an_unshifted_one(lake
     assert psi["basket_size"] < 0.1 and psi["city"] < 0.1 and psi["restaurant_prep__prep_minutes_mean_7d"] < 0.1
 
 
-def test_prometheus_scrapes_the_endpoint_and_a_rule_fires(lake: Settings, endpoint: str, store: MonitoringStore, tmp_path: Path) -> None:
+def test_prometheus_scrapes_the_endpoint_and_a_rule_fires(lake: Settings, endpoint: str, store: SqliteMonitoringStore, tmp_path: Path) -> None:
     prometheus = shutil.which("prometheus")
     assert prometheus, "Debian's prometheus package is not installed: run `make test` (it installs it)"
     rules = re.sub(r"for: \d+m", "for: 0s", (RULES / "rules.yml").read_text())  # the real rules, without the wait before firing
@@ -291,7 +291,7 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_outcome_join_job_and_monitor_command(lake: Settings, endpoint: str, store: MonitoringStore) -> None:
+def test_outcome_join_job_and_monitor_command(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     from typer.testing import CliRunner
 
     from cupola.cli.main import app
@@ -317,7 +317,7 @@ def test_outcome_join_job_and_monitor_command(lake: Settings, endpoint: str, sto
     assert unknown.exit_code == 2 and "no_such_model" in unknown.output
 
 
-def test_bad_outcomes_get_a_4xx_naming_the_field(lake: Settings, endpoint: str, store: MonitoringStore) -> None:
+def test_bad_outcomes_get_a_4xx_naming_the_field(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     cases = [
         ({"model": NAME, "outcomes": [{"keys": {"restaurant_id": 1}, "label": 3}]}, 422, "outcomes[0].keys"),
         ({"model": NAME, "outcomes": [{"request_id": "a", "keys": {"order_id": 1}, "label": 3}]}, 422, "outcomes[0].request_id"),
@@ -339,7 +339,7 @@ def test_a_threshold_the_task_does_not_publish_is_refused() -> None:
 
 
 def test_retention_deletes_only_what_is_older_than_the_cutoff(tmp_path: Path) -> None:
-    store = MonitoringStore(tmp_path / "monitoring.db")
+    store = SqliteMonitoringStore(tmp_path / "monitoring.db")
     now = time.time()
     record = {"model": NAME, "row_index": 0, "version": 1, "unit": "__fallback__", "partition_value": "x", "prediction": 1.0, "inputs": [1.0], "outcome_key": None}
     store.log_and_count([{**record, "request_id": "old", "at": now - 40 * 86_400}, {**record, "request_id": "new", "at": now}], NAME, "r", [], now)

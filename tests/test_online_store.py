@@ -12,9 +12,6 @@ from cupola import FeatureStore, Settings
 from cupola.examples import EXAMPLE_FEATURES
 from cupola.features.online_store import OnlineStore, create_online_store
 from cupola.specs import FeatureGroupSpec
-from tests.conftest import empty_cassandra_tables
-
-BACKENDS = ["sqlite", "cassandra"]
 
 GROUP = FeatureGroupSpec.model_validate(
     {
@@ -45,14 +42,9 @@ def rows(ts: str, speed: list[float], trips: list[int]) -> pd.DataFrame:
     )
 
 
-@pytest.fixture(params=BACKENDS)
-def online(request: pytest.FixtureRequest, tmp_path) -> Iterator[OnlineStore]:
-    if request.param == "sqlite":
-        settings = Settings.load(data_root=str(tmp_path / "lake"))
-    else:
-        settings = Settings.load(data_root=str(tmp_path / "lake"), **request.getfixturevalue("cassandra"))
-        empty_cassandra_tables(settings)
-    store = create_online_store(settings)
+@pytest.fixture
+def online(backend_settings: Settings) -> Iterator[OnlineStore]:
+    store = create_online_store(backend_settings)
     yield store
     store.delete_group(GROUP.name)
     store.close()

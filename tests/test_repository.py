@@ -12,10 +12,6 @@ import pytest
 from cupola import Settings
 from cupola.repository import AliasConflict, ArtifactIntegrityError, ArtifactStore, ModelRepository, NewModelVersion, create_repository
 from cupola.storage.datalake import Datalake
-from tests.conftest import empty_cassandra_tables
-
-BACKENDS = ["sqlite", "cassandra"]
-
 
 def draft(name: str = "eta", run_id: str = "run-1", **extra: object) -> NewModelVersion:
     now = datetime.now(timezone.utc)
@@ -26,13 +22,9 @@ def draft(name: str = "eta", run_id: str = "run-1", **extra: object) -> NewModel
     )
 
 
-@pytest.fixture(params=BACKENDS)
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "sqlite":
-        return Settings.load(data_root=str(tmp_path / "lake"))
-    settings = Settings.load(data_root=str(tmp_path / "lake"), **request.getfixturevalue("cassandra"))
-    empty_cassandra_tables(settings)
-    return settings
+@pytest.fixture
+def settings(backend_settings: Settings) -> Settings:
+    return backend_settings
 
 
 @pytest.fixture

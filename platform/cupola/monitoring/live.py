@@ -25,7 +25,7 @@ import pandas as pd
 
 from cupola.evaluation import metrics
 from cupola.evaluation.distributions import bin_counts
-from cupola.monitoring.store import LiveMetric, MonitoringStore
+from cupola.monitoring.store import MAX_WINDOW_S, LiveMetric, MonitoringStore
 from cupola.repository import ModelRepository, ModelVersion
 from cupola.serving.predictor import version_spec
 
@@ -99,7 +99,7 @@ class LiveMetrics:
 
     def compute(self, model: str, now: float) -> list[LiveMetric]:
         """Every live metric of `model` at `now` (nothing for versions without traffic in any window)."""
-        logged = self.store.logged(model, until=now)
+        logged = self.store.logged(model, since=now - MAX_WINDOW_S, until=now)
         result: list[LiveMetric] = []
         for number in sorted(logged["version"].unique()):
             version = self.version(model, int(number))

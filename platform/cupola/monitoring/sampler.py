@@ -20,6 +20,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -72,13 +73,46 @@ def _finite(values: list[float]) -> list[float | None]:
     return [None if math.isnan(v) else v for v in values]
 
 
+@dataclass(frozen=True)
+class SampledRequest:
+    """What a request leaves in the buffer: references only; the log records are built by the sender, off the request's path."""
+
+    model: str
+    version: int
+    request_id: str
+    at: float
+    rows: Sequence[dict[str, Any]]
+    predictions: Predictions
+    chosen: Sequence[int]
+    outcome_keys: Sequence[str]
+
+    def records(self) -> list[dict[str, Any]]:
+        result = []
+        for index in self.chosen:
+            keys = {name: self.rows[index][name] for name in self.outcome_keys if self.rows[index].get(name) is not None}
+            result.append({
+                "model": self.model,
+                "request_id": self.request_id,
+                "row_index": index,
+                "version": self.version,
+                "unit": str(self.predictions.units[index]),
+                "partition_value": str(self.predictions.partitions[index]),
+                "at": self.at,
+                "prediction": float(self.predictions.values[index]),
+                "inputs": _finite(self.predictions.inputs[index].tolist()),
+                "outcome_key": event_key(keys) if self.outcome_keys and len(keys) == len(self.outcome_keys) else None,
+            })
+        return result
+
+
 class PredictionSampler:
     """Chooses which predictions to log, buffers them per model, and ships them to the model's monitoring actor."""
 
     def __init__(self, settings: dict[str, str], replica: str) -> None:
         self.settings = settings
         self.replica = replica
-        self.buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.buffers: dict[str, list[SampledRequest]] = defaultdict(list)
+        self._buffered: dict[str, int] = defaultdict(int)
         self._actors: dict[str, Any] = {}
         self._last_snapshot: dict[str, float] = {}
         self._flusher: asyncio.Task[None] | None = None
@@ -95,23 +129,11 @@ class PredictionSampler:
         chosen = range(len(rows)) if percent >= 100 else [i for i in range(len(rows)) if random.random() * 100 < percent]
         if not chosen:
             return
-        buffer = self.buffers[model]
-        room = max(0, MAX_BUFFERED - len(buffer))
-        now = time.time()
-        for index in list(chosen)[:room]:
-            keys = {name: rows[index][name] for name in outcome_keys if rows[index].get(name) is not None}
-            buffer.append({
-                "model": model,
-                "request_id": request_id,
-                "row_index": index,
-                "version": version,
-                "unit": str(predictions.units[index]),
-                "partition_value": str(predictions.partitions[index]),
-                "at": now,
-                "prediction": float(predictions.values[index]),
-                "inputs": _finite(predictions.inputs[index].tolist()),
-                "outcome_key": event_key(keys) if outcome_keys and len(keys) == len(outcome_keys) else None,
-            })
+        room = max(0, MAX_BUFFERED - self._buffered[model])
+        kept = chosen[:room]
+        if kept:
+            self.buffers[model].append(SampledRequest(model, version, request_id, time.time(), rows, predictions, kept, outcome_keys))
+            self._buffered[model] += len(kept)
         SAMPLED.labels(model).inc(len(chosen))
         if len(chosen) > room:
             DROPPED.labels(model).inc(len(chosen) - room)
@@ -124,7 +146,8 @@ class PredictionSampler:
 
     async def flush(self, model: str) -> None:
         """Send one model's buffer and counters to its actor; count the records as dropped if that fails."""
-        records = self.buffers.pop(model, [])
+        records = [record for sampled in self.buffers.pop(model, []) for record in sampled.records()]
+        self._buffered[model] = 0
         if not records and time.monotonic() - self._last_snapshot.get(model, 0.0) < SNAPSHOT_EVERY_S:
             return
         self._last_snapshot[model] = time.monotonic()

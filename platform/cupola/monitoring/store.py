@@ -1,8 +1,8 @@
 """The monitoring store: the prediction log, outcomes, replicas' serving counters and the live-metric history.
 
-Embedded backend: one SQLite file (`Settings.resolved_monitoring_path`), apart from the model
-repository's file so that the write-heavy prediction log never holds the records' write lock.
-The Cassandra issue implements the same methods on time-bucketed tables.
+Backends: SQLite (embedded; one file, `Settings.resolved_monitoring_path`, apart from the model
+repository's file so that the write-heavy prediction log never holds the records' write lock)
+and Cassandra (`monitoring/cassandra_store.py`, time-bucketed partitions).
 
 How outcomes meet predictions: a sampled prediction is logged with its request id and row
 index, and with its outcome keys (the spec's `monitoring.outcome_keys` taken from the request
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,21 +111,65 @@ class LiveMetric:
     feature: str = ""
 
 
-class MonitoringStore:
+MAX_WINDOW_S = 7 * 86_400  # the longest live-metric window a spec may declare
+
+
+class MonitoringStore(ABC):
+    """Prediction log, outcomes, serving counters and live-metric history."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "MonitoringStore":
+        if settings.backend == "cassandra":
+            from cupola.monitoring.cassandra_store import CassandraMonitoringStore
+
+            return CassandraMonitoringStore.from_settings(settings)
+        return SqliteMonitoringStore(settings.resolved_monitoring_path())
+
+    @abstractmethod
+    def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
+        """Persist sampled predictions (idempotent per model, request id and row) and a replica's counter snapshot
+        before returning: what the monitoring actor acknowledges. Returns how many records were given."""
+
+    @abstractmethod
+    def logged(self, model: str, since: float | None = None, until: float | None = None) -> pd.DataFrame:
+        """Sampled predictions of a model in (since, until] (since: at most MAX_WINDOW_S back on time-bucketed
+        backends), with the label of their outcome when one arrived; an outcome by request id wins over one by keys."""
+
+    @abstractmethod
+    def record_outcomes(self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float) -> OutcomeReceipt:
+        """Upsert outcomes given as (key, label, observed_at); a key that already had a label gets the new one."""
+
+    @abstractmethod
+    def counters(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        """Every replica's latest counter snapshot as (model, replica, metric families)."""
+
+    @abstractmethod
+    def write_live(self, metrics: Sequence[LiveMetric]) -> None:
+        """Append one computation of live metrics to the history."""
+
+    @abstractmethod
+    def latest_live(self, model: str | None = None) -> list[LiveMetric]:
+        """Each model's metrics from its most recent computation."""
+
+    @abstractmethod
+    def history(self, model: str, since: float | None = None) -> pd.DataFrame:
+        """The live-metric time series of a model (at, version, unit, window, metric, feature, value)."""
+
+    @abstractmethod
+    def prune(self, model: str, before: float) -> None:
+        """Delete a model's sampled predictions, outcomes and history older than `before` (retention)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class SqliteMonitoringStore(MonitoringStore):
     """Prediction log, outcomes, serving counters and live-metric history in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
         self.database = SqliteDatabase(path, SCHEMA)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "MonitoringStore":
-        if settings.backend != "sqlite":
-            raise NotImplementedError(f"the prediction log on '{settings.backend}' is not available yet; use CUPOLA_BACKEND=sqlite")
-        return cls(settings.resolved_monitoring_path())
-
     def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
-        """Persist sampled predictions (idempotent per model, request id and row) and a replica's counter snapshot in
-        one transaction: what the monitoring actor acknowledges. Returns how many records were given."""
         rows = [tuple(record[c] if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records]
 
         def write(connection: sqlite3.Connection) -> int:
@@ -138,9 +183,6 @@ class MonitoringStore:
         return self.database.write(write)
 
     def logged(self, model: str, since: float | None = None, until: float | None = None) -> pd.DataFrame:
-        """Sampled predictions of a model in (since, until], with the label of their outcome when one arrived.
-
-        An outcome by request id wins over one by outcome keys when a prediction has both."""
         query = (
             "SELECT p.request_id, p.row_index, p.version, p.unit, p.partition_value, p.at, p.prediction, p.inputs, p.outcome_key, "
             "COALESCE(r.label, k.label) AS label "
@@ -153,7 +195,6 @@ class MonitoringStore:
         return pd.read_sql_query(query, self.database.connection(), params=bounds)
 
     def record_outcomes(self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float) -> OutcomeReceipt:
-        """Upsert outcomes given as (key, label, observed_at); a key that already had a label gets the new one."""
         outcomes = list(outcomes)
 
         def write(connection: sqlite3.Connection) -> OutcomeReceipt:
@@ -181,7 +222,6 @@ class MonitoringStore:
         return found.fetchone() is not None
 
     def counters(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
-        """Every replica's latest counter snapshot as (model, replica, metric families)."""
         rows = self.database.connection().execute("SELECT model, replica, families FROM serving_counters ORDER BY model, replica")
         return [(model, replica, json.loads(families)) for model, replica, families in rows]
 
@@ -190,7 +230,6 @@ class MonitoringStore:
         self.database.write(lambda connection: connection.executemany("INSERT INTO live_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows))
 
     def latest_live(self, model: str | None = None) -> list[LiveMetric]:
-        """Each model's metrics from its most recent computation."""
         query = (
             "SELECT m.model, m.at, m.version, m.unit, m.window, m.metric, m.value, m.feature FROM live_metrics m "
             "JOIN (SELECT model, MAX(at) AS at FROM live_metrics GROUP BY model) latest ON latest.model = m.model AND latest.at = m.at"
@@ -199,7 +238,6 @@ class MonitoringStore:
         return [LiveMetric(*row) for row in rows]
 
     def history(self, model: str, since: float | None = None) -> pd.DataFrame:
-        """The live-metric time series of a model (one row per computation, metric, version, unit, window, feature)."""
         return pd.read_sql_query(
             "SELECT at, version, unit, window, metric, feature, value FROM live_metrics WHERE model = ? AND at >= ? ORDER BY at",
             self.database.connection(),
@@ -207,7 +245,6 @@ class MonitoringStore:
         )
 
     def prune(self, model: str, before: float) -> None:
-        """Delete a model's sampled predictions, outcomes and history older than `before` (retention)."""
         def delete(connection: sqlite3.Connection) -> None:
             connection.execute("DELETE FROM prediction_log WHERE model = ? AND at < ?", (model, before))
             connection.execute("DELETE FROM outcomes WHERE model = ? AND received_at < ?", (model, before))

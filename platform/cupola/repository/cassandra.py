@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
@@ -23,19 +22,13 @@ from typing import Any
 from cupola.config import Settings
 from cupola.repository.base import AliasMove, ModelRepository, ModelVersion, NewModelVersion, alias_conflict
 from cupola.repository.records import decode_record, encode_record
-from cupola.storage.cassandra_db import cassandra_session, consistency
+from cupola.storage.cassandra_db import cassandra_session, consistency, timeuuid
 
 MAX_ATTEMPTS = 200
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _timeuuid(at: datetime) -> uuid.UUID:
-    from cassandra.util import uuid_from_time
-
-    return uuid_from_time(at, random.getrandbits(48), random.getrandbits(14))
 
 
 class CassandraModelRepository(ModelRepository):
@@ -124,7 +117,7 @@ class CassandraModelRepository(ModelRepository):
 
     def _record(self, name: str, alias: str, version: int | None, previous: int | None, moved_by: str) -> AliasMove:
         moved_at = _now()
-        self._run("history", name, _timeuuid(moved_at), alias, version, previous, moved_by, moved_at.isoformat())
+        self._run("history", name, timeuuid(moved_at), alias, version, previous, moved_by, moved_at.isoformat())
         return AliasMove(name, alias, version, previous, moved_by, moved_at)
 
     def aliases(self, name: str) -> dict[str, int]:

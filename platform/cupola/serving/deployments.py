@@ -8,13 +8,15 @@ and when, kept next to the model repository's records. Together with the alias h
 the events answer "which version was serving at time T".
 
 Replicas read the current deployment on every request through a short cache, so a change
-takes effect within `CONFIG_TTL_S` without redeploying or dropping requests.
+takes effect within `CONFIG_TTL_S` without redeploying or dropping requests. Backends: SQLite
+here (the records database), Cassandra in `cassandra_deployments.py`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,17 +120,80 @@ def _deployment(config: str, revision: int, updated_by: str, updated_at: str) ->
     return Deployment(DeploymentConfig.model_validate_json(config), revision, updated_by, datetime.fromisoformat(updated_at))
 
 
-class Deployments:
-    """Deployment records in the records database (SQLite; the Cassandra issue implements them again)."""
+def max_difference(primary: list[float], shadow: list[float] | None) -> float | None:
+    return max((abs(a - b) for a, b in zip(primary, shadow, strict=True)), default=0.0) if shadow is not None else None
 
-    def __init__(self, path: Path) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
+
+class Deployments(ABC):
+    """Deployment records next to the model repository: SQLite (embedded) or Cassandra."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Deployments":
-        if settings.backend != "sqlite":
-            raise NotImplementedError(f"deployment records on '{settings.backend}' are not available yet; use CUPOLA_BACKEND=sqlite")
-        return cls(settings.resolved_records_path())
+        if settings.backend == "cassandra":
+            from cupola.serving.cassandra_deployments import CassandraDeployments
+
+            return CassandraDeployments.from_settings(settings)
+        return SqliteDeployments(settings.resolved_records_path())
+
+    @abstractmethod
+    def get(self, model: str) -> Deployment | None:
+        """The model's current deployment; None when it is not deployed."""
+
+    @abstractmethod
+    def list(self) -> list[Deployment]:
+        """Every current deployment, by model name."""
+
+    @abstractmethod
+    def put(self, config: DeploymentConfig, action: str, by: str, reason: str = "", expected_revision: int | None = None) -> Deployment:
+        """Write `config` as the model's deployment and record the event; with `expected_revision`, only if unchanged
+        (DeploymentConflict otherwise, nothing written)."""
+
+    @abstractmethod
+    def remove(self, model: str, by: str, reason: str = "") -> None:
+        """Undeploy (KeyError when not deployed), recording the event."""
+
+    @abstractmethod
+    def events(self, model: str) -> list[DeploymentEvent]:
+        """Every change of a model's deployment, oldest first."""
+
+    @abstractmethod
+    def log_shadow(self, request_id: str, model: str, primary_version: int, shadow_version: int, primary: list[float], shadow: list[float] | None, error: str | None) -> None:
+        """Keep a shadow prediction next to the primary's."""
+
+    @abstractmethod
+    def shadow_log(self, model: str) -> list[dict[str, Any]]:
+        """The model's shadow predictions, oldest first."""
+
+    def serving_at(self, model: str, at: datetime, repository: ModelRepository) -> ServingAt | None:
+        """The deployment in force at `at` with its target resolved through the alias history; None if not deployed."""
+        current = None
+        for event in self.events(model):
+            if event.at > at:
+                break
+            current = event.config
+        if current is None:
+            return None
+        version: int | None
+        if current.target.isdigit():
+            version = int(current.target)
+        else:
+            version = None
+            for move in repository.alias_history(model):
+                if move.moved_at > at:
+                    break
+                if move.alias == current.target:
+                    version = move.version
+        return ServingAt(at, current.target, version, current.canary, current.shadow_version)
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class SqliteDeployments(Deployments):
+    """Deployment records in the records database (SQLite)."""
+
+    def __init__(self, path: Path) -> None:
+        self.database = SqliteDatabase(path, SCHEMA)
 
     def get(self, model: str) -> Deployment | None:
         row = self.database.connection().execute(
@@ -179,29 +244,8 @@ class Deployments:
             for m, action, c, reason, by, at in rows
         ]
 
-    def serving_at(self, model: str, at: datetime, repository: ModelRepository) -> ServingAt | None:
-        """The deployment in force at `at` with its target resolved through the alias history; None if not deployed."""
-        current = None
-        for event in self.events(model):
-            if event.at > at:
-                break
-            current = event.config
-        if current is None:
-            return None
-        version: int | None
-        if current.target.isdigit():
-            version = int(current.target)
-        else:
-            version = None
-            for move in repository.alias_history(model):
-                if move.moved_at > at:
-                    break
-                if move.alias == current.target:
-                    version = move.version
-        return ServingAt(at, current.target, version, current.canary, current.shadow_version)
-
     def log_shadow(self, request_id: str, model: str, primary_version: int, shadow_version: int, primary: list[float], shadow: list[float] | None, error: str | None) -> None:
-        difference = max((abs(a - b) for a, b in zip(primary, shadow, strict=True)), default=0.0) if shadow is not None else None
+        difference = max_difference(primary, shadow)
         self.database.write(
             lambda connection: connection.execute(
                 "INSERT INTO shadow_predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

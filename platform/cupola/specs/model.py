@@ -123,6 +123,13 @@ class MonitoringSpec(_Strict):
     min_drift_samples: int = Field(default=500, ge=1, description="a window's drift is published once it has this many sampled rows")
     thresholds: AlertThresholds = AlertThresholds()
 
+    @model_validator(mode="after")
+    def _bounded_windows(self) -> "MonitoringSpec":
+        for window in self.windows:
+            if window > timedelta(days=7):
+                raise ValueError(f"monitoring.windows: {format_duration(window)} is longer than 7d; use windows of 7d or less")
+        return self
+
     def window_names(self) -> list[str]:
         return [format_duration(window) for window in self.windows]
 

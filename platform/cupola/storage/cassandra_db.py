@@ -9,6 +9,7 @@ can be run again at any time and a newer cupola only adds what is missing. State
 from __future__ import annotations
 
 import json
+import random
 import ssl
 import threading
 from datetime import datetime, timezone
@@ -22,6 +23,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE TABLE IF NOT EXISTS model_aliases (name text, alias text, version int, PRIMARY KEY (name, alias))",
         "CREATE TABLE IF NOT EXISTS model_alias_history (name text, moved_at timeuuid, alias text, version int, previous_version int, "
         "moved_by text, moved_at_text text, PRIMARY KEY (name, moved_at))",
+    ]),
+    (2, "deployments", [
+        "CREATE TABLE IF NOT EXISTS deployments (model text PRIMARY KEY, config text, revision int, updated_by text, updated_at text)",
+        "CREATE TABLE IF NOT EXISTS deployment_events (model text, at timeuuid, action text, config text, reason text, by_user text, at_text text, PRIMARY KEY (model, at))",
+        "CREATE TABLE IF NOT EXISTS shadow_predictions (model text, day text, at timeuuid, request_id text, primary_version int, shadow_version int, "
+        "at_text text, primary_predictions text, shadow_predictions text, max_abs_difference double, error text, PRIMARY KEY ((model, day), at))",
+    ]),
+    (3, "prediction log, outcomes, serving counters, live metrics", [
+        "CREATE TABLE IF NOT EXISTS prediction_log (model text, hour bigint, at double, request_id text, row_index int, version int, unit text, "
+        "partition_value text, prediction double, inputs text, outcome_key text, PRIMARY KEY ((model, hour), at, request_id, row_index))",
+        "CREATE TABLE IF NOT EXISTS prediction_by_request (model text, request_id text, row_index int, at double, PRIMARY KEY ((model, request_id), row_index))",
+        "CREATE TABLE IF NOT EXISTS prediction_by_key (model text, outcome_key text, request_id text, row_index int, "
+        "PRIMARY KEY ((model, outcome_key), request_id, row_index))",
+        "CREATE TABLE IF NOT EXISTS outcomes (model text, key text, label double, observed_at double, received_at double, source text, updates int, "
+        "PRIMARY KEY ((model, key)))",
+        "CREATE TABLE IF NOT EXISTS serving_counters (model text, replica text, families text, updated_at double, PRIMARY KEY (model, replica))",
+        "CREATE TABLE IF NOT EXISTS live_metrics (model text, day text, at double, version int, unit text, window text, metric text, feature text, "
+        "value double, PRIMARY KEY ((model, day), at, version, unit, window, metric, feature))",
+        "CREATE TABLE IF NOT EXISTS live_latest (model text PRIMARY KEY, at double)",
     ]),
 ]
 _sessions: dict[str, Any] = {}
@@ -59,7 +79,7 @@ def _connect(settings: Settings) -> Any:
     tls = ssl.create_default_context(cafile=str(settings.cassandra_tls_ca_file)) if settings.cassandra_tls_ca_file else None
     cluster = Cluster(
         settings.cassandra_hosts, port=settings.cassandra_port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-        auth_provider=auth, ssl_context=tls, connect_timeout=5, control_connection_timeout=5,
+        auth_provider=auth, ssl_context=tls, connect_timeout=5, control_connection_timeout=5, protocol_version=5,
     )
     try:
         return cluster.connect()
@@ -97,6 +117,13 @@ def migrate(session: Any, settings: Settings) -> list[int]:
 def schema_version(session: Any, settings: Settings) -> int:
     rows = session.execute(f"SELECT version FROM {settings.cassandra_keyspace}.schema_migrations")
     return max((row.version for row in rows), default=0)
+
+
+def timeuuid(at: datetime) -> Any:
+    """A time-ordered unique id for `at` (random node and clock bits: unique across processes)."""
+    from cassandra.util import uuid_from_time
+
+    return uuid_from_time(at, random.getrandbits(48), random.getrandbits(14))
 
 
 def consistency(name: str) -> Any:
