@@ -15,10 +15,10 @@ from cupola.specs.model import ModelSpec
 from cupola.training.trainer import train
 
 
-def trained_example(root: Path, orders: int, seed: int) -> tuple[Settings, ModelVersion, pd.DataFrame]:
+def trained_example(root: Path, orders: int, seed: int, **settings_overrides: object) -> tuple[Settings, ModelVersion, pd.DataFrame]:
     """Example orders, both feature groups built and materialized, the delivery model trained (2 search
-    trials) and under the `production` alias."""
-    settings = Settings.load(data_root=str(root / "lake"))
+    trials) and under the `production` alias; `settings_overrides` pick e.g. the Cassandra backend."""
+    settings = Settings.load(data_root=str(root / "lake"), **settings_overrides)
     store = FeatureStore(settings)
     frame = write_example(store.datalake, orders, seed=seed, days=10)
     store.build()

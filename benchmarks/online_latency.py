@@ -11,7 +11,7 @@ deployment samples CUPOLA_SAMPLE_PERCENT, 10%, of predictions, as in production)
   embedded_features  a row with entity keys only: features looked up in the SQLite online store
   bare_serve         a Serve deployment that parses JSON and calls inplace_predict on the same booster
 
-    python benchmarks/online_latency.py [--requests 2000]
+    python benchmarks/online_latency.py [--requests 2000] [--backend cassandra]
 
 The last line is one JSON object: p95_ms_no_features, p95_ms_embedded_features,
 p95_ms_bare_serve, ratio_vs_bare_serve (all at concurrency 1; goals 3 ms, 4 ms, ratio 1.3), and
@@ -96,7 +96,7 @@ def start_monitoring(port: int, path: str, body: dict, settings: object) -> None
     connection.close()
 
 
-def setup(root: Path) -> tuple[object, dict, dict, tuple[object, list[float]]]:
+def setup(root: Path, **settings_overrides: object) -> tuple[object, dict, dict, tuple[object, list[float]]]:
     """Example data, features, online store, a trained and deployed model; returns settings and request bodies."""
     from example_model import trained_example  # benchmarks/ is on sys.path when a benchmark runs as a script
 
@@ -105,7 +105,7 @@ def setup(root: Path) -> tuple[object, dict, dict, tuple[object, list[float]]]:
     from cupola.serving.deployments import DeploymentConfig, Deployments
     from cupola.serving.requests import column
 
-    settings, version, orders = trained_example(root, 20_000, seed=3)
+    settings, version, orders = trained_example(root, 20_000, seed=3, **settings_overrides)
     Deployments.from_settings(settings).put(DeploymentConfig(model=version.name), "deploy", "benchmark")
     order = orders.iloc[-1]
     keys = {"distance_km": float(order["distance_km"]), "basket_size": int(order["basket_size"]), "order_ts": order["order_ts"].isoformat(),
@@ -123,6 +123,8 @@ def setup(root: Path) -> tuple[object, dict, dict, tuple[object, list[float]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--backend", choices=["sqlite", "cassandra"], default="sqlite",
+                        help="cassandra: records, online store and prediction log on the local node (cluster/cassandra/start)")
     args = parser.parse_args()
 
     import ray
@@ -132,12 +134,17 @@ def main() -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as folder:
-        settings, full_body, keys_body, (booster, vector) = setup(Path(folder))
+        overrides: dict[str, object] = {}
+        if args.backend == "cassandra":
+            address = subprocess.run([Path(__file__).resolve().parents[1] / "cluster/cassandra/start"], capture_output=True, text=True, check=True).stdout.split()[-1]
+            host, cql_port = address.rsplit(":", 1)
+            overrides = {"backend": "cassandra", "cassandra_hosts": [host], "cassandra_port": int(cql_port), "cassandra_keyspace": f"cupola_bench_{os.getpid()}"}
+        settings, full_body, keys_body, (booster, vector) = setup(Path(folder), **overrides)
         from cupola.serving.endpoint import free_port
 
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"data_root": settings.data_root}), name="cupola", route_prefix="/")
+        serve.run(build_app(settings.for_workers()), name="cupola", route_prefix="/")
         serve.run(BareBooster.bind(bytes(booster.save_raw(raw_format="ubj"))), name="bare", route_prefix="/bare")
         path = "/v1/models/delivery_minutes:predict"
         start_monitoring(port, path, full_body, settings)

@@ -15,6 +15,7 @@ from cupola import Settings
 from cupola.features.online_store import create_online_store
 from cupola.repository import create_repository
 from cupola.specs import FeatureGroupSpec
+from cupola.storage.cassandra_db import MIGRATIONS
 from tests.conftest import empty_cassandra_tables
 from tests.test_online_store import GROUP
 from tests.test_serving import wait_until
@@ -62,7 +63,7 @@ def test_storage_init_is_idempotent_and_reports_the_schema_version(settings: Set
     for _ in range(2):
         result = runner.invoke(app, ["storage", "init"], env=env)
         assert result.exit_code == 0, result.output
-        assert "keyspace cupola_test at schema version 1" in result.output
+        assert f"keyspace cupola_test at schema version {MIGRATIONS[-1][0]}" in result.output
 
 
 def test_an_unreachable_cassandra_names_the_address_tried(tmp_path: Path) -> None:
