@@ -15,7 +15,7 @@ import yaml
 from sklearn import calibration, metrics as skm
 from typer.testing import CliRunner
 
-from cupola import FeatureStore, Settings
+from cupola import Settings
 from cupola.cli.main import app
 from cupola.evaluation import metrics as m
 from cupola.examples.delivery import CITY_NAMES

@@ -19,7 +19,6 @@ import yaml
 from ray import serve
 
 from cupola import Settings, load_model
-from cupola.examples.delivery import CITY_NAMES
 from cupola.features import FeatureStore
 from cupola.repository import create_repository
 from cupola.routing import FALLBACK

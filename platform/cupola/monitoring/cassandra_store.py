@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.monitoring.store import LOG_COLUMNS, MAX_WINDOW_S, LiveMetric, MonitoringStore, OutcomeReceipt, request_key
+from cupola.monitoring.store import MAX_WINDOW_S, LiveMetric, MonitoringStore, OutcomeReceipt, request_key
 from cupola.storage.cassandra_db import cassandra_session, consistency
 
 HOUR_S = 3600

@@ -10,7 +10,6 @@ grows without bound.
 from __future__ import annotations
 
 import json
-import random
 from datetime import datetime, timezone
 from typing import Any
 

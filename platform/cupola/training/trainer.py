@@ -30,7 +30,7 @@ from cupola.repository import ArtifactStore, ModelRepository, ModelVersion, NewM
 from cupola.runtime import ensure_ray
 from cupola.specs.model import ModelSpec
 from cupola.training.algorithms import get_algorithm
-from cupola.training.dataset import FALLBACK, PreparedData, build_training_data, prepare
+from cupola.training.dataset import PreparedData, build_training_data, prepare
 from cupola.training.runs import TrainingRuns
 from cupola.training.search import TrialProgress, search
 
