@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -28,3 +31,19 @@ def trained_example(root: Path, orders: int, seed: int, **settings_overrides: ob
     version = train(ModelSpec.model_validate(document), settings).version
     create_repository(settings).set_alias(version.name, "production", version.version, "benchmark")
     return settings, version, frame
+
+
+@contextlib.contextmanager
+def local_cassandra(keyspace: str) -> Iterator[dict[str, object]]:
+    """Settings overrides for the local Cassandra node: `cluster/cassandra/start` runs it unless one already
+    answers (CUPOLA_CASSANDRA_PORT picks the port); a node started here is stopped again at the end."""
+    scripts = Path(__file__).resolve().parents[1] / "cluster" / "cassandra"
+    was_running = subprocess.run([scripts / "status"], capture_output=True).returncode == 0
+    address = subprocess.run([scripts / "start"], capture_output=True, text=True, check=True).stdout.split()[-1]
+    host, port = address.rsplit(":", 1)
+    try:
+        yield {"backend": "cassandra", "cassandra_hosts": [host], "cassandra_port": int(port), "cassandra_keyspace": keyspace}
+    finally:
+        if not was_running:
+            subprocess.run([scripts / "stop"], capture_output=True)
+

@@ -21,6 +21,7 @@ the full percentiles per case and concurrency.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -101,6 +102,7 @@ def setup(root: Path, **settings_overrides: object) -> tuple[object, dict, dict,
     from example_model import trained_example  # benchmarks/ is on sys.path when a benchmark runs as a script
 
     from cupola import FeatureStore, load_model
+    from cupola.examples.delivery import request_row
     from cupola.model_inputs import input_matrix, with_transforms
     from cupola.serving.deployments import DeploymentConfig, Deployments
     from cupola.serving.requests import column
@@ -108,8 +110,7 @@ def setup(root: Path, **settings_overrides: object) -> tuple[object, dict, dict,
     settings, version, orders = trained_example(root, 20_000, seed=3, **settings_overrides)
     Deployments.from_settings(settings).put(DeploymentConfig(model=version.name), "deploy", "benchmark")
     order = orders.iloc[-1]
-    keys = {"distance_km": float(order["distance_km"]), "basket_size": int(order["basket_size"]), "order_ts": order["order_ts"].isoformat(),
-            "city": str(order["city"]), "restaurant_id": int(order["restaurant_id"])}
+    keys = request_row(order)
     predictor = load_model(version.name, version.version, settings)
     looked_up = predictor.predict_records([keys])
     assert not looked_up.missing_entities, looked_up.missing_entities
@@ -133,12 +134,10 @@ def main() -> None:
     from cupola.serving.app import build_app
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    with tempfile.TemporaryDirectory() as folder:
-        overrides: dict[str, object] = {}
-        if args.backend == "cassandra":
-            address = subprocess.run([Path(__file__).resolve().parents[1] / "cluster/cassandra/start"], capture_output=True, text=True, check=True).stdout.split()[-1]
-            host, cql_port = address.rsplit(":", 1)
-            overrides = {"backend": "cassandra", "cassandra_hosts": [host], "cassandra_port": int(cql_port), "cassandra_keyspace": f"cupola_bench_{os.getpid()}"}
+    from example_model import local_cassandra  # benchmarks/ is on sys.path when a benchmark runs as a script
+
+    cassandra = local_cassandra(f"cupola_bench_{os.getpid()}") if args.backend == "cassandra" else contextlib.nullcontext({})
+    with tempfile.TemporaryDirectory() as folder, cassandra as overrides:
         settings, full_body, keys_body, (booster, vector) = setup(Path(folder), **overrides)
         from cupola.serving.endpoint import free_port
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 200
 
 
@@ -51,32 +49,28 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    from example_model import trained_example  # benchmarks/ is on sys.path when run as a script
+    from example_model import local_cassandra, trained_example  # benchmarks/ is on sys.path when run as a script
 
     from cupola import FeatureStore, Settings
+    from cupola.examples.delivery import request_row
     from cupola.features.online_store import create_online_store
     from cupola.repository import ArtifactStore, create_repository
     from cupola.serving.embedded import load_predictor
     from cupola.serving.predictor import Predictor
     from cupola.storage.datalake import Datalake
 
-    was_running = subprocess.run([ROOT / "cluster/cassandra/status"], capture_output=True).returncode == 0
-    address = subprocess.run([ROOT / "cluster/cassandra/start"], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    host, port = address.rsplit(":", 1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as folder, local_cassandra("cupola_bench") as node:
             sqlite, version, orders = trained_example(Path(folder), 20_000, seed=3)
-            cassandra = Settings.load(data_root=sqlite.data_root, backend="cassandra", cassandra_hosts=[host], cassandra_port=int(port), cassandra_keyspace="cupola_bench")
+            cassandra = Settings.load(data_root=sqlite.data_root, **node)
             FeatureStore(cassandra).materialize()
             ray.shutdown()  # the embedded library needs no Ray; measured without its threads in the process
             embedded = load_predictor(sqlite, create_repository(sqlite), version.name, version.version)
             on_cassandra = Predictor.from_version(version, ArtifactStore(Datalake(sqlite.data_root_uri)), create_online_store(cassandra), embedded.feature_groups)
             restaurants = embedded.feature_groups[0][0] if embedded.feature_groups[0][0].name == "restaurant_prep" else embedded.feature_groups[1][0]
             keys = [(int(r),) for r in orders["restaurant_id"].drop_duplicates().head(10)]
-            order = orders.iloc[-1]
-            row = {"distance_km": float(order["distance_km"]), "basket_size": int(order["basket_size"]), "order_ts": order["order_ts"].isoformat(),
-                   "city": str(order["city"]), "restaurant_id": int(order["restaurant_id"])}
+            row = request_row(orders.iloc[-1])
             assert embedded.predict_records([row]).values[0] == on_cassandra.predict_records([row]).values[0]  # same features, same answer
             stores = {"sqlite": create_online_store(sqlite), "cassandra": create_online_store(cassandra)}
             assert [r.values for r in stores["sqlite"].read(restaurants, keys, restaurants.feature_names)] == [r.values for r in stores["cassandra"].read(restaurants, keys, restaurants.feature_names)]
@@ -88,8 +82,6 @@ def main() -> None:
             }
     finally:
         ray.shutdown()
-        if not was_running:
-            subprocess.run([ROOT / "cluster/cassandra/stop"], capture_output=True)
     for case, figures in cases.items():
         print(f"{case:28s} p50 {figures['p50_ms']:6.3f} ms  p95 {figures['p95_ms']:6.3f} ms  p99 {figures['p99_ms']:6.3f} ms")
     summary = {

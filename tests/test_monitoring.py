@@ -34,7 +34,7 @@ from cupola.serving.deployments import DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
 from cupola.specs.model import ModelSpec
 from cupola.training.trainer import train
-from tests.test_serving import wait_until
+from tests.test_serving import small_delivery_document, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "platform/cupola/examples/models/delivery_minutes.yaml"
@@ -56,9 +56,7 @@ def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.T
     settings = example_lake[0].model_copy(update={
         "records_path": folder / "records.db", "online_store_path": folder / "online.db", "monitoring_path": folder / "monitoring.db", "monitoring_interval_s": 1.0,
     })
-    document = yaml.safe_load(EXAMPLE.read_text())
-    document.update(algorithm={**document["algorithm"], "params": {"num_boost_round": 40, "early_stopping_rounds": 5}}, search={"method": "random", "num_samples": 2}, monitoring=MONITORING)
-    train(ModelSpec.model_validate(document), settings)
+    train(ModelSpec.model_validate({**small_delivery_document(), "monitoring": MONITORING}), settings)
     FeatureStore(settings).materialize()
     create_repository(settings).set_alias(NAME, "production", 1, "tester")
     return settings

@@ -43,14 +43,20 @@ def wait_until(condition, timeout: float = 60.0, every: float = 0.1):  # type: i
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+def small_delivery_document() -> dict:
+    """The example delivery spec with a small search, so a test trains a version in seconds."""
+    document = yaml.safe_load(EXAMPLE.read_text())
+    document["algorithm"]["params"] = {"num_boost_round": 40, "early_stopping_rounds": 5}
+    document["search"] = {"method": "random", "num_samples": 2}
+    return document
+
+
 @pytest.fixture(scope="module")
 def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Three versions of the delivery model (v3's artifact later broken on purpose), features materialized."""
     folder = tmp_path_factory.mktemp("serving")
     settings = example_lake[0].model_copy(update={"records_path": folder / "records.db", "online_store_path": folder / "online.db"})
-    document = yaml.safe_load(EXAMPLE.read_text())
-    document["algorithm"]["params"] = {"num_boost_round": 40, "early_stopping_rounds": 5}
-    document["search"] = {"method": "random", "num_samples": 2}
+    document = small_delivery_document()
     document["partition"]["min_rows"] = 450
     for seed in (1, 2, 3):
         train(ModelSpec.model_validate({**document, "seed": seed}), settings)

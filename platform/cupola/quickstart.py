@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-
 from cupola.config import Settings
 from cupola.examples import EXAMPLE_BINARY_MODEL_SPEC, EXAMPLE_MODEL_NAME, EXAMPLE_FEATURES, EXAMPLE_MODEL_SPEC, LABEL_EVENT_TIME, LABELS_PATH
-from cupola.examples.delivery import write_example
+from cupola.examples.delivery import request_row, write_example
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
 from cupola.repository import create_repository
@@ -52,7 +50,7 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
         config = DeploymentConfig(model=training.version.name, sample_percent=100.0)  # every prediction logged, for the demo
         deployments.put(config, "deploy", settings.acting_user(), "quickstart")
     repository.close()
-    requests = [_request_row(order) for _, order in orders.tail(3).iterrows()]
+    requests = [request_row(order) for _, order in orders.tail(3).iterrows()]
     with local_endpoint(settings) as endpoint:
         answers = post_rows(endpoint, EXAMPLE_MODEL_NAME, requests)
         monitoring = run_monitoring_demo(settings, endpoint, trainings[0].version)
@@ -70,14 +68,3 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
         answers=answers,
         monitoring=monitoring,
     )
-
-
-def _request_row(order: pd.Series) -> dict:
-    """What a client sends for an order: request-time features and entity keys; stored features are looked up."""
-    return {
-        "distance_km": float(order["distance_km"]),
-        "basket_size": int(order["basket_size"]),
-        "order_ts": order["order_ts"].isoformat(),
-        "city": str(order["city"]),
-        "restaurant_id": int(order["restaurant_id"]),
-    }

@@ -9,7 +9,9 @@ model. Labels: `delivery_minutes` (regression) and `late` (> 45 minutes, binary)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,3 +171,14 @@ def write_by_date(frame: pd.DataFrame, datalake: Datalake, path: str, event_time
         max_rows_per_group=256 * 1024,
     )
     return datalake.uri(path)
+
+
+def request_row(order: Mapping[str, Any]) -> dict[str, Any]:
+    """What a client sends for an order: request-time features and entity keys (stored features are looked up)."""
+    return {
+        "distance_km": float(order["distance_km"]),
+        "basket_size": int(order["basket_size"]),
+        "order_ts": order["order_ts"].isoformat(),
+        "city": str(order["city"]),
+        "restaurant_id": int(order["restaurant_id"]),
+    }

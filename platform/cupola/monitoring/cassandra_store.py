@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.monitoring.store import MAX_WINDOW_S, LiveMetric, MonitoringStore, OutcomeReceipt, request_key
+from cupola.monitoring.store import MAX_WINDOW_S, LiveMetric, MonitoringStore, OutcomeReceipt, parse_request_key, request_key
 from cupola.storage.cassandra_db import cassandra_session, consistency
 
 HOUR_S = 3600
@@ -127,10 +127,8 @@ class CassandraMonitoringStore(MonitoringStore):
         return OutcomeReceipt(len(outcomes), replaced, matched)
 
     def _logged_check(self, model: str, key: str) -> tuple[str, tuple[Any, ...]]:
-        if key.startswith("request:"):
-            request_id, row = key.removeprefix("request:").rsplit(":", 1)
-            return "request_logged", (model, request_id, int(row))
-        return "key_logged", (model, key)
+        request = parse_request_key(key)
+        return ("request_logged", (model, *request)) if request is not None else ("key_logged", (model, key))
 
     def _run_checks(self, checks: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         by_request = [parameters for name, parameters in checks if name == "request_logged"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cupola.config import Settings
+from cupola.examples.delivery import request_row
 from cupola.monitoring.live import ALL_UNITS
 from cupola.monitoring.store import MonitoringStore, event_key
 from cupola.monitoring.summary import Breach, monitor_summary
@@ -45,8 +46,7 @@ def client_rows(frame: pd.DataFrame) -> list[dict]:
     store_columns = [c for c in frame.columns if "__" in c]
     rows = []
     for record in frame.to_dict("records"):
-        row = {"order_id": int(record["order_id"]), "distance_km": float(record["distance_km"]), "basket_size": int(record["basket_size"]),
-               "order_ts": record["order_ts"].isoformat(), "city": str(record["city"]), "restaurant_id": int(record["restaurant_id"])}
+        row = {"order_id": int(record["order_id"]), **request_row(record)}
         row.update({c: None if pd.isna(record[c]) else float(record[c]) for c in store_columns})
         rows.append(row)
     return rows

@@ -28,6 +28,7 @@ from cupola.evaluation.distributions import bin_counts
 from cupola.monitoring.store import MAX_WINDOW_S, LiveMetric, MonitoringStore
 from cupola.repository import ModelRepository, ModelVersion
 from cupola.serving.predictor import version_spec
+from cupola.specs.model import ModelSpec
 
 ALL_UNITS = "all"
 PSI_FLOOR = 1e-4
@@ -61,9 +62,8 @@ def accuracy_metrics(task: str, labels: np.ndarray, predictions: np.ndarray, thr
     return {name: float(value) for name, value in values.items() if value is not None and np.isfinite(value)}
 
 
-def feature_drift(version: ModelVersion, inputs: np.ndarray, partition_values: np.ndarray) -> dict[str, float]:
+def feature_drift(version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, partition_values: np.ndarray) -> dict[str, float]:
     """PSI of every input with a stored training distribution (and the partition column's categories)."""
-    spec = version_spec(version)
     distributions: dict[str, Any] = (version.report or {}).get("distributions", {})
     drift = {}
     for index, name in enumerate(spec.model_inputs()):
@@ -89,12 +89,14 @@ class LiveMetrics:
     def __init__(self, store: MonitoringStore, repository: ModelRepository) -> None:
         self.store = store
         self.repository = repository
-        self._versions: dict[tuple[str, int], ModelVersion] = {}
+        self._versions: dict[tuple[str, int], tuple[ModelVersion, ModelSpec]] = {}
 
-    def version(self, model: str, number: int) -> ModelVersion:
+    def version(self, model: str, number: int) -> tuple[ModelVersion, ModelSpec]:
+        """A version record and its validated spec, read once."""
         key = (model, number)
         if key not in self._versions:
-            self._versions[key] = self.repository.get(model, number)
+            record = self.repository.get(model, number)
+            self._versions[key] = (record, version_spec(record))
         return self._versions[key]
 
     def compute(self, model: str, now: float) -> list[LiveMetric]:
@@ -102,23 +104,22 @@ class LiveMetrics:
         logged = self.store.logged(model, since=now - MAX_WINDOW_S, until=now)
         result: list[LiveMetric] = []
         for number in sorted(logged["version"].unique()):
-            version = self.version(model, int(number))
-            spec = version_spec(version)
+            version, spec = self.version(model, int(number))
             rows = logged[logged["version"] == number]
             for window, name in zip(spec.monitoring.windows, spec.monitoring.window_names(), strict=True):
                 in_window = rows[rows["at"] > now - window.total_seconds()]
                 if in_window.empty:
                     continue
                 for unit, group in [(ALL_UNITS, in_window), *in_window.groupby("unit", sort=True)]:
-                    result += [LiveMetric(model, now, int(number), str(unit), name, metric, value) for metric, value in self._accuracy(version, group).items()]
+                    result += [LiveMetric(model, now, int(number), str(unit), name, metric, value) for metric, value in self._accuracy(version, spec, group).items()]
                 if len(in_window) >= spec.monitoring.min_drift_samples:
                     inputs = np.asarray([json.loads(text) for text in in_window["inputs"]], dtype="float64").reshape(len(in_window), -1)
-                    drift = feature_drift(version, inputs, in_window["partition_value"].to_numpy())
+                    drift = feature_drift(version, spec, inputs, in_window["partition_value"].to_numpy())
                     result += [LiveMetric(model, now, int(number), ALL_UNITS, name, "psi", value, feature) for feature, value in drift.items()]
         return result
 
-    def _accuracy(self, version: ModelVersion, rows: pd.DataFrame) -> dict[str, float]:
-        spec = version_spec(version)
+    @staticmethod
+    def _accuracy(version: ModelVersion, spec: ModelSpec, rows: pd.DataFrame) -> dict[str, float]:
         joined = rows.dropna(subset=["label"])
         figures = {"sampled": float(len(rows)), "outcomes": float(len(joined))}
         if len(joined) >= spec.monitoring.min_outcomes:

@@ -141,7 +141,7 @@ class PredictionSampler:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            for model in list(self._last_snapshot.keys() | self.buffers.keys()):
+            for model in list(self._last_snapshot):
                 await self.flush(model)
 
     async def flush(self, model: str) -> None:

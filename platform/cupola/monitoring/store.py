@@ -80,6 +80,14 @@ def request_key(request_id: str, row: int) -> str:
     return f"request:{request_id}:{row}"
 
 
+def parse_request_key(key: str) -> tuple[str, int] | None:
+    """(request id, row) of a key made by `request_key`; None for an event key."""
+    if not key.startswith("request:"):
+        return None
+    request_id, row = key.removeprefix("request:").rsplit(":", 1)
+    return request_id, int(row)
+
+
 def event_key(keys: dict[str, Any]) -> str:
     """The outcome key of an event named by its outcome-key fields; values compare as strings, so 42 and "42" match."""
     return "keys:" + json.dumps({name: str(value) for name, value in sorted(keys.items())}, separators=(",", ":"))
@@ -214,9 +222,9 @@ class SqliteMonitoringStore(MonitoringStore):
 
     @staticmethod
     def _has_prediction(connection: sqlite3.Connection, model: str, key: str) -> bool:
-        if key.startswith("request:"):
-            request_id, row = key.removeprefix("request:").rsplit(":", 1)
-            found = connection.execute("SELECT 1 FROM prediction_log WHERE model = ? AND request_id = ? AND row_index = ?", (model, request_id, int(row)))
+        request = parse_request_key(key)
+        if request is not None:
+            found = connection.execute("SELECT 1 FROM prediction_log WHERE model = ? AND request_id = ? AND row_index = ?", (model, *request))
         else:
             found = connection.execute("SELECT 1 FROM prediction_log WHERE model = ? AND outcome_key = ? LIMIT 1", (model, key))
         return found.fetchone() is not None

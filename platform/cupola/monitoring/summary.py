@@ -15,7 +15,6 @@ from cupola.config import Settings
 from cupola.monitoring.live import ALL_UNITS, LiveMetrics
 from cupola.monitoring.store import LiveMetric, MonitoringStore
 from cupola.repository import create_repository
-from cupola.serving.predictor import version_spec
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -50,7 +49,7 @@ def breaches(metrics: list[LiveMetric], live: LiveMetrics) -> list[Breach]:
     for m in metrics:
         if m.unit != ALL_UNITS:
             continue
-        limits = version_spec(live.version(m.model, m.version)).monitoring.thresholds.limits()
+        limits = live.version(m.model, m.version)[1].monitoring.thresholds.limits()
         for bound in ("max", "min"):
             limit = limits.get((m.metric, bound))
             if limit is not None and (m.value > limit if bound == "max" else m.value < limit):
