@@ -9,9 +9,9 @@ Routes (OpenAPI at /openapi.json):
   GET  /healthz, /readyz           liveness; readiness (records database reachable)
 
 Versions are loaded into a per-replica LRU cache with eviction, so many models and versions
-share one pool of replicas. Deployments and aliases are re-read through a
-short cache, so `cupola deploy` or an alias move takes effect on the next requests without a
-redeploy. Canary and shadow traffic are handled here; see `deployments.py`. Sampled predictions
+share one pool of replicas. Deployments and aliases are re-read in the
+background through a short cache, so `cupola deploy` or an alias move takes effect on the next
+requests without a redeploy, and no request waits on the records database once a model is seen. Canary and shadow traffic are handled here; see `deployments.py`. Sampled predictions
 leave through `monitoring.sampler` without the request waiting for them.
 
 (No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime,
@@ -175,6 +175,7 @@ class ModelServer:
         self.repository = create_repository(self.settings)
         self.deployments = Deployments.from_settings(self.settings)
         self._configs: dict[str, tuple[float, Any, dict[str, int]]] = {}
+        self._refreshing: set[str] = set()
         self._watches: dict[tuple[str, int], CanaryWatch] = {}
         self._known_versions: set[tuple[str, int]] = set()
         self._loaded: OrderedDict[tuple[str, int], Predictor] = OrderedDict()
@@ -199,14 +200,34 @@ class ModelServer:
         return predictor
 
     def _deployment(self, name: str, refresh: bool = False) -> tuple[Any, dict[str, int]]:
-        """The model's deployment and aliases, re-read at most every CONFIG_TTL_S (or now, with `refresh`)."""
+        """The model's deployment and aliases (read now on first use or with `refresh`).
+
+        A copy older than CONFIG_TTL_S is still answered while a worker thread re-reads it, so
+        requests do not wait on the records database (a remote Cassandra round trip) once the
+        model has been seen; a change reaches requests within CONFIG_TTL_S plus one read."""
         cached = self._configs.get(name)
-        if refresh or cached is None or time.monotonic() - cached[0] > CONFIG_TTL_S:
-            cached = (time.monotonic(), self.deployments.get(name), self.repository.aliases(name))
-            self._configs[name] = cached
-            if cached[1] is not None:
-                mark_served(name)
+        if refresh or cached is None:
+            cached = self._read_deployment(name)
+        elif time.monotonic() - cached[0] > CONFIG_TTL_S and name not in self._refreshing:
+            self._refreshing.add(name)
+            asyncio.get_running_loop().run_in_executor(None, self._refresh_deployment, name)
         return cached[1], cached[2]
+
+    def _read_deployment(self, name: str) -> tuple[float, Any, dict[str, int]]:
+        cached = (time.monotonic(), self.deployments.get(name), self.repository.aliases(name))
+        self._configs[name] = cached
+        if cached[1] is not None:
+            mark_served(name)
+        return cached
+
+    def _refresh_deployment(self, name: str) -> None:
+        """In a worker thread: on failure the cached copy keeps serving and the next request retries."""
+        try:
+            self._read_deployment(name)
+        except Exception as error:
+            logger.warning("could not re-read the deployment of %s (serving the cached one): %s", name, error)
+        finally:
+            self._refreshing.discard(name)
 
     def _resolve(self, name: str, reference: int | str, aliases: dict[str, int]) -> int:
         """A version number or alias to a version that exists (404 naming the choices otherwise)."""

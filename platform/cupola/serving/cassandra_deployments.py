@@ -45,7 +45,10 @@ class CassandraDeployments(Deployments):
         self.statements = {name: session.prepare(text) for name, text in texts.items()}
         serial = ConsistencyLevel.LOCAL_SERIAL if settings.cassandra_write_consistency.startswith("LOCAL") else ConsistencyLevel.SERIAL
         for name, statement in self.statements.items():
-            statement.consistency_level = serial if name == "get" else consistency(settings.cassandra_write_consistency)
+            # `get` is a plain quorum read, not a SERIAL (Paxos) one: replicas poll it every CONFIG_TTL_S, and a
+            # read that misses a write in flight only costs `put`/`remove` one more round, since their
+            # conditional writes (IF revision = ?) refuse a stale revision.
+            statement.consistency_level = consistency("LOCAL_QUORUM") if name == "get" else consistency(settings.cassandra_write_consistency)
             if name in ("create", "update", "delete"):
                 statement.serial_consistency_level = serial
 
