@@ -36,7 +36,7 @@ system-packages:
 venv: $(STAMP)
 
 quickstart: venv
-	$(BIN)/cupola quickstart
+	$(BIN)/cupola quickstart && $(BIN)/cupola ui
 
 test: $(TEST_STAMP) system-packages
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cupola.client import ApiError, Client
 from cupola.config import Settings, SettingsError
 from cupola.repository import AliasConflict, ArtifactIntegrityError
 from cupola.specs import SpecError
@@ -17,7 +18,7 @@ from cupola.specs import SpecError
 console = Console()
 USER_ERRORS = (
     SpecError, SettingsError, ValidationError, ValueError, KeyError, TypeError, FileNotFoundError, NotImplementedError,
-    AliasConflict, ArtifactIntegrityError, ConnectionError,
+    AliasConflict, ArtifactIntegrityError, ConnectionError, ApiError,
 )
 
 
@@ -49,3 +50,8 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
 def load_settings() -> Settings:
     with user_errors():
         return Settings.load()
+
+
+def remote(settings: Settings) -> Client | None:
+    """The control plane's client when CUPOLA_API_URL is set: the command then works through the API."""
+    return Client(settings.api_url, settings.api_token, user=settings.user or None) if settings.api_url else None

@@ -118,8 +118,33 @@ def quickstart(
     console.print("next: `cupola features list`, `cupola models versions delivery_minutes`, `cupola models report late_delivery --open`, `cupola runs list`")
 
 
-if __name__ == "__main__":
-    app()
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="address to listen on; anything but loopback needs CUPOLA_API_*_TOKEN set")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port")] = 8080,
+) -> None:
+    """Serve the control-plane API (/api/v1, OpenAPI at /openapi.json) and the web UI until interrupted."""
+    import urllib.error
+    import urllib.request
+
+    from cupola.control.server import check_bind_address, run_server
+
+    with user_errors():
+        settings = load_settings()
+        check_bind_address(settings, host)
+    try:
+        urllib.request.urlopen(f"{settings.dashboard_url}/api/version", timeout=2)
+        dashboard = "answering"
+    except urllib.error.HTTPError:
+        dashboard = "answering"  # it asks for the cluster's token: it is up
+    except (urllib.error.URLError, OSError):
+        dashboard = "not running: `ray start --head` starts one; training runs submitted from the UI need it"
+    shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
+    console.print(f"cupola UI:      http://{shown}:{port}/ui/models   (API reference: http://{shown}:{port}/ui/api)", highlight=False)
+    console.print(f"Ray dashboard:  {settings.dashboard_url}   ({dashboard})", highlight=False)
+    run_server(settings, host, port)
+
+
 
 
 storage_app = typer.Typer(help="The record and online-store backend.", no_args_is_help=True)
@@ -141,3 +166,7 @@ def storage_init() -> None:
         version = schema_version(session, settings)
     note = f"applied migration(s) {', '.join(map(str, applied))}" if applied else "already up to date"
     console.print(f"keyspace {settings.cassandra_keyspace} at schema version {version} ({note})")
+
+
+if __name__ == "__main__":
+    app()

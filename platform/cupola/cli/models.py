@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Column, Table
 
-from cupola.cli.console import console, load_settings, user_errors
+from cupola.cli.console import console, load_settings, remote, user_errors
 from cupola.repository import create_repository
 from cupola.training.trainer import TrainingResult
 
@@ -27,6 +27,11 @@ def train_command(
 
     with user_errors():
         spec = load_model_spec(spec_path)
+        client = remote(load_settings())
+        if client is not None:
+            submitted = client.submit_training_run(spec_path.read_text(), run_id)
+            console.print(f"submitted run {submitted['run_id']} of {submitted['model']} as Ray job {submitted['job_id']}: follow it with `cupola runs show {submitted['run_id']}`")
+            return
         with console.status(f"training {spec.name}: search of {spec.search.num_samples} configurations per unit"):
             result = train(spec, load_settings(), run_id, spec_source=str(spec_path))
     print_comparison(result)
@@ -49,11 +54,15 @@ def list_runs(model: Annotated[Optional[str], typer.Option(help="only this model
     """List training runs with status and the version they registered."""
     from cupola.training.runs import TrainingRuns
 
-    with user_errors():
-        runs = TrainingRuns(load_settings()).list(model)
     table = Table(Column("run", no_wrap=True), "model", "status", "started (UTC)", "version", "step")
-    for run in runs:
-        table.add_row(run.run_id, run.model, run.status, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), str(run.version or "-"), str(run.progress.get("step", "-")))
+    with user_errors():
+        client = remote(load_settings())
+        if client is not None:
+            for run in client.training_runs(model):
+                table.add_row(run["run_id"], run["model"], run["status"], (run["started_at"] or "-")[:19].replace("T", " "), str(run["version"] or "-"), str(run["progress"].get("step", "-")))
+        else:
+            for record in TrainingRuns(load_settings()).list(model):
+                table.add_row(record.run_id, record.model, record.status, record.started_at.strftime("%Y-%m-%d %H:%M:%S"), str(record.version or "-"), str(record.progress.get("step", "-")))
     console.print(table)
 
 
@@ -63,12 +72,19 @@ def show_run(run_id: str) -> None:
     from cupola.training.runs import TrainingRuns
 
     with user_errors():
-        runs = TrainingRuns(load_settings())
-        run = runs.get(run_id)
-        logs = runs.logs(run_id)
-    console.print(f"[bold]{run.run_id}[/] {run.model}: {run.status}  progress: {json.dumps(run.progress)}  version: {run.version or '-'}")
-    if run.error:
-        console.print(f"[red]error:[/] {run.error}")
+        client = remote(load_settings())
+        if client is not None:
+            view = client.training_run(run_id)
+            logs = [(line["at"], line["message"]) for line in client.training_run_logs(run_id)["lines"]]
+            status, model, progress, version, error = view["status"], view["model"], view["progress"], view["version"], view["error"]
+        else:
+            runs = TrainingRuns(load_settings())
+            run = runs.get(run_id)
+            logs = runs.logs(run_id)
+            status, model, progress, version, error = run.status, run.model, run.progress, run.version, run.error
+    console.print(f"[bold]{run_id}[/] {model}: {status}  progress: {json.dumps(progress)}  version: {version or '-'}")
+    if error:
+        console.print(f"[red]error:[/] {error}")
     for at, message in logs:
         console.print(f"{at[:19]}  {message}", highlight=False)
 
@@ -77,6 +93,13 @@ def show_run(run_id: str) -> None:
 def list_models() -> None:
     """Models with their latest version and aliases."""
     with user_errors():
+        client = remote(load_settings())
+        if client is not None:
+            table = Table(Column("model", no_wrap=True), "latest", "aliases", "owner")
+            for model in client.models():
+                table.add_row(model["name"], str(model["latest"]), ", ".join(f"{a}→{v}" for a, v in model["aliases"].items()) or "-", model["owner"] or "-")
+            console.print(table)
+            return
         repository = create_repository(load_settings())
         table = Table(Column("model", no_wrap=True), "latest", "aliases", "trained by", "trained at (UTC)")
         for name in repository.models():
@@ -123,6 +146,12 @@ def alias(
     """Point an alias (e.g. production) at a version; recorded with who and when."""
     with user_errors():
         settings = load_settings()
+        client = remote(settings)
+        if client is not None:
+            expected = client.model(name)["aliases"].get(alias_name) if expect is None else (expect or None)
+            moved = client.move_alias(name, alias_name, version, expected)
+            console.print(f"{name}: {alias_name} → {moved['version']} (was {moved['previous_version'] or 'unset'}) by {moved['moved_by']}")
+            return
         move = create_repository(settings).set_alias(name, alias_name, version, settings.acting_user(), expect)
     console.print(f"{name}: {alias_name} → {move.version} (was {move.previous_version or 'unset'}) by {move.moved_by}")
 

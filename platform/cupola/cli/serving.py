@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cupola.cli.console import console, load_settings, user_errors
+from cupola.cli.console import console, load_settings, remote, user_errors
 
 deployments_app = typer.Typer(help="Online deployments: what serves, canaries, shadows, history.", no_args_is_help=True)
 predict_app = typer.Typer(help="Predictions: batch over Parquet with Ray Data, or rows in-process.", no_args_is_help=True)
@@ -37,15 +37,20 @@ def deploy_command(
         if alias and version:
             raise ValueError("give --alias or --version, not both")
         settings = load_settings()
-        repository = create_repository(settings)
         target = str(version) if version else (alias or "production")
+        canary = None
+        if canary_version is not None:
+            canary = Canary(version=canary_version, percent=canary_percent, max_error_rate=canary_max_error_rate, max_p95_ms=canary_max_p95_ms, min_requests=canary_min_requests)
+        client = remote(settings)
+        if client is not None:  # the record only: the endpoint runs on the cluster (`serve deploy cluster/serve.yaml`)
+            answer = client.deploy(name, target, canary=canary.model_dump() if canary else None, shadow_version=shadow_version, sample_percent=sample_percent)
+            console.print(f"{name}: serving {target} (now v{answer['version']}); revision {answer['revision']} by {answer['updated_by']}")
+            return
+        repository = create_repository(settings)
         resolved = repository.resolve(name, target)
         for extra in (canary_version, shadow_version):
             if extra is not None:
                 repository.get(name, extra)
-        canary = None
-        if canary_version is not None:
-            canary = Canary(version=canary_version, percent=canary_percent, max_error_rate=canary_max_error_rate, max_p95_ms=canary_max_p95_ms, min_requests=canary_min_requests)
         config = DeploymentConfig(model=name, target=target, canary=canary, shadow_version=shadow_version, sample_percent=sample_percent)
         deployment = Deployments.from_settings(settings).put(config, "deploy", settings.acting_user())
         console.print(f"{name}: serving {target} (now v{resolved.version})" + (f", canary v{canary_version} at {canary_percent}%" if canary else "") + (f", shadow v{shadow_version}" if shadow_version else "") + f"; revision {deployment.revision} by {deployment.updated_by}")
@@ -62,7 +67,11 @@ def undeploy_command(name: str) -> None:
 
     with user_errors():
         settings = load_settings()
-        Deployments.from_settings(settings).remove(name, settings.acting_user())
+        client = remote(settings)
+        if client is not None:
+            client.undeploy(name)
+        else:
+            Deployments.from_settings(settings).remove(name, settings.acting_user())
     console.print(f"{name}: undeployed")
 
 
@@ -71,9 +80,16 @@ def list_deployments() -> None:
     """Deployed models with their target, canary and shadow."""
     from cupola.serving.deployments import Deployments
 
-    with user_errors():
-        deployments = Deployments.from_settings(load_settings()).list()
     table = Table("model", "target", "canary", "shadow", "revision", "updated by", "updated at (UTC)")
+    with user_errors():
+        client = remote(load_settings())
+        if client is not None:
+            for d in client.deployments():
+                canary = f"v{d['canary']['version']} {d['canary']['percent']:g}%" if d["canary"] else "-"
+                table.add_row(d["model"], f"{d['target']} (v{d['version']})", canary, str(d["shadow_version"] or "-"), str(d["revision"]), d["updated_by"], d["updated_at"][:19].replace("T", " "))
+            console.print(table)
+            return
+        deployments = Deployments.from_settings(load_settings()).list()
     for d in deployments:
         canary = f"v{d.config.canary.version} {d.config.canary.percent:g}%" if d.config.canary else "-"
         table.add_row(d.config.model, d.config.target, canary, str(d.config.shadow_version or "-"), str(d.revision), d.updated_by, d.updated_at.strftime("%Y-%m-%d %H:%M:%S"))

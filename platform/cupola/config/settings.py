@@ -137,6 +137,26 @@ class Settings(BaseSettings):
         default="",
         description="Who is acting, recorded on model versions and alias moves; empty uses the OS user. Env: CUPOLA_USER.",
     )
+    api_read_token: str = Field(
+        default="",
+        description="Bearer token for the control plane's read routes (the write token reads too). Env: CUPOLA_API_READ_TOKEN.",
+    )
+    api_write_token: str = Field(
+        default="",
+        description=(
+            "Bearer token for the control plane's write routes; with no token set the server binds to "
+            "127.0.0.1 only. Env: CUPOLA_API_WRITE_TOKEN."
+        ),
+    )
+    api_url: str = Field(
+        default="",
+        description="A running control plane (http://host:8080): the CLI then works through it. Env: CUPOLA_API_URL.",
+    )
+    api_token: str = Field(default="", description="The token the CLI and Client send to CUPOLA_API_URL. Env: CUPOLA_API_TOKEN.")
+    dashboard_url: str = Field(
+        default="http://127.0.0.1:8265",
+        description="Ray dashboard / Jobs API that the control plane submits training and feature jobs to. Env: CUPOLA_DASHBOARD_URL.",
+    )
 
     @classmethod
     def settings_customise_sources(

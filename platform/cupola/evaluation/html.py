@@ -35,7 +35,7 @@ svg{max-width:100%;height:auto}
 
 
 @contextmanager
-def _figure(width: float = 4.2, height: float = 3.2) -> Iterator[tuple[Any, Any]]:
+def figure(width: float = 4.2, height: float = 3.2) -> Iterator[tuple[Any, Any]]:
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(width, height))
         try:
@@ -44,7 +44,7 @@ def _figure(width: float = 4.2, height: float = 3.2) -> Iterator[tuple[Any, Any]
             plt.close(fig)
 
 
-def _svg(fig: Any) -> str:
+def svg_markup(fig: Any) -> str:
     buffer = io.StringIO()
     fig.tight_layout()
     fig.savefig(buffer, format="svg", metadata={"Date": None})
@@ -52,11 +52,11 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg"):]
 
 
-def _chart(key: str, caption: str, svg: str) -> str:
+def chart_figure(key: str, caption: str, svg: str) -> str:
     return f'<figure class="chart" data-chart="{html.escape(key)}">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
-def _number(value: Any) -> str:
+def format_number(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -65,70 +65,70 @@ def _number(value: Any) -> str:
 
 
 def _line_chart(key: str, caption: str, x: list, y: list, xlabel: str, ylabel: str, diagonal: bool = False) -> str:
-    with _figure() as (fig, ax):
+    with figure() as (fig, ax):
         ax.plot([v if v is not None else np.nan for v in x], [v if v is not None else np.nan for v in y], color=BLUE, marker="." if len(x) < 30 else None)
         if diagonal:
             ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        return _chart(key, caption, _svg(fig))
+        return chart_figure(key, caption, svg_markup(fig))
 
 
 def _binary_charts(charts: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     roc, pr, calibration, confusion, scores = charts["roc"], charts["pr"], charts["calibration"], charts["confusion"], charts["score_histogram"]
     rendered = [
-        _line_chart("roc", f"ROC curve (AUC {_number(metrics.get('auc'))})", roc["fpr"], roc["tpr"], "false positive rate", "true positive rate", diagonal=True),
-        _line_chart("pr", f"Precision-recall curve (PR AUC {_number(metrics.get('pr_auc'))})", pr["recall"], pr["precision"], "recall", "precision"),
+        _line_chart("roc", f"ROC curve (AUC {format_number(metrics.get('auc'))})", roc["fpr"], roc["tpr"], "false positive rate", "true positive rate", diagonal=True),
+        _line_chart("pr", f"Precision-recall curve (PR AUC {format_number(metrics.get('pr_auc'))})", pr["recall"], pr["precision"], "recall", "precision"),
         _line_chart("calibration", "Calibration: observed positive rate per predicted-probability bin", calibration["mean_predicted"], calibration["fraction_positive"], "mean predicted probability", "observed positive rate", diagonal=True),
     ]
-    with _figure(3.6, 3.2) as (fig, ax):
+    with figure(3.6, 3.2) as (fig, ax):
         cells = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
         ax.imshow(cells, cmap="Blues")
         for (row, column), count in np.ndenumerate(cells):
             ax.text(column, row, str(count), ha="center", va="center", color="white" if count > cells.max() / 2 else "black")
         ax.set_xticks([0, 1], ["predicted 0", "predicted 1"])
         ax.set_yticks([0, 1], ["actual 0", "actual 1"])
-        rendered.append(_chart("confusion", f"Confusion matrix at threshold {_number(confusion['threshold'])} (chosen on validation)", _svg(fig)))
-    with _figure() as (fig, ax):
+        rendered.append(chart_figure("confusion", f"Confusion matrix at threshold {format_number(confusion['threshold'])} (chosen on validation)", svg_markup(fig)))
+    with figure() as (fig, ax):
         edges = np.asarray(scores["edges"])
         ax.stairs(scores["negative"], edges, label="actual 0", color=BLUE)
         ax.stairs(scores["positive"], edges, label="actual 1", color=ORANGE)
         ax.set_xlabel("predicted probability")
         ax.set_ylabel("rows")
         ax.legend()
-        rendered.append(_chart("score_histogram", "Score histogram by class", _svg(fig)))
+        rendered.append(chart_figure("score_histogram", "Score histogram by class", svg_markup(fig)))
     return rendered
 
 
 def _regression_charts(charts: dict[str, Any]) -> list[str]:
     rendered = []
     scatter = charts["predicted_vs_actual"]
-    with _figure() as (fig, ax):
+    with figure() as (fig, ax):
         ax.scatter(scatter["actual"], scatter["predicted"], s=6, alpha=0.5, color=BLUE)
         low = min(scatter["actual"] + scatter["predicted"], default=0)
         high = max(scatter["actual"] + scatter["predicted"], default=1)
         ax.plot([low, high], [low, high], color=GREY, linestyle="--", linewidth=1)
         ax.set_xlabel("actual")
         ax.set_ylabel("predicted")
-        rendered.append(_chart("predicted_vs_actual", "Predicted against actual (test sample)", _svg(fig)))
+        rendered.append(chart_figure("predicted_vs_actual", "Predicted against actual (test sample)", svg_markup(fig)))
     histogram = charts["residual_histogram"]
-    with _figure() as (fig, ax):
+    with figure() as (fig, ax):
         ax.stairs(histogram["counts"], np.asarray(histogram["edges"]), fill=True, color=BLUE, alpha=0.7)
         ax.set_xlabel("residual (actual − predicted)")
         ax.set_ylabel("rows")
-        rendered.append(_chart("residual_histogram", "Residual histogram", _svg(fig)))
+        rendered.append(chart_figure("residual_histogram", "Residual histogram", svg_markup(fig)))
     residuals = charts["residuals_vs_prediction"]
-    with _figure() as (fig, ax):
+    with figure() as (fig, ax):
         ax.scatter(residuals["predicted"], residuals["residual"], s=6, alpha=0.5, color=BLUE)
         ax.axhline(0, color=GREY, linestyle="--", linewidth=1)
         ax.set_xlabel("predicted")
         ax.set_ylabel("residual")
-        rendered.append(_chart("residuals_vs_prediction", "Residuals against prediction (test sample)", _svg(fig)))
+        rendered.append(chart_figure("residuals_vs_prediction", "Residuals against prediction (test sample)", svg_markup(fig)))
     return rendered
 
 
 def _search_chart(search: dict[str, Any]) -> str:
-    with _figure() as (fig, ax):
+    with figure() as (fig, ax):
         trials = search["trials"]
         ax.scatter([t["trial"] for t in trials], [t["score"] for t in trials], color=BLUE)
         if trials:
@@ -137,15 +137,15 @@ def _search_chart(search: dict[str, Any]) -> str:
             ax.legend()
         ax.set_xlabel("trial")
         ax.set_ylabel(f"validation {search['metric']}")
-        return _chart("search", f"Tune search: validation {search['metric']} per trial (mean over units)", _svg(fig))
+        return chart_figure("search", f"Tune search: validation {search['metric']} per trial (mean over units)", svg_markup(fig))
 
 
 def _importance_chart(key: str, caption: str, values: dict[str, float], errors: dict[str, float] | None = None) -> str:
     names = sorted(values, key=values.get)
-    with _figure(4.2, max(2.0, 0.3 * len(names) + 0.8)) as (fig, ax):
+    with figure(4.2, max(2.0, 0.3 * len(names) + 0.8)) as (fig, ax):
         ax.barh(names, [values[n] for n in names], xerr=[errors[n] for n in names] if errors else None, color=BLUE)
         ax.set_xlabel("importance")
-        return _chart(key, caption, _svg(fig))
+        return chart_figure(key, caption, svg_markup(fig))
 
 
 def _distribution_chart(name: str, distribution: dict[str, Any]) -> str:
@@ -157,14 +157,14 @@ def _distribution_chart(name: str, distribution: dict[str, Any]) -> str:
     else:
         labels = [str(v) if not isinstance(v, float) else f"{v:.3g}" for v in distribution["values"]]
     positions = np.arange(len(labels))
-    with _figure(4.2, 2.8) as (fig, ax):
+    with figure(4.2, 2.8) as (fig, ax):
         ax.bar(positions - 0.2, train_share, width=0.4, label="train", color=BLUE)
         ax.bar(positions + 0.2, test_share, width=0.4, label="test", color=ORANGE)
         ax.set_xticks(positions, labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center", fontsize=7)
         ax.set_ylabel("share of rows")
         ax.legend(fontsize=7)
         nulls = f", nulls train {train.get('nulls', 0)} / test {test.get('nulls', 0)}" if "nulls" in train else ""
-        return _chart(f"distribution:{name}", f"{name}: {distribution['kind']}{nulls}", _svg(fig))
+        return chart_figure(f"distribution:{name}", f"{name}: {distribution['kind']}{nulls}", svg_markup(fig))
 
 
 def _metric_table(report: dict[str, Any], production: dict[str, Any] | None) -> str:
@@ -177,9 +177,9 @@ def _metric_table(report: dict[str, Any], production: dict[str, Any] | None) -> 
     for metric, value in overall.items():
         if not isinstance(value, int | float) or metric == "rows":
             continue
-        cells = [f"<td>{_number(value)}</td>"]
+        cells = [f"<td>{format_number(value)}</td>"]
         for _, other in columns[1:]:
-            cells.append(f"<td{_compare_class(metric, value, other.get(metric))}>{_number(other.get(metric))}</td>")
+            cells.append(f"<td{_compare_class(metric, value, other.get(metric))}>{format_number(other.get(metric))}</td>")
         rows.append(f"<tr><td>{html.escape(metric)}</td>{''.join(cells)}</tr>")
     return f'<table class="metrics"><tr><th>metric</th>{head}</tr>{"".join(rows)}</table>'
 
@@ -198,9 +198,9 @@ def _partition_table(report: dict[str, Any]) -> str:
     metric = report["metric"]
     rows = []
     for partition, values in report["metrics"]["partitions"].items():
-        rows.append(f"<tr><td>{html.escape(partition)}</td><td>{html.escape(values.get('served_by', ''))}</td><td>{_number(values.get(metric))}</td><td>{_number(values.get('rows'))}</td></tr>")
+        rows.append(f"<tr><td>{html.escape(partition)}</td><td>{html.escape(values.get('served_by', ''))}</td><td>{format_number(values.get(metric))}</td><td>{format_number(values.get('rows'))}</td></tr>")
     fallback = report["metrics"]["fallback"]
-    rows.append(f"<tr><td><em>fallback model, all test rows</em></td><td>{html.escape(report['fallback_unit'])}</td><td>{_number(fallback.get(metric))}</td><td>{_number(fallback.get('rows'))}</td></tr>")
+    rows.append(f"<tr><td><em>fallback model, all test rows</em></td><td>{html.escape(report['fallback_unit'])}</td><td>{format_number(fallback.get(metric))}</td><td>{format_number(fallback.get('rows'))}</td></tr>")
     return f'<table class="partitions"><tr><th>partition</th><th>served by</th><th>{html.escape(metric)}</th><th>test rows</th></tr>{"".join(rows)}</table>'
 
 
@@ -226,7 +226,7 @@ def render_report_html(version: Any, report: dict[str, Any], production: dict[st
     if importance.get("native"):
         importance_charts.append(_importance_chart("importance_native", "XGBoost gain share, fallback model", importance["native"][report["fallback_unit"]]))
     distributions = [_distribution_chart(name, d) for name, d in report["distributions"].items()]
-    threshold = f" · decision threshold {_number(report['threshold'])} (best F1 on validation)" if report.get("threshold") is not None else ""
+    threshold = f" · decision threshold {format_number(report['threshold'])} (best F1 on validation)" if report.get("threshold") is not None else ""
     title = f"{version.name} v{number}" if number else f"{version.name}, run {version.run_id}"
     registered = f"registered {str(version.registered_at)[:19]} UTC" if number else f"trained {str(version.training_ended_at)[:19]} UTC"
     return f"""<!DOCTYPE html>

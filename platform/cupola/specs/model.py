@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cupola import dsl
 from cupola.specs.durations import Duration, format_duration
@@ -153,7 +153,22 @@ class ModelSpec(_Strict):
     split: SplitSpec = SplitSpec()
     training_data: TrainingData
     monitoring: MonitoringSpec = MonitoringSpec()
+    schedule: str | None = Field(
+        default=None,
+        description="retrain on this cron schedule in UTC (e.g. '0 3 * * 1'), run by the control plane's scheduler",
+    )
     seed: int = 0
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value) or len(value.split()) != 5:
+            raise ValueError(f"'{value}' is not a five-field cron expression (minute hour day-of-month month day-of-week), e.g. '0 3 * * *'")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":

@@ -1,0 +1,96 @@
+"""`Client(url, token)`: the control-plane API from Python (a notebook, a script, or the CLI when CUPOLA_API_URL is set)."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+
+class ApiError(RuntimeError):
+    """A 4xx/5xx answer; `status`, `field` and the server's message."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message, self.field = status, message, field
+
+
+class Client:
+    def __init__(self, url: str, token: str = "", user: str | None = None, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self.session.headers["X-Cupola-User"] = user or getpass.getuser()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(method, f"{self.url}/api/v1{path}", timeout=self.timeout_s, **kwargs)
+        except requests.RequestException as error:
+            raise ConnectionError(f"the control plane at {self.url} did not answer ({type(error).__name__}): start it with `cupola ui` or fix CUPOLA_API_URL") from None
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(response.status_code, response.text[:500]) from None
+            raise ApiError(error["status"], error["message"], error.get("field"))
+        return response.json()
+
+    # feature groups
+    def feature_groups(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/feature-groups")
+
+    def feature_group(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/feature-groups/{quote(name)}")
+
+    def build_feature_group(self, name: str, materialize: bool = False) -> dict[str, Any]:
+        return self._call("POST", f"/feature-groups/{quote(name)}/builds", params={"materialize": materialize})
+
+    # training runs
+    def submit_training_run(self, spec_yaml: str, run_id: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "/training-runs", json={"spec": spec_yaml, "run_id": run_id})
+
+    def training_runs(self, model: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/training-runs", params={"model": model} if model else None)
+
+    def training_run(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/training-runs/{quote(run_id)}")
+
+    def training_run_logs(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/training-runs/{quote(run_id)}/logs")
+
+    def cancel_training_run(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/training-runs/{quote(run_id)}/cancel")
+
+    # models
+    def models(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/models")
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/models/{quote(name)}")
+
+    def version(self, name: str, version: int | str = "latest") -> dict[str, Any]:
+        return self._call("GET", f"/models/{quote(name)}/versions/{version}")
+
+    def report(self, name: str, version: int | str = "latest") -> dict[str, Any]:
+        return self._call("GET", f"/models/{quote(name)}/versions/{version}/report")
+
+    def move_alias(self, name: str, alias: str, version: int, expected_version: int | None) -> dict[str, Any]:
+        return self._call("PUT", f"/models/{quote(name)}/aliases/{quote(alias)}", json={"version": version, "expected_version": expected_version})
+
+    # deployments
+    def deployments(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/deployments")
+
+    def deploy(self, name: str, target: str = "production", **options: Any) -> dict[str, Any]:
+        return self._call("PUT", f"/deployments/{quote(name)}", json={"target": target, **options})
+
+    def undeploy(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/deployments/{quote(name)}")
+
+    # monitoring
+    def live_metrics(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/models/{quote(name)}/monitoring")

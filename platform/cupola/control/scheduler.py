@@ -1,0 +1,123 @@
+"""Scheduled retraining: a model spec's `schedule` (cron, UTC) makes the control plane submit its training runs.
+
+Which spec: the one of the model's latest training run submitted through the control plane
+(the API keeps every submitted spec), so changing a schedule is submitting a spec with the new
+one. At each tick, a model whose latest due time has no decision yet gets exactly one: `submitted`
+(a new run), `skipped` (its previous run is still pending or running) or `failed` (the
+submission itself failed). Missed slots while the scheduler was down collapse into the latest
+one, so a restart does not fire a burst of runs. Every decision is recorded with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from croniter import croniter
+
+from cupola.control.jobs import ACTIVE_STATES, RayJobs
+from cupola.specs.model import ModelSpec, load_model_spec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedule_decisions (
+    model TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    run_id TEXT,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (model, due_at)
+);
+"""
+SCHEDULER_USER = "cupola-scheduler"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    due_at: datetime
+    decided_at: datetime
+    decision: str  # submitted | skipped | failed
+    run_id: str | None
+    reason: str
+
+
+class Scheduler:
+    def __init__(self, jobs: RayJobs) -> None:
+        self.jobs = jobs
+        jobs.database.connection().executescript(SCHEMA)
+
+    def schedules(self) -> dict[str, tuple[ModelSpec, str]]:
+        """Each model's latest submitted spec that carries a schedule, with the run id it came from."""
+        found: dict[str, tuple[ModelSpec, str]] = {}
+        for job in self.jobs.list(kind="train"):  # newest first
+            if job.target in found or job.trigger == "schedule":
+                continue
+            path = self.jobs.spec_path(job.run_id.split("-resume-")[0])
+            if not path.is_file():
+                continue
+            spec = load_model_spec(path)
+            if spec.schedule:
+                found[job.target] = (spec, job.run_id)
+        return found
+
+    def tick(self, now: datetime | None = None) -> list[Decision]:
+        """Decide every model that is due now (`now` is injectable so tests need not wait for the clock)."""
+        now = now or datetime.now(timezone.utc)
+        decisions = []
+        for model, (spec, source_run) in sorted(self.schedules().items()):
+            due = croniter(spec.schedule, now).get_prev(datetime)
+            if self._decided(model, due):
+                continue
+            decisions.append(self._decide(model, spec, source_run, due, now))
+        return decisions
+
+    def _decide(self, model: str, spec: ModelSpec, source_run: str, due: datetime, now: datetime) -> Decision:
+        active = [job for job in self.jobs.list(kind="train", target=model) if self.jobs.state(job.job_id) in ACTIVE_STATES]
+        if active:
+            return self._record(Decision(model, due, now, "skipped", None, f"run {active[0].run_id} is still {self.jobs.state(active[0].job_id).lower()}"))
+        run_id = f"{model}-scheduled-{due:%Y%m%dT%H%M}"
+        try:
+            path = self.jobs.spec_path(run_id)
+            path.write_text(self.jobs.spec_path(source_run.split("-resume-")[0]).read_text())
+            self.jobs.submit(run_id, "train", model, ["train", str(path), "--run-id", run_id], SCHEDULER_USER, trigger="schedule")
+        except Exception as error:  # recorded, and the next due time tries again
+            return self._record(Decision(model, due, now, "failed", run_id, f"submission failed: {error}"))
+        return self._record(Decision(model, due, now, "submitted", run_id, f"due at {due.isoformat()} ({spec.schedule})"))
+
+    def _decided(self, model: str, due: datetime) -> bool:
+        row = self.jobs.database.connection().execute("SELECT 1 FROM schedule_decisions WHERE model = ? AND due_at = ?", (model, due.isoformat())).fetchone()
+        return row is not None
+
+    def _record(self, decision: Decision) -> Decision:
+        self.jobs.database.write(lambda c: c.execute(
+            "INSERT OR IGNORE INTO schedule_decisions VALUES (?, ?, ?, ?, ?, ?)",
+            (decision.model, decision.due_at.isoformat(), decision.decided_at.isoformat(), decision.decision, decision.run_id, decision.reason),
+        ))
+        logger.info("schedule %s @ %s: %s %s", decision.model, decision.due_at, decision.decision, decision.reason)
+        return decision
+
+    def decisions(self, model: str | None = None) -> list[Decision]:
+        query = "SELECT model, due_at, decided_at, decision, run_id, reason FROM schedule_decisions"
+        rows = self.jobs.database.connection().execute(query + (" WHERE model = ?" if model else "") + " ORDER BY decided_at DESC", (model,) if model else ())
+        return [Decision(r[0], datetime.fromisoformat(r[1]), datetime.fromisoformat(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
+class SchedulerThread(threading.Thread):
+    """Ticks every `interval_s` inside the control-plane server until stopped."""
+
+    def __init__(self, scheduler: Scheduler, interval_s: float) -> None:
+        super().__init__(name="cupola-scheduler", daemon=True)
+        self.scheduler = scheduler
+        self.interval_s = interval_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            try:
+                self.scheduler.tick()
+            except Exception:  # a broken spec file must not stop every other schedule
+                logger.exception("scheduler tick failed")

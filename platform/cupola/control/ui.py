@@ -1,0 +1,221 @@
+"""The web UI: server-rendered pages over the API's own functions, charts as inline SVG.
+
+Nothing is loaded from the network (no CDN, no script): the pages work on an air-gapped
+cluster and in the tests' headless Chromium. Forms post URL-encoded bodies, read here with
+the standard library rather than adding python-multipart for two fields.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import jinja2
+import numpy as np
+import pandas as pd
+from matplotlib.dates import DateFormatter
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from cupola.control import auth
+from cupola.control.api import Context, metric_view
+from cupola.evaluation.html import BLUE, CSS, GREY, ORANGE, format_number, chart_figure, figure, svg_markup
+
+TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
+TEMPLATES.globals["number"] = format_number
+ACTIVE_RUN_REFRESH_S = 5
+FAVICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M2 12a6 6 0 0 1 12 0z" fill="#1f77b4"/><rect x="1" y="12" width="14" height="2" fill="#444"/></svg>'
+COLORS = [BLUE, ORANGE, "#2ca02c", "#9467bd", "#8c564b"]
+
+
+def _page(context: Context, template: str, title: str, status: int = 200, **values: Any) -> HTMLResponse:
+    html = TEMPLATES.get_template(template).render(title=title, css=CSS, dashboard_url=context.settings.dashboard_url, **values)
+    return HTMLResponse(html, status_code=status)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[-1] for name, values in fields.items()}
+
+
+def metric_charts(history: Any, thresholds: dict[tuple[int, str, str], float]) -> list[str]:
+    """One chart per (window, metric) of partition `all`: a line per version, dashed lines at alert limits."""
+    if history.empty:
+        return []
+    rows = history[(history["unit"] == "all") & (history["feature"] == "")]
+    charts = []
+    for (window, metric), series in rows.groupby(["window", "metric"], sort=True):
+        with figure(4.6, 2.8) as (fig, ax):
+            for index, (version, points) in enumerate(series.groupby("version")):
+                color = COLORS[index % len(COLORS)]
+                ax.plot(pd.to_datetime(points["at"], unit="s"), points["value"], color=color, label=f"v{version}", marker="o" if len(points) < 30 else None)
+                for bound in ("max", "min"):
+                    limit = thresholds.get((int(version), metric, bound))
+                    if limit is not None:
+                        ax.axhline(limit, color=GREY, linestyle="--", linewidth=1)
+                        ax.annotate(f"{bound} {limit:.3g}", (ax.get_xlim()[0], limit), fontsize=7, color=GREY, va="bottom")
+            ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
+            ax.set_xlabel("time (UTC)")
+            ax.set_ylabel(metric)
+            ax.legend(fontsize=7)
+            charts.append(chart_figure(f"live:{window}:{metric}", f"{metric} over the last {window}, partition all", svg_markup(fig)))
+    drift = history[(history["unit"] == "all") & (history["feature"] != "")]
+    if not drift.empty:
+        latest = drift.sort_values("at").groupby("feature").tail(1)
+        with figure(4.6, 0.4 + 0.25 * len(latest)) as (fig, ax):
+            ax.barh(latest["feature"], latest["value"], color=[ORANGE if v > 0.2 else BLUE for v in latest["value"]])
+            ax.axvline(0.2, color=GREY, linestyle="--", linewidth=1)
+            ax.set_xlabel("PSI vs training (dashed: 0.2)")
+            charts.append(chart_figure("live:drift", "Feature drift, latest", svg_markup(fig)))
+    return charts
+
+
+def build_ui(context: Context, api_routes: Any) -> APIRouter:
+    """`api_routes` maps route names to the API's handler functions, so a page shows exactly what the API returns."""
+    settings = context.settings
+    ui = APIRouter(include_in_schema=False)
+
+    def allowed(request: Request, scope: auth.Scope) -> Response | None:
+        try:
+            auth.check(settings, request, scope)
+        except HTTPException as error:
+            if error.status_code == 401:
+                return RedirectResponse(f"/ui/login?next={quote(request.url.path)}", status_code=303)
+            return _page(context, "login.html", "Sign in", status=403, message=str(error.detail), next=request.url.path)
+        return None
+
+    def page(scope: auth.Scope, render: Callable[..., Response]) -> Callable[..., Any]:
+        async def handler(request: Request) -> Response:
+            refused = allowed(request, scope)
+            if refused is not None:
+                return refused
+            try:
+                return render(request, **request.path_params)
+            except KeyError as error:
+                return _page(context, "base.html", "Not found", status=404, message=str(error.args[0]) if error.args else "not found")
+        return handler
+
+    def models(request: Request) -> Response:
+        return _page(context, "models.html", "Models", models=api_routes["list_models"]())
+
+    def model(request: Request, name: str, message: str | None = None) -> Response:
+        record = api_routes["get_model"](name)
+        metric_names = sorted({k for v in record["versions"] for k in v["test_metrics"] if k in {"rmse", "mae", "r2", "auc", "logloss", "f1"}})
+        return _page(context, "model.html", name, model=record, metric_names=metric_names, message=message, notice=request.query_params.get("notice"))
+
+    def version(request: Request, name: str, number: str) -> Response:
+        from cupola.evaluation.publish import version_report_html
+
+        _, html = version_report_html(context.repository, name, int(number) if number.isdigit() else number)
+        navigation = _page(context, "base.html", name).body.decode()
+        nav = navigation[navigation.index("<nav>"): navigation.index("</nav>") + 6]
+        return HTMLResponse(html.replace("<body>", f"<body>{nav}<p><a href=\"/ui/models/{name}\">← {name}</a></p>", 1))
+
+    def features(request: Request) -> Response:
+        return _page(context, "features.html", "Feature groups", groups=api_routes["list_feature_groups"]())
+
+    def feature_group(request: Request, name: str) -> Response:
+        return _page(context, "feature_group.html", name, g=api_routes["describe_feature_group"](name))
+
+    def runs(request: Request) -> Response:
+        listed = api_routes["list_training_runs"](None)
+        active = any(r["status"] in {"running", "submitted"} for r in listed)
+        return _page(context, "runs.html", "Training runs", runs=listed, refresh=ACTIVE_RUN_REFRESH_S if active else None)
+
+    def deployments(request: Request) -> Response:
+        return _page(context, "deployments.html", "Deployments", deployments=api_routes["list_deployments"]())
+
+    def monitoring(request: Request, name: str) -> Response:
+        from cupola.monitoring.live import LiveMetrics
+        from cupola.monitoring.store import MonitoringStore
+        from cupola.monitoring.summary import breaches
+
+        if not context.repository.versions(name):
+            raise KeyError(f"no model '{name}' in the repository")
+        store = MonitoringStore.from_settings(settings)
+        live = LiveMetrics(store, context.repository)
+        latest = store.latest_live(name)
+        history = store.history(name, since=time.time() - 7 * 86_400)
+        thresholds = {}
+        for number in sorted({int(v) for v in np.unique(history["version"])} if not history.empty else set()):
+            for (metric, bound), limit in live.version(name, number)[1].monitoring.thresholds.limits().items():
+                thresholds[(number, metric, bound)] = limit
+        return _page(context, "monitoring.html", f"{name} monitoring", name=name, charts=metric_charts(history, thresholds),
+                     latest=[metric_view(m) for m in latest if m.unit == "all" and not m.feature], alerts=breaches(latest, live))
+
+    def api_reference(request: Request) -> Response:
+        """The OpenAPI spec as a page (FastAPI's /docs loads Swagger UI from a CDN, which an offline cluster cannot reach)."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for path, methods in request.app.openapi()["paths"].items():
+            for method, operation in methods.items():
+                parameters = [p["name"] for p in operation.get("parameters", [])] + (["JSON body"] if "requestBody" in operation else [])
+                summary = (operation.get("description") or operation.get("summary") or "").split("\n")[0]
+                groups.setdefault((operation.get("tags") or ["other"])[0], []).append({"method": method.upper(), "path": path, "summary": summary, "parameters": parameters})
+        return _page(context, "api.html", "API", groups=groups)
+
+    ui.add_api_route("/ui/api", page("read", api_reference), methods=["GET"])
+    ui.add_api_route("/ui/models", page("read", models), methods=["GET"])
+    ui.add_api_route("/ui/models/{name}", page("read", model), methods=["GET"])
+    ui.add_api_route("/ui/models/{name}/versions/{number}", page("read", version), methods=["GET"])
+    ui.add_api_route("/ui/models/{name}/monitoring", page("read", monitoring), methods=["GET"])
+    ui.add_api_route("/ui/features", page("read", features), methods=["GET"])
+    ui.add_api_route("/ui/features/{name}", page("read", feature_group), methods=["GET"])
+    ui.add_api_route("/ui/runs", page("read", runs), methods=["GET"])
+    ui.add_api_route("/ui/deployments", page("read", deployments), methods=["GET"])
+
+    @ui.get("/")
+    def home() -> Response:
+        return RedirectResponse("/ui/models", status_code=303)
+
+    @ui.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
+
+    @ui.post("/ui/models/{name}/aliases")
+    async def move_alias(name: str, request: Request) -> Response:
+        """The alias form: moves only if the alias still points where the page showed it (else the page says why)."""
+        refused = allowed(request, "write")
+        if refused is not None:
+            return refused
+        form = await _form(request)
+        alias = form.get("alias", "")
+        try:
+            shown = json.loads(form.get("expected", "{}"))
+            version_number = int(form.get("version", ""))
+        except (ValueError, TypeError):
+            return model(request, name, message="the form was incomplete: reload the page and try again")
+        from cupola.control.api import AliasMoveRequest
+
+        try:
+            body = AliasMoveRequest(version=version_number, expected_version=shown.get(alias))
+            api_routes["move_alias"](name, alias, body, request)
+        except Exception as error:  # shown on the page: a conflict, an unknown version, a bad alias name
+            message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+            return model(request, name, message=f"alias not moved: {message}")
+        return RedirectResponse(f"/ui/models/{name}?notice={quote(f'{alias} now points to v{version_number}')}", status_code=303)
+
+    @ui.get("/ui/login")
+    def login_page(request: Request) -> Response:
+        return _page(context, "login.html", "Sign in", next=request.query_params.get("next", "/ui/models"))
+
+    @ui.post("/ui/login")
+    async def login(request: Request) -> Response:
+        form = await _form(request)
+        token = form.get("token", "")
+        target = form.get("next", "/ui/models")
+        target = target if target.startswith("/ui/") else "/ui/models"  # never redirect off this site
+        if not auth.valid_token(settings, token):
+            return _page(context, "login.html", "Sign in", status=401, message="that token is not valid here", next=target)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(auth.COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    return ui
+
+
+def mount_ui(app: FastAPI, context: Context) -> None:
+    app.include_router(build_ui(context, context.handlers))
