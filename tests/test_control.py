@@ -42,7 +42,7 @@ SCREENSHOTS = ROOT / "test-artifacts" / "ui"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NAME = "delivery_minutes"
 READ, WRITE = "read-secret", "write-secret"
-MONITORING = {"outcome_keys": ["order_id"], "windows": ["1h"], "min_outcomes": 30, "min_drift_samples": 50, "thresholds": {"max_rmse": 1.0}}
+MONITORING = {"outcome_keys": ["order_id"], "windows": ["1h"], "min_outcomes": 30, "min_drift_samples": 50, "thresholds": {"max_rmse": 1.0, "max_psi": 0.5}}
 ERROR_KEYS = {"status", "message", "field"}
 
 
@@ -329,7 +329,7 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
                 assert expected in page.content(), path
                 page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
             charts = page.goto(f"{server}/ui/models/{NAME}/monitoring") and page.eval_on_selector_all("figure.chart svg", "svgs => svgs.filter(s => s.getBoundingClientRect().width > 100).length")
-            assert charts >= 2  # rmse over time with its limit, and feature drift
+            assert charts >= 3  # rmse over time with its limit, and feature drift now and over time
             page.goto(f"{server}/ui/models/{NAME}")
             page.fill("input[name=alias]", "production")
             page.select_option("select[name=version]", "2")

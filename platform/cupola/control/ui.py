@@ -29,6 +29,7 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).par
 TEMPLATES.globals["number"] = format_number
 ACTIVE_RUN_REFRESH_S = 5
 FAVICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M2 12a6 6 0 0 1 12 0z" fill="#1f77b4"/><rect x="1" y="12" width="14" height="2" fill="#444"/></svg>'
+DRIFT_LINES = 5
 COLORS = [BLUE, ORANGE, "#2ca02c", "#9467bd", "#8c564b"]
 
 
@@ -40,6 +41,11 @@ def _page(context: Context, template: str, title: str, status: int = 200, **valu
 async def _form(request: Request) -> dict[str, str]:
     fields = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
     return {name: values[-1] for name, values in fields.items()}
+
+
+def thresholds_psi(thresholds: dict[tuple[int, str, str], float]) -> float | None:
+    limits = [limit for (_, metric, bound), limit in thresholds.items() if metric == "psi" and bound == "max"]
+    return min(limits) if limits else None
 
 
 def metric_charts(history: Any, thresholds: dict[tuple[int, str, str], float]) -> list[str]:
@@ -66,6 +72,18 @@ def metric_charts(history: Any, thresholds: dict[tuple[int, str, str], float]) -
     drift = history[(history["unit"] == "all") & (history["feature"] != "")]
     if not drift.empty:
         latest = drift.sort_values("at").groupby("feature").tail(1)
+        watched = latest.nlargest(DRIFT_LINES, "value")["feature"]
+        with figure(4.6, 2.8) as (fig, ax):
+            for index, (feature, points) in enumerate(drift[drift["feature"].isin(watched)].groupby("feature")):
+                ax.plot(pd.to_datetime(points["at"], unit="s"), points["value"], color=COLORS[index % len(COLORS)], label=feature, marker="o" if len(points) < 30 else None)
+            limit = thresholds_psi(thresholds)
+            if limit is not None:
+                ax.axhline(limit, color=GREY, linestyle="--", linewidth=1)
+            ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
+            ax.set_xlabel("time (UTC)")
+            ax.set_ylabel("PSI")
+            ax.legend(fontsize=6)
+            charts.append(chart_figure("live:drift_over_time", f"Feature drift over time (the {len(watched)} most drifted inputs; dashed: max_psi)", svg_markup(fig)))
         with figure(4.6, 0.4 + 0.25 * len(latest)) as (fig, ax):
             ax.barh(latest["feature"], latest["value"], color=[ORANGE if v > 0.2 else BLUE for v in latest["value"]])
             ax.axvline(0.2, color=GREY, linestyle="--", linewidth=1)

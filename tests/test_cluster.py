@@ -1,0 +1,172 @@
+"""The cluster path: cluster.yaml against Ray's autoscaler schema, Ray's token on the Jobs API, and autoscaling
+up and down for a training run that asks for more CPUs than the head has (Ray's fake multi-node provider:
+real raylets on this machine, started and stopped by the real autoscaler)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from cupola import Settings
+from tests.test_jobs import BIN, free_port, head_node, wait_for_dashboard  # noqa: F401  (head_node: a module-scoped `ray start --head`)
+from tests.test_serving import small_delivery_document, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_FILES = [ROOT / "cluster.yaml", ROOT / "cluster" / "local-hosts.yaml"]
+
+
+def validated(config: dict) -> dict:
+    """What `ray up` does with the file before launching anything: fill Ray's defaults, then check the schema."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+@pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: p.name)
+def test_cluster_files_validate_against_rays_autoscaler_schema(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    prepared = validated(config)
+    head = prepared["available_node_types"][prepared["head_node_type"]]
+    assert head["max_workers"] == 0
+    starts = " ".join(prepared["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in starts  # the dashboard and Jobs API stay on the head's loopback
+    assert any("pip install" in command and "cupola" in command for command in prepared["setup_commands"])
+    assert prepared["file_mounts"]  # the project travels to every node
+
+
+def test_cloud_cluster_scales_cpu_workers_and_opens_only_ssh() -> None:
+    prepared = validated(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
+    workers = prepared["available_node_types"]["ray.worker.cpu"]
+    assert prepared["provider"]["type"] == "aws" and 0 < workers["min_workers"] < workers["max_workers"] <= prepared["max_workers"]
+    assert prepared["available_node_types"]["ray.head.default"]["resources"] == {"CPU": 0}  # no training on the head
+    opened = {(p["FromPort"], p["ToPort"]) for p in prepared["provider"]["security_group"]["IpPermissions"]}
+    assert opened == {(22, 22)}
+
+
+@pytest.mark.parametrize(("change", "mentions"), [
+    (lambda c: c["available_node_types"]["ray.worker.cpu"].update(min_worker=1), "min_worker"),
+    (lambda c: c["available_node_types"]["ray.worker.cpu"].update(resources={"CPU": "lots"}), "lots"),
+    (lambda c: c.update(head_node_type="ray.head.missing"), "head_node_type"),
+])
+def test_a_broken_cluster_file_is_refused_naming_the_field(change, mentions: str) -> None:  # type: ignore[no-untyped-def]
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    change(config)
+    with pytest.raises(Exception, match=mentions):
+        validated(config)
+
+
+@pytest.mark.slow
+def test_a_job_submitted_without_the_ray_token_is_refused(head_node: str, tmp_path: Path) -> None:  # noqa: F811
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    body = {"entrypoint": "python -c 'print(6 * 7)'"}
+    assert requests.post(f"{head_node}/api/jobs/", json=body, timeout=30).status_code in {401, 403}
+    assert requests.post(f"{head_node}/api/jobs/", json=body, headers={"authorization": "Bearer not-the-token"}, timeout=30).status_code in {401, 403}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+    refused = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", head_node, "--no-wait", "--", "python", "-c", "print(1)"],
+                             env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "auth" in (refused.stdout + refused.stderr).lower()
+    accepted = requests.post(f"{head_node}/api/jobs/", json=body, headers={"authorization": f"Bearer {token}"}, timeout=30)
+    assert accepted.status_code == 200, accepted.text
+    job = accepted.json()["submission_id"]
+    headers = {"authorization": f"Bearer {token}"}
+    wait_until(lambda: requests.get(f"{head_node}/api/jobs/{job}", headers=headers, timeout=30).json()["status"] == "SUCCEEDED", timeout=120, every=0.5)
+    assert "42" in requests.get(f"{head_node}/api/jobs/{job}/logs", headers=headers, timeout=30).json()["logs"]
+
+
+FAKE_PROVIDER_CONFIG = {
+    "cluster_name": "cupola-autoscaling-test",
+    "max_workers": 2,
+    "upscaling_speed": 1.0,
+    "idle_timeout_minutes": 0.1,  # workers idle for 6 s are removed
+    "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True, "disable_launch_config_check": True},
+    "auth": {"ssh_user": "ubuntu"},
+    "docker": {},
+    "available_node_types": {
+        "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+        "ray.worker.cpu": {"resources": {"CPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
+    },
+    "head_node_type": "ray.head.default",
+    "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+    "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+    "head_start_ray_commands": [], "worker_start_ray_commands": [],
+}
+
+
+@pytest.fixture
+def autoscaling_head(tmp_path: Path) -> Iterator[str]:
+    """A head with no CPU and an autoscaler that adds 1-CPU worker nodes (fake provider: real raylets here);
+    stopped by process group (never `ray stop`, which would stop every Ray on the machine)."""
+    port, dashboard = free_port(), free_port()
+    config = copy.deepcopy(FAKE_PROVIDER_CONFIG)
+    config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
+    config_file = tmp_path / "autoscaling.yaml"
+    config_file.write_text(json.dumps(config))
+    temp_dir = tmp_path / "ray"
+    command = [
+        str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", "--port", str(port),
+        "--num-cpus", "0", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--autoscaling-config", str(config_file),
+        "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()), "--temp-dir", str(temp_dir),
+    ]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    log = open(tmp_path / "ray-start.log", "w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for_dashboard(url, process)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # fake worker nodes the autoscaler started live in this group too
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
+def alive_workers(dashboard: str) -> int:
+    from ray.util.state import list_nodes
+
+    return sum(1 for node in list_nodes(address=dashboard, raise_on_missing_output=False) if node.state == "ALIVE" and not node.is_head_node)
+
+
+@pytest.mark.slow
+def test_a_training_run_that_needs_cpus_the_head_lacks_adds_workers_that_leave_afterwards(autoscaling_head: str, example_lake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    settings: Settings = example_lake[0].model_copy(update={"records_path": tmp_path / "records.db"})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**small_delivery_document(), "search": {"method": "random", "num_samples": 4, "max_concurrent": 2}}))
+    client = JobSubmissionClient(autoscaling_head)
+    assert alive_workers(autoscaling_head) == 0
+    job = client.submit_job(
+        entrypoint=f"python -m cupola train {spec} --run-id autoscaled",
+        runtime_env={"env_vars": {f"CUPOLA_{k.upper()}": v for k, v in settings.for_workers().items()}},
+    )
+    most = 0
+
+    def finished() -> bool:
+        nonlocal most
+        most = max(most, alive_workers(autoscaling_head))
+        return client.get_job_status(job) in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+
+    wait_until(finished, timeout=540, every=1)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-4000:]
+    assert most >= 1  # the head has no CPU: every trial ran on a worker the autoscaler added
+    wait_until(lambda: alive_workers(autoscaling_head) == 0, timeout=180, every=2)  # and removed once idle

@@ -1,0 +1,128 @@
+"""End to end on a local multi-node cluster brought up by `cluster/up`, driven only by the user-facing tools:
+`ray job submit` for features, training (trials spread over the worker nodes; the largest partition fitted
+data-parallel by XGBoostTrainer across both) and batch prediction; `cupola deploy` onto the app that
+`serve deploy cluster/serve.yaml` started; predictions and outcomes over HTTP; a Prometheus scrape. Records,
+online store and prediction log on Cassandra; the datalake is a path every node reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+import yaml
+
+from cupola import Settings
+from cupola.examples.delivery import write_example
+from cupola.storage.datalake import Datalake
+from tests.test_jobs import BIN, free_port
+from tests.test_serving import small_delivery_document, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYSPACE = "cupola_stack_test"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(cassandra: dict[str, object], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    folder = tmp_path_factory.mktemp("stack")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CUPOLA_")},
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+        "CUPOLA_STACK_DIR": str(folder / "stack"), "CUPOLA_DATA_ROOT": str(folder / "lake"), "CUPOLA_BACKEND": "cassandra",
+        "CUPOLA_CASSANDRA_PORT": str(cassandra["cassandra_port"]), "CUPOLA_CASSANDRA_KEYSPACE": KEYSPACE,
+        "CUPOLA_CASSANDRA_STORAGE_PORT": os.environ.get("CUPOLA_CASSANDRA_STORAGE_PORT", "7000"),
+        "CUPOLA_STACK_RAY_PORT": str(free_port()), "CUPOLA_DASHBOARD_PORT": str(free_port()), "CUPOLA_SERVE_PORT": str(free_port()),
+        "CUPOLA_UI_PORT": str(free_port()), "CUPOLA_PROMETHEUS_PORT": str(free_port()),
+    }
+    up = subprocess.run([ROOT / "cluster" / "up"], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        for name in ("Ray dashboard", "Serve", "cupola UI", "Prometheus"):
+            assert name in up.stdout
+        yield {**env, "up": up.stdout}
+    finally:
+        down = subprocess.run([ROOT / "cluster" / "down"], env=env, capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+def submit(stack: dict[str, str], *entrypoint: str) -> str:
+    """`ray job submit --working-dir .` as a user runs it; returns the job's output."""
+    runtime_env = {"env_vars": {k: stack[k] for k in ("CUPOLA_DATA_ROOT", "CUPOLA_BACKEND", "CUPOLA_CASSANDRA_PORT", "CUPOLA_CASSANDRA_KEYSPACE")}}
+    result = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{stack['CUPOLA_DASHBOARD_PORT']}", "--working-dir", str(ROOT),
+         "--runtime-env-json", json.dumps(runtime_env), "--", "python", *entrypoint],
+        env=stack, capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def actors_by_node(dashboard: str, class_name: str) -> dict[str, int]:
+    """How many actors of a class ran on each node, named by the node's custom resource (worker_a, worker_b, head_node)."""
+    from ray.util.state import list_actors, list_nodes
+
+    names = {n.node_id: next((r for r in n.resources_total if r in {"head_node", "worker_a", "worker_b"}), n.node_id) for n in list_nodes(address=dashboard)}
+    counts: dict[str, int] = {}
+    for actor in list_actors(address=dashboard, filters=[("class_name", "=", class_name)], limit=10_000, raise_on_missing_output=False):
+        counts[names.get(actor.node_id, actor.node_id)] = counts.get(names.get(actor.node_id, actor.node_id), 0) + 1
+    return counts
+
+
+def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_cluster(stack: dict[str, str], tmp_path: Path) -> None:
+    settings = Settings.load(data_root=stack["CUPOLA_DATA_ROOT"], backend="cassandra", cassandra_port=int(stack["CUPOLA_CASSANDRA_PORT"]), cassandra_keyspace=KEYSPACE)
+    dashboard = f"http://127.0.0.1:{stack['CUPOLA_DASHBOARD_PORT']}"
+    serve_url = f"http://127.0.0.1:{stack['CUPOLA_SERVE_PORT']}"
+    orders = write_example(Datalake(settings.data_root_uri), 4000, seed=5, days=7)
+
+    assert "succeeded" in submit(stack, "jobs/build_features.py")
+    submit(stack, "jobs/materialize.py")
+
+    document = {**small_delivery_document(), "search": {"method": "random", "num_samples": 4}}
+    document["algorithm"] = {**document["algorithm"], "distributed_above_rows": 600, "distributed_workers": 2}
+    spec = ROOT / "test-artifacts" / "stack-spec.yaml"  # inside the working dir the job uploads
+    spec.parent.mkdir(exist_ok=True)
+    spec.write_text(yaml.safe_dump(document))
+    trained = submit(stack, "jobs/train.py", str(spec.relative_to(ROOT)), "--run-id", "stack-run")
+    assert "registered delivery_minutes version 1" in trained
+    from cupola.repository import create_repository
+
+    version = create_repository(settings).get("delivery_minutes", 1)
+    trained_with = {unit: m["trained_with"] for unit, m in version.metrics.items() if unit.startswith("unit:")}
+    assert "ray-train xgboost, 2 workers" in trained_with.values() and "in-process" in trained_with.values(), trained_with
+    trials = actors_by_node(dashboard, "ImplicitFunc")
+    assert {"worker_a", "worker_b"} <= set(trials), trials  # Tune's trials ran on both worker nodes
+    train_workers = actors_by_node(dashboard, "RayTrainWorker")
+    assert train_workers.get("worker_a") and train_workers.get("worker_b"), train_workers  # one fit, data-parallel across the two
+
+    rows = orders.tail(300)
+    batch_input = tmp_path / "batch.parquet"
+    rows.to_parquet(batch_input)
+    output = Path(stack["CUPOLA_DATA_ROOT"]) / "predictions" / "stack"
+    submit(stack, "jobs/batch_predict.py", "delivery_minutes", "--input", str(batch_input), "--output", str(output), "--version", "1", "--features-from-offline-store")
+    assert sum(pq.read_metadata(f).num_rows for f in output.rglob("*.parquet")) == 300
+
+    deployed = subprocess.run([str(BIN / "cupola"), "deploy", "delivery_minutes", "--version", "1", "--sample-percent", "100", "--no-start"],
+                              env=stack, capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    row = {"city": str(rows.iloc[-1]["city"]), "restaurant_id": int(rows.iloc[-1]["restaurant_id"]), "distance_km": float(rows.iloc[-1]["distance_km"]),
+           "basket_size": int(rows.iloc[-1]["basket_size"]), "order_ts": rows.iloc[-1]["order_ts"].isoformat(), "order_id": int(rows.iloc[-1]["order_id"])}
+    answer = wait_until(lambda: (r := requests.post(f"{serve_url}/v1/models/delivery_minutes:predict", json={"row": row}, timeout=30)).status_code == 200 and r.json(), timeout=120)
+    assert answer["version"] == 1 and answer["predictions"][0]["prediction"] > 0
+    stored = requests.post(f"{serve_url}/v1/outcomes", json={"model": "delivery_minutes", "outcomes": [{"request_id": answer["request_id"], "row": 0, "label": 31.0}]}, timeout=30)
+    assert stored.status_code == 200 and stored.json()["stored"] == 1, stored.text
+
+    prometheus = f"http://127.0.0.1:{stack['CUPOLA_PROMETHEUS_PORT']}"
+
+    def scraped() -> bool:
+        result = requests.get(f"{prometheus}/api/v1/query", params={"query": 'cupola_deployed{model="delivery_minutes"}'}, timeout=10).json()
+        return bool(result["data"]["result"])
+
+    wait_until(scraped, timeout=120, every=2)
+    ui = requests.get(f"http://127.0.0.1:{stack['CUPOLA_UI_PORT']}/api/v1/deployments", timeout=30).json()
+    assert ui[0]["model"] == "delivery_minutes" and ui[0]["replicas"]["application_status"] == "RUNNING"
