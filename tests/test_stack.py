@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(cassandra: dict[str, object], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # this process asks the state API too: with the cluster's token
     folder = tmp_path_factory.mktemp("stack")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CUPOLA_")},
@@ -40,6 +42,10 @@ def stack(cassandra: dict[str, object], tmp_path_factory: pytest.TempPathFactory
         "CUPOLA_STACK_RAY_PORT": str(free_port()), "CUPOLA_DASHBOARD_PORT": str(free_port()), "CUPOLA_SERVE_PORT": str(free_port()),
         "CUPOLA_UI_PORT": str(free_port()), "CUPOLA_PROMETHEUS_PORT": str(free_port()),
     }
+    from cassandra.cluster import Cluster
+
+    with Cluster([str(h) for h in cassandra["cassandra_hosts"]], port=int(cassandra["cassandra_port"])) as cluster:  # type: ignore[union-attr, call-overload]
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}")  # a fresh keyspace: `cluster/up` runs `cupola storage init`
     up = subprocess.run([ROOT / "cluster" / "up"], env=env, capture_output=True, text=True, timeout=600)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -53,25 +59,39 @@ def stack(cassandra: dict[str, object], tmp_path_factory: pytest.TempPathFactory
 
 def submit(stack: dict[str, str], *entrypoint: str) -> str:
     """`ray job submit --working-dir .` as a user runs it; returns the job's output."""
-    runtime_env = {"env_vars": {k: stack[k] for k in ("CUPOLA_DATA_ROOT", "CUPOLA_BACKEND", "CUPOLA_CASSANDRA_PORT", "CUPOLA_CASSANDRA_KEYSPACE")}}
-    result = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{stack['CUPOLA_DASHBOARD_PORT']}", "--working-dir", str(ROOT),
-         "--runtime-env-json", json.dumps(runtime_env), "--", "python", *entrypoint],
-        env=stack, capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )
+    result = run_job(stack, *entrypoint)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
 
-def actors_by_node(dashboard: str, class_name: str) -> dict[str, int]:
-    """How many actors of a class ran on each node, named by the node's custom resource (worker_a, worker_b, head_node)."""
+def run_job(stack: dict[str, str], *entrypoint: str) -> subprocess.CompletedProcess:
+    runtime_env = {"env_vars": {k: stack[k] for k in ("CUPOLA_DATA_ROOT", "CUPOLA_BACKEND", "CUPOLA_CASSANDRA_PORT", "CUPOLA_CASSANDRA_KEYSPACE")}}
+    return subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{stack['CUPOLA_DASHBOARD_PORT']}", "--working-dir", str(ROOT),
+         "--runtime-env-json", json.dumps(runtime_env), "--", "python", *entrypoint],
+        env=stack, capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+
+
+def placements_while(job: threading.Thread, dashboard: str, class_names: set[str]) -> dict[str, set[str]]:
+    """While `job` runs, which nodes (named by their custom resource: worker_a, worker_b, head_node) hosted
+    actors of each class, polled from Ray's state API (the dashboard's view of the live cluster)."""
     from ray.util.state import list_actors, list_nodes
 
     names = {n.node_id: next((r for r in n.resources_total if r in {"head_node", "worker_a", "worker_b"}), n.node_id) for n in list_nodes(address=dashboard)}
-    counts: dict[str, int] = {}
-    for actor in list_actors(address=dashboard, filters=[("class_name", "=", class_name)], limit=10_000, raise_on_missing_output=False):
-        counts[names.get(actor.node_id, actor.node_id)] = counts.get(names.get(actor.node_id, actor.node_id), 0) + 1
-    return counts
+    assert sorted(names.values()) == ["head_node", "worker_a", "worker_b"], names
+    seen: dict[str, set[str]] = {name: set() for name in class_names}
+
+    def look(**state: str) -> None:
+        for actor in list_actors(address=dashboard, filters=[(k, "=", v) for k, v in state.items()], limit=10_000, raise_on_missing_output=False):
+            name = actor.class_name.rsplit(".", 1)[-1]  # Tune's trials are `wrap_function.<locals>.ImplicitFunc`
+            seen.setdefault(name, set()).add(names.get(actor.node_id, actor.node_id))
+
+    while job.is_alive():
+        look(state="ALIVE")
+        job.join(timeout=0.2)
+    look()  # and those that ended between two looks (Ray keeps dead actors' records)
+    return seen
 
 
 def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_cluster(stack: dict[str, str], tmp_path: Path) -> None:
@@ -85,20 +105,21 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
 
     document = {**small_delivery_document(), "search": {"method": "random", "num_samples": 4}}
     document["algorithm"] = {**document["algorithm"], "distributed_above_rows": 600, "distributed_workers": 2}
-    spec = ROOT / "test-artifacts" / "stack-spec.yaml"  # inside the working dir the job uploads
-    spec.parent.mkdir(exist_ok=True)
+    spec = tmp_path / "spec.yaml"  # an absolute path every node reads, like the datalake
     spec.write_text(yaml.safe_dump(document))
-    trained = submit(stack, "jobs/train.py", str(spec.relative_to(ROOT)), "--run-id", "stack-run")
-    assert "registered delivery_minutes version 1" in trained
+    finished: list[subprocess.CompletedProcess] = []
+    job = threading.Thread(target=lambda: finished.append(run_job(stack, "jobs/train.py", str(spec), "--run-id", "stack-run")))
+    job.start()
+    placed = placements_while(job, dashboard, {"ImplicitFunc", "RayTrainWorker"})
+    assert finished[0].returncode == 0, finished[0].stdout[-5000:] + finished[0].stderr[-2000:]
+    assert "registered delivery_minutes version 1" in finished[0].stdout + finished[0].stderr
     from cupola.repository import create_repository
 
     version = create_repository(settings).get("delivery_minutes", 1)
     trained_with = {unit: m["trained_with"] for unit, m in version.metrics.items() if unit.startswith("unit:")}
     assert "ray-train xgboost, 2 workers" in trained_with.values() and "in-process" in trained_with.values(), trained_with
-    trials = actors_by_node(dashboard, "ImplicitFunc")
-    assert {"worker_a", "worker_b"} <= set(trials), trials  # Tune's trials ran on both worker nodes
-    train_workers = actors_by_node(dashboard, "RayTrainWorker")
-    assert train_workers.get("worker_a") and train_workers.get("worker_b"), train_workers  # one fit, data-parallel across the two
+    assert placed["ImplicitFunc"] == {"worker_a", "worker_b"}, sorted(placed.items())  # Tune's trials ran on both worker nodes (the head has no CPU)
+    assert placed["RayTrainWorker"] == {"worker_a", "worker_b"}, placed  # one partition's fit, data-parallel across the two
 
     rows = orders.tail(300)
     batch_input = tmp_path / "batch.parquet"
