@@ -251,8 +251,7 @@ def build_router(context: Context) -> APIRouter:
         path = context.jobs.spec_path(run_id)
         staging.replace(path)
         try:
-            job = context.jobs.submit(run_id if previous is None else f"{run_id}-resume-{time.time_ns()}", "train", spec.name,
-                                      ["train", str(path), "--run-id", run_id], context.acting_user(request))
+            job = context.jobs.submit(run_id, "train", spec.name, ["train", str(path), "--run-id", run_id], context.acting_user(request))
         except Exception:
             if previous is None:
                 path.unlink()  # nothing was submitted: keep no spec for a run that does not exist
@@ -264,7 +263,7 @@ def build_router(context: Context) -> APIRouter:
         from cupola.training.runs import TrainingRuns
 
         ids = [run.run_id for run in TrainingRuns(settings).list(model)]
-        ids += [job.run_id for job in context.jobs.list("train", model) if job.run_id not in ids and "-resume-" not in job.run_id]
+        ids += [job.run_id for job in context.jobs.list("train", model) if job.run_id not in ids]
         return sorted((_run_view(context, run_id) for run_id in ids), key=lambda run: run["started_at"] or run["job"]["submitted_at"], reverse=True)
 
     @api.get("/training-runs/{run_id}", dependencies=read, tags=["training"])

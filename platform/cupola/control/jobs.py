@@ -15,8 +15,8 @@ from cupola.storage.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS submitted_jobs (
-    run_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
+    job_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     target TEXT NOT NULL,
     submitted_by TEXT NOT NULL,
@@ -66,11 +66,13 @@ class RayJobs:
         return self.settings.resolved_records_path().parent / "submitted_specs" / f"{run_id}.yaml"
 
     def submit(self, run_id: str, kind: str, target: str, arguments: list[str], submitted_by: str, trigger: str = "api") -> SubmittedJob:
+        """Submit one Ray job for the run; a run resumed later gets another job under the same run id."""
         env = {f"CUPOLA_{name.upper()}": value for name, value in self.settings.for_workers().items()}
         env["CUPOLA_USER"] = submitted_by
+        attempt = len(self.attempts(run_id)) + 1
         job_id = self.client.submit_job(
             entrypoint=" ".join(["python", "-m", "cupola", *arguments]),
-            submission_id=f"cupola-{run_id}",
+            submission_id=f"cupola-{run_id}" + (f"-attempt-{attempt}" if attempt > 1 else ""),
             runtime_env={"env_vars": env},
             metadata={"cupola_run_id": run_id, "cupola_kind": kind, "cupola_target": target, "submitted_by": submitted_by},
         )
@@ -81,14 +83,21 @@ class RayJobs:
         ))
         return job
 
+    def attempts(self, run_id: str) -> list[SubmittedJob]:
+        """Every job submitted for the run, newest first."""
+        rows = self.database.connection().execute(
+            "SELECT run_id, job_id, kind, target, submitted_by, submitted_at, trigger FROM submitted_jobs WHERE run_id = ? ORDER BY submitted_at DESC", (run_id,)
+        )
+        return [_decode(row) for row in rows]
+
     def find(self, run_id: str) -> SubmittedJob | None:
-        row = self.database.connection().execute(
-            "SELECT run_id, job_id, kind, target, submitted_by, submitted_at, trigger FROM submitted_jobs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        return _decode(row) if row else None
+        """The run's latest job (a resumed run's newest attempt)."""
+        attempts = self.attempts(run_id)
+        return attempts[0] if attempts else None
 
     def list(self, kind: str | None = None, target: str | None = None) -> list[SubmittedJob]:
-        query = "SELECT run_id, job_id, kind, target, submitted_by, submitted_at, trigger FROM submitted_jobs"
+        """Each run's latest job, newest first."""
+        query = "SELECT run_id, job_id, kind, target, submitted_by, MAX(submitted_at), trigger FROM submitted_jobs"
         clauses, values = [], []
         for column, value in (("kind", kind), ("target", target)):
             if value is not None:
@@ -96,7 +105,7 @@ class RayJobs:
                 values.append(value)
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
-        return [_decode(row) for row in self.database.connection().execute(query + " ORDER BY submitted_at DESC", values)]
+        return [_decode(row) for row in self.database.connection().execute(query + " GROUP BY run_id ORDER BY MAX(submitted_at) DESC", values)]
 
     def state(self, job_id: str) -> str:
         """The Ray job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), UNKNOWN if Ray forgot it."""

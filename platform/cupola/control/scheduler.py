@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS schedule_decisions (
 );
 """
 SCHEDULER_USER = "cupola-scheduler"
+RECENT_RUNS_CHECKED = 20  # a run older than the model's last 20 is not still going
 logger = logging.getLogger(__name__)
 
 
@@ -56,7 +57,7 @@ class Scheduler:
         for job in self.jobs.list(kind="train"):  # newest first
             if job.target in found or job.trigger == "schedule":
                 continue
-            path = self.jobs.spec_path(job.run_id.split("-resume-")[0])
+            path = self.jobs.spec_path(job.run_id)
             if not path.is_file():
                 continue
             spec = load_model_spec(path)
@@ -76,13 +77,14 @@ class Scheduler:
         return decisions
 
     def _decide(self, model: str, spec: ModelSpec, source_run: str, due: datetime, now: datetime) -> Decision:
-        active = [job for job in self.jobs.list(kind="train", target=model) if self.jobs.state(job.job_id) in ACTIVE_STATES]
+        recent = self.jobs.list(kind="train", target=model)[:RECENT_RUNS_CHECKED]
+        active = [job for job in recent if self.jobs.state(job.job_id) in ACTIVE_STATES]
         if active:
             return self._record(Decision(model, due, now, "skipped", None, f"run {active[0].run_id} is still {self.jobs.state(active[0].job_id).lower()}"))
         run_id = f"{model}-scheduled-{due:%Y%m%dT%H%M}"
         try:
             path = self.jobs.spec_path(run_id)
-            path.write_text(self.jobs.spec_path(source_run.split("-resume-")[0]).read_text())
+            path.write_text(self.jobs.spec_path(source_run).read_text())
             self.jobs.submit(run_id, "train", model, ["train", str(path), "--run-id", run_id], SCHEDULER_USER, trigger="schedule")
         except Exception as error:  # recorded, and the next due time tries again
             return self._record(Decision(model, due, now, "failed", run_id, f"submission failed: {error}"))
