@@ -27,8 +27,10 @@ from cupola.serving.predictor import Predictor, version_spec
 from cupola.storage.datalake import Datalake
 
 BATCH_ROWS = 65_536
-# Each predicting actor reserves half a CPU: with whole CPUs, one actor per CPU held every CPU and
-# the read and write tasks that feed them never got one (the job hung here on 2 cores).
+# Each predicting actor, and each read and write task, reserves half a CPU: with whole CPUs, one actor
+# per CPU held every CPU and the tasks that feed them never got one (the job hung here on 2 cores); and
+# with whole-CPU tasks beside half-CPU actors, two 1-CPU nodes each kept half a CPU free that no task fit
+# (seen on the local multi-node stack: "Pending Demands: {'CPU': 1.0}" with 1.0/2.0 CPU used).
 ACTOR_CPUS = 0.5
 
 
@@ -115,7 +117,7 @@ def predict_batch(
     read = [c for c in columns if c in set(keys) | set(needed)]  # read only what is predicted from or written back
     output_uri = _uri(datalake, output_path or f"predictions/{name}/{run_id}")
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    dataset = ray.data.read_parquet(input_uri, columns=read, override_num_blocks=4 * cpus).map_batches(
+    dataset = ray.data.read_parquet(input_uri, columns=read, override_num_blocks=4 * cpus, ray_remote_args={"num_cpus": ACTOR_CPUS}).map_batches(
         PredictBatches,
         fn_constructor_kwargs={"settings": settings.for_workers(), "name": name, "version": version.version, "run_id": run_id, "keep": keys},
         batch_format="pyarrow",
@@ -123,7 +125,7 @@ def predict_batch(
         concurrency=workers or cpus,
         num_cpus=ACTOR_CPUS,
     )
-    dataset.write_parquet(output_uri)
+    dataset.write_parquet(output_uri, ray_remote_args={"num_cpus": ACTOR_CPUS})
     rows = pds.dataset(output_uri, format="parquet").count_rows()
     return BatchResult(run_id, name, version.version, input_uri, output_uri, rows, time.perf_counter() - started)
 
