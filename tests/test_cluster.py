@@ -8,7 +8,6 @@ import copy
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import requests
 import yaml
 
 from cupola import Settings
-from tests.test_jobs import BIN, free_port, head_node, wait_for_dashboard  # noqa: F401  (head_node: a module-scoped `ray start --head`)
+from tests.test_jobs import BIN, free_port, head_node, ray_head  # noqa: F401  (head_node: a module-scoped `ray start --head`)
 from tests.test_serving import small_delivery_document, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,38 +105,18 @@ FAKE_PROVIDER_CONFIG = {
 
 @pytest.fixture
 def autoscaling_head(tmp_path: Path) -> Iterator[str]:
-    """A head with no CPU and an autoscaler that adds 1-CPU worker nodes (fake provider: real raylets here);
-    stopped by process group (never `ray stop`, which would stop every Ray on the machine)."""
-    port, dashboard = free_port(), free_port()
+    """A head with no CPU and an autoscaler that adds 1-CPU worker nodes (fake provider: real raylets here)."""
+    port = free_port()
     config = copy.deepcopy(FAKE_PROVIDER_CONFIG)
     config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
     config_file = tmp_path / "autoscaling.yaml"
     config_file.write_text(json.dumps(config))
     temp_dir = Path(tempfile.mkdtemp(prefix="cupola-as-"))  # short: Ray's socket paths must fit 107 bytes
-    command = [
-        str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", "--port", str(port),
-        "--num-cpus", "0", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--autoscaling-config", str(config_file),
-        "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()), "--temp-dir", str(temp_dir),
-    ]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
-    log = open(tmp_path / "ray-start.log", "w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{dashboard}"
     try:
-        wait_for_dashboard(url, process)
-        yield url
+        with ray_head(temp_dir, "--num-cpus", "0", "--autoscaling-config", str(config_file), port=port,
+                      env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}) as url:
+            yield url
     finally:
-        for stop in (signal.SIGINT, signal.SIGKILL):  # SIGKILL: fake worker nodes the autoscaler started live in this group too
-            try:
-                os.killpg(process.pid, stop)
-            except ProcessLookupError:
-                break
-            if stop == signal.SIGINT:
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    pass
-        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -17,25 +17,20 @@ import pandas as pd
 import pytest
 import requests
 import uvicorn
-from ray import serve
 
 from cupola import Settings
 from cupola.client import ApiError, Client
 from cupola.control.jobs import RayJobs
 from cupola.control.scheduler import Scheduler
 from cupola.control.server import check_bind_address, create_app
-from cupola.features import FeatureStore
 from cupola.monitoring.demo import client_rows
 from cupola.monitoring.store import MonitoringStore
 from cupola.monitoring.summary import monitor_summary
 from cupola.repository import create_repository
-from cupola.serving.app import build_app
 from cupola.serving.deployments import DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
-from cupola.specs.model import ModelSpec
-from cupola.training.trainer import train
 from tests.test_jobs import head_node  # noqa: F401  (a module-scoped fixture: a real `ray start --head`)
-from tests.test_serving import small_delivery_document, wait_until
+from tests.test_serving import serving, small_delivery_document, trained_versions, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "ui"
@@ -70,32 +65,24 @@ def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.T
         "records_path": folder / "records.db", "online_store_path": folder / "online.db", "monitoring_path": folder / "monitoring.db",
         "api_read_token": READ, "api_write_token": WRITE, "dashboard_url": f"http://127.0.0.1:{free_port()}",
     })
-    for seed in (1, 2):
-        train(ModelSpec.model_validate({**small_delivery_document(), "monitoring": MONITORING, "seed": seed}), settings)
-    FeatureStore(settings).materialize()
-    create_repository(settings).set_alias(NAME, "production", 1, "tester")
-    return settings
+    return trained_versions(settings, [{**small_delivery_document(), "monitoring": MONITORING, "seed": seed} for seed in (1, 2)])
 
 
 @pytest.fixture(scope="module")
 def endpoint(lake: Settings) -> Iterator[str]:
     """The prediction endpoint, deployed at 100% sampling, with live metrics computed from 80 answered and labelled rows."""
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(lake.for_workers()), name="cupola", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
-    revision = Deployments.from_settings(lake).put(DeploymentConfig(model=NAME, sample_percent=100.0), "deploy", "tester").revision
-    wait_until(lambda: requests.get(f"{url}/v1/models/{NAME}", timeout=30).json().get("revision") == revision)
-    frame = pd.read_parquet(create_repository(lake).get(NAME, 1).data["training_set"].removeprefix("file://")).sample(80, random_state=3)
-    answer = requests.post(f"{url}/v1/models/{NAME}:predict", json={"rows": client_rows(frame)}, timeout=60)
-    assert answer.status_code == 200, answer.text
-    store = MonitoringStore.from_settings(lake)
-    wait_until(lambda: store.database.connection().execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0] >= 80)  # type: ignore[attr-defined]
-    outcomes = [{"keys": {"order_id": int(o)}, "label": float(y)} for o, y in zip(frame["order_id"], frame["delivery_minutes"], strict=True)]
-    assert requests.post(f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, timeout=60).status_code == 200
-    assert monitor_summary(lake, NAME).latest  # computed and kept in the history the UI draws
-    yield url
-    serve.shutdown()
+    with serving(lake.for_workers()) as url:
+        revision = Deployments.from_settings(lake).put(DeploymentConfig(model=NAME, sample_percent=100.0), "deploy", "tester").revision
+        wait_until(lambda: requests.get(f"{url}/v1/models/{NAME}", timeout=30).json().get("revision") == revision)
+        frame = pd.read_parquet(create_repository(lake).get(NAME, 1).data["training_set"].removeprefix("file://")).sample(80, random_state=3)
+        answer = requests.post(f"{url}/v1/models/{NAME}:predict", json={"rows": client_rows(frame)}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        store = MonitoringStore.from_settings(lake)
+        wait_until(lambda: store.database.connection().execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0] >= 80)  # type: ignore[attr-defined]
+        outcomes = [{"keys": {"order_id": int(o)}, "label": float(y)} for o, y in zip(frame["order_id"], frame["delivery_minutes"], strict=True)]
+        assert requests.post(f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, timeout=60).status_code == 200
+        assert monitor_summary(lake, NAME).latest  # computed and kept in the history the UI draws
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -46,32 +47,45 @@ def wait_for_dashboard(url: str, process: subprocess.Popen, timeout: float = 120
     raise TimeoutError(f"Ray dashboard at {url} did not answer within {timeout}s")
 
 
-@pytest.fixture(scope="module")
-def head_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A head node on loopback, blocking in its own process group, stopped by PID (never `ray stop`)."""
+@contextmanager
+def ray_head(temp_dir: Path, *options: str, port: int | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`ray start --head --block` on loopback in its own process group, until its dashboard answers; yields the
+    dashboard URL. Stopped by SIGINT to the group (the node shuts down within seconds), then SIGKILL to whatever
+    the group still holds (e.g. worker nodes an autoscaler started) — never `ray stop`, which would stop every
+    Ray on the machine."""
     dashboard = free_port()
-    temp_dir = tmp_path_factory.mktemp("rayhead")
     command = [
         str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-        "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
+        "--node-ip-address", "127.0.0.1", "--port", str(port or free_port()),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
         "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
-        "--metrics-export-port", str(free_port()), "--num-cpus", "2", "--temp-dir", str(temp_dir),
+        "--metrics-export-port", str(free_port()), "--temp-dir", str(temp_dir), *options,
     ]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    log = open(temp_dir / "ray-start.log", "w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{dashboard}"
-    try:
-        wait_for_dashboard(url, process)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGINT)  # `ray start --block` shuts its node down on SIGINT within seconds
+    environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    with open(temp_dir / "ray-start.log", "w") as log:
+        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{dashboard}"
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+            wait_for_dashboard(url, process)
+            yield url
+        finally:
+            for stop in (signal.SIGINT, signal.SIGKILL):
+                try:
+                    os.killpg(process.pid, stop)
+                except ProcessLookupError:
+                    break
+                if stop == signal.SIGINT:
+                    try:
+                        process.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        pass
+
+
+@pytest.fixture(scope="module")
+def head_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A head node with 2 CPUs on loopback (see `ray_head`)."""
+    with ray_head(tmp_path_factory.mktemp("rayhead"), "--num-cpus", "2") as url:
+        yield url
 
 
 def submit(url: str, data_root: Path, *entrypoint: str) -> subprocess.CompletedProcess:

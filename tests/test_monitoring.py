@@ -19,22 +19,18 @@ import pytest
 import ray
 import requests
 import yaml
-from ray import serve
 
 from cupola import Settings
 from cupola.evaluation import metrics
-from cupola.features import FeatureStore
 from cupola.monitoring.actor import NAMESPACE, actor_name
 from cupola.monitoring.demo import client_rows
 from cupola.monitoring.live import ALL_UNITS, LiveMetrics
 from cupola.monitoring.store import SqliteMonitoringStore
 from cupola.repository import create_repository
-from cupola.serving.app import build_app
 from cupola.serving.deployments import DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
 from cupola.specs.model import ModelSpec
-from cupola.training.trainer import train
-from tests.test_serving import small_delivery_document, wait_until
+from tests.test_serving import serving, small_delivery_document, trained_versions, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "platform/cupola/examples/models/delivery_minutes.yaml"
@@ -56,19 +52,13 @@ def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.T
     settings = example_lake[0].model_copy(update={
         "records_path": folder / "records.db", "online_store_path": folder / "online.db", "monitoring_path": folder / "monitoring.db", "monitoring_interval_s": 1.0,
     })
-    train(ModelSpec.model_validate({**small_delivery_document(), "monitoring": MONITORING}), settings)
-    FeatureStore(settings).materialize()
-    create_repository(settings).set_alias(NAME, "production", 1, "tester")
-    return settings
+    return trained_versions(settings, [{**small_delivery_document(), "monitoring": MONITORING}])
 
 
 @pytest.fixture(scope="module")
 def endpoint(lake: Settings) -> Iterator[str]:
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(lake.for_workers()), name="cupola", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    with serving(lake.for_workers()) as url:
+        yield url
     ray.kill(ray.get_actor(actor_name(NAME, lake.for_workers()), namespace=NAMESPACE), no_restart=True)
 
 

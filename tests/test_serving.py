@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -51,6 +52,27 @@ def small_delivery_document() -> dict:
     return document
 
 
+def trained_versions(settings: Settings, documents: list[dict]) -> Settings:
+    """One delivery-model version per document (v1 first), the features materialized, production → v1."""
+    for document in documents:
+        train(ModelSpec.model_validate(document), settings)
+    FeatureStore(settings).materialize()
+    create_repository(settings).set_alias(NAME, "production", 1, "tester")
+    return settings
+
+
+@contextmanager
+def serving(args: dict) -> Iterator[str]:
+    """The prediction app on a fresh Serve instance on a free loopback port; yields its URL."""
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(args), name="cupola", route_prefix="/")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
 @pytest.fixture(scope="module")
 def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Three versions of the delivery model (v3's artifact later broken on purpose), features materialized."""
@@ -58,20 +80,13 @@ def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.T
     settings = example_lake[0].model_copy(update={"records_path": folder / "records.db", "online_store_path": folder / "online.db"})
     document = small_delivery_document()
     document["partition"]["min_rows"] = 450
-    for seed in (1, 2, 3):
-        train(ModelSpec.model_validate({**document, "seed": seed}), settings)
-    FeatureStore(settings).materialize()
-    create_repository(settings).set_alias(NAME, "production", 1, "tester")
-    return settings
+    return trained_versions(settings, [{**document, "seed": seed} for seed in (1, 2, 3)])
 
 
 @pytest.fixture(scope="module")
 def endpoint(lake: Settings) -> Iterator[str]:
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({**lake.for_workers(), "num_replicas": 2}), name="cupola", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    with serving({**lake.for_workers(), "num_replicas": 2}) as url:
+        yield url
 
 
 @pytest.fixture

@@ -145,8 +145,6 @@ def ui(
     run_server(settings, host, port)
 
 
-
-
 storage_app = typer.Typer(help="The record and online-store backend.", no_args_is_help=True)
 app.add_typer(storage_app, name="storage")
 

@@ -97,6 +97,13 @@ class Context:
             self._jobs = RayJobs(self.settings)
         return self._jobs
 
+    def model_versions(self, name: str) -> list[Any]:
+        """Every version of the model, oldest first; KeyError (a 404) for a model with none."""
+        versions = self.repository.versions(name)
+        if not versions:
+            raise KeyError(f"no model '{name}' in the repository")
+        return versions
+
     def feature_store(self) -> Any:
         from cupola.features import FeatureStore
 
@@ -305,9 +312,7 @@ def build_router(context: Context) -> APIRouter:
     @api.get("/models/{name}", dependencies=read, tags=["models"])
     def get_model(name: ModelName) -> dict[str, Any]:
         repository = context.repository
-        versions = repository.versions(name)
-        if not versions:
-            raise KeyError(f"no model '{name}' in the repository")
+        versions = context.model_versions(name)
         aliases = repository.aliases(name)
         return {
             "name": name,
@@ -411,7 +416,7 @@ def build_router(context: Context) -> APIRouter:
         """The latest live metrics per version, window and unit, and the thresholds they breach."""
         from cupola.monitoring.summary import monitor_summary
 
-        context.repository.versions(name) or _no_model(name)
+        context.model_versions(name)
         summary = monitor_summary(settings, name, refresh=False)
         return {
             "model": name,
@@ -424,15 +429,11 @@ def build_router(context: Context) -> APIRouter:
     def live_history(name: ModelName, since_s: float = Query(default=86_400.0, gt=0, le=30 * 86_400)) -> list[dict[str, Any]]:
         from cupola.monitoring.store import MonitoringStore
 
-        context.repository.versions(name) or _no_model(name)
+        context.model_versions(name)
         history = MonitoringStore.from_settings(settings).history(name, since=time.time() - since_s)
         return history.to_dict(orient="records")
 
     return api
-
-
-def _no_model(name: str) -> list:
-    raise KeyError(f"no model '{name}' in the repository")
 
 
 def metric_view(metric: Any) -> dict[str, Any]:

@@ -152,8 +152,7 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
         from cupola.monitoring.store import MonitoringStore
         from cupola.monitoring.summary import breaches
 
-        if not context.repository.versions(name):
-            raise KeyError(f"no model '{name}' in the repository")
+        context.model_versions(name)
         store = MonitoringStore.from_settings(settings)
         live = LiveMetrics(store, context.repository)
         latest = store.latest_live(name)
