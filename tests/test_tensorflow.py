@@ -70,3 +70,23 @@ def test_keras_models_train_per_partition_and_reload_identically(example_lake: t
         single = predictor.predict_records([row])
         assert single.values[0] == batch.values[index] and single.units[0] == batch.units[index]
     assert predictor.labels(batch.values) is not None  # binary: decisions at the validation-chosen threshold
+
+
+def test_large_keras_units_are_fitted_data_parallel_with_ray_train(example_lake: tuple[Settings, pd.DataFrame], tmp_path: Path) -> None:
+    settings = example_lake[0].model_copy(update={"records_path": tmp_path / "records.db"})
+    spec = late_delivery_spec()
+    document = spec.model_dump(mode="json")
+    document["algorithm"] = {**document["algorithm"], "search_space": {}, "params": {"epochs": 8, "batch_size": 128, "patience": 2, "hidden_units": [16]},
+                             "distributed_above_rows": 2000, "distributed_workers": 2}
+    spec = ModelSpec.model_validate(document)
+    version = train(spec, settings).version
+    units = version.summary["units"]
+    assert version.metrics[f"unit:{units[0]}"]["trained_with"] == "ray-train tensorflow, 2 workers"  # the fallback: every row
+    assert all(version.metrics[f"unit:{u}"]["trained_with"] == "in-process" for u in units[1:])
+    assert version.metrics[f"unit:{units[0]}"]["iterations"] >= 1
+
+    models = load_models(version, ArtifactStore(FeatureStore(settings).datalake))
+    data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
+    evaluation = evaluate(spec, data, models)
+    assert evaluation.metrics["overall"] == version.metrics["overall"]  # the registered model is the one evaluated
+    assert evaluation.comparison["overall"]["fallback_only"]["auc"] > 0.6  # every test row scored by the data-parallel network

@@ -52,15 +52,9 @@ class AlgorithmSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="fixed parameters, e.g. num_boost_round")
     search_space: dict[str, Distribution] = Field(default_factory=dict)
     distributed_above_rows: int | None = Field(
-        default=None, ge=1, description="units with more training rows get their final fit data-parallel with Ray Train (xgboost)"
+        default=None, ge=1, description="units with more training rows get their final fit data-parallel with Ray Train (XGBoostTrainer or TensorflowTrainer)"
     )
     distributed_workers: int = Field(default=2, ge=1, le=1024)
-
-    @model_validator(mode="after")
-    def _distributed_supported(self) -> "AlgorithmSpec":
-        if self.distributed_above_rows is not None and self.name != "xgboost":
-            raise ValueError(f"distributed_above_rows is supported for xgboost only, not {self.name}: remove it")
-        return self
 
 
 class SearchSpec(_Strict):

@@ -31,6 +31,9 @@ class Algorithm(Protocol):
     def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
         """Train on `train`, stop early on `valid`, and return the model with its validation score."""
 
+    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str) -> FitResult:
+        """The same fit, data-parallel over `workers` Ray Train workers (checkpoints under `storage_path`)."""
+
     def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
         """Predictions (probabilities for binary tasks) for a float32 feature matrix."""
 
@@ -169,30 +172,47 @@ class TensorFlowAlgorithm:
         keras = tf.keras
         keras.utils.set_random_seed(seed)
         settings = {**self.DEFAULTS, **params}
-        hidden = settings["hidden_units"]
-        hidden = [int(hidden)] if isinstance(hidden, int | float) else [int(units) for units in hidden]
-        means = np.nanmean(train[0], axis=0)
-        means = np.where(np.isnan(means), 0.0, means).astype("float32")
-        features = np.where(np.isnan(train[0]), means, train[0])
-
-        normalization = keras.layers.Normalization(name="normalization")
-        normalization.adapt(features)
-        inputs = keras.Input(shape=(train[0].shape[1],), name="features")
-        layer = normalization(inputs)
-        for index, units in enumerate(hidden):
-            layer = keras.layers.Dense(units, activation="relu", name=f"dense_{index}")(layer)
-            if settings["dropout"] > 0:
-                layer = keras.layers.Dropout(float(settings["dropout"]), name=f"dropout_{index}")(layer)
-        output = keras.layers.Dense(1, activation="sigmoid" if task == "binary" else None, name="prediction")(layer)
-        model = keras.Model(inputs, output)
-        model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss="binary_crossentropy" if task == "binary" else "mse")
+        means, variances = _input_statistics(train[0])
+        model = _network(keras, settings, task, means, variances)
+        model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss=_loss_name(task))
         stopper = keras.callbacks.EarlyStopping(patience=int(settings["patience"]), restore_best_weights=True)
         history = model.fit(
-            features, train[1], validation_data=(np.where(np.isnan(valid[0]), means, valid[0]), valid[1]),
+            _filled(train[0], means), train[1], validation_data=(_filled(valid[0], means), valid[1]),
             epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]), verbose=0, shuffle=True, callbacks=[stopper],
         )
         score = SCORERS[metric](valid[1], self.predict(model, valid[0]))
         return FitResult(model, score, len(history.history["loss"]))
+
+    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str) -> FitResult:
+        """The same network trained data-parallel: Ray Train's TensorflowTrainer, each worker holding one shard
+        of the rows, gradients averaged by MultiWorkerMirroredStrategy's all-reduce after every step.
+
+        Keras 3's `model.fit` refuses MultiWorkerMirroredStrategy's per-replica batches (keras-team/keras#20585),
+        so the workers run a small training loop of their own with the same loss, optimizer, epochs and early
+        stopping. Normalization statistics come from all rows, computed here, so every worker builds the same
+        network."""
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.tensorflow import TensorflowTrainer
+
+        settings = {**self.DEFAULTS, **params}
+        means, variances = _input_statistics(train[0])
+        filled = _filled(train[0], means)
+        rows = len(filled) // workers  # equal shards: every worker must take the same number of steps
+        shards = [ray.put((filled[rank::workers][:rows], train[1][rank::workers][:rows].astype("float32"))) for rank in range(workers)]
+        trainer = TensorflowTrainer(
+            _tensorflow_loop,
+            train_loop_config={
+                "shards": shards, "valid": ray.put((_filled(valid[0], means), valid[1].astype("float32"))),
+                "settings": settings, "task": task, "seed": seed, "means": means, "variances": variances,
+            },
+            scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(storage_path=storage_path, name=f"tensorflow-{uuid.uuid4().hex[:8]}"),
+        )
+        result = trainer.fit()
+        with result.checkpoint.as_directory() as folder:
+            model = self.deserialize((Path(folder) / "model.keras").read_bytes())
+        return FitResult(model, SCORERS[metric](valid[1], self.predict(model, valid[0])), int(result.metrics["epochs"]))
 
     def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
         """The network's forward pass in numpy, row by row independent of the batch.
@@ -218,6 +238,94 @@ class TensorFlowAlgorithm:
             path = Path(folder) / "model.keras"
             path.write_bytes(data)
             return keras.models.load_model(path, safe_mode=True)
+
+
+def _input_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-input means (missing values are replaced by them) and variances of the filled inputs, in float32."""
+    means = np.nanmean(features, axis=0) if len(features) else np.zeros(features.shape[1])
+    means = np.where(np.isnan(means), 0.0, means).astype("float32")
+    return means, _filled(features, means).var(axis=0).astype("float32")
+
+
+def _filled(features: np.ndarray, means: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(features), means, features).astype("float32")
+
+
+def _loss_name(task: str) -> str:
+    return "binary_crossentropy" if task == "binary" else "mse"
+
+
+def _network(keras: Any, settings: dict[str, Any], task: str, means: np.ndarray, variances: np.ndarray) -> Any:
+    """Normalization (statistics fixed from the training rows), dense layers, one output."""
+    hidden = settings["hidden_units"]
+    hidden = [int(hidden)] if isinstance(hidden, int | float) else [int(units) for units in hidden]
+    inputs = keras.Input(shape=(len(means),), name="features")
+    layer = keras.layers.Normalization(mean=means.tolist(), variance=variances.tolist(), name="normalization")(inputs)
+    for index, units in enumerate(hidden):
+        layer = keras.layers.Dense(units, activation="relu", name=f"dense_{index}")(layer)
+        if settings["dropout"] > 0:
+            layer = keras.layers.Dropout(float(settings["dropout"]), name=f"dropout_{index}")(layer)
+    output = keras.layers.Dense(1, activation="sigmoid" if task == "binary" else None, name="prediction")(layer)
+    return keras.Model(inputs, output)
+
+
+def _tensorflow_loop(config: dict[str, Any]) -> None:
+    """One Ray Train worker: its shard, the shared validation rows, MultiWorkerMirroredStrategy for the gradients.
+
+    Every worker sees the same validation loss (the weights are mirrored), so all stop early at the
+    same epoch; rank 0 saves the best weights' model as the checkpoint."""
+    import os
+
+    os.environ.pop("TF_USE_LEGACY_KERAS", None)  # Ray's backend asks for tf-keras (Keras 2); cupola's models are Keras 3
+    import ray
+    import ray.train
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # one CPU per worker; collectives keep their inter-op threads
+    tf.config.experimental.enable_op_determinism()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    keras = tf.keras
+    settings, task = config["settings"], config["task"]
+    keras.utils.set_random_seed(config["seed"])
+    features, label = ray.get(config["shards"][ray.train.get_context().get_world_rank()])
+    valid_features, valid_label = ray.get(config["valid"])
+    batches = tf.data.Dataset.from_tensor_slices((features, label.reshape(-1, 1))).shuffle(len(label), seed=config["seed"]).batch(int(settings["batch_size"]))
+    with strategy.scope():
+        model = _network(keras, settings, task, config["means"], config["variances"])
+        optimizer = keras.optimizers.Adam(float(settings["learning_rate"]))
+    loss = keras.losses.get(_loss_name(task))
+
+    @tf.function
+    def step(batch_features: Any, batch_label: Any) -> None:
+        def on_replica(batch_features: Any, batch_label: Any) -> None:
+            with tf.GradientTape() as tape:
+                per_row = loss(batch_label, model(batch_features, training=True))
+                mean_loss = tf.nn.compute_average_loss(per_row)  # divided by the global batch: the all-reduce sums
+            gradients = tape.gradient(mean_loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+        strategy.run(on_replica, args=(batch_features, batch_label))
+
+    best_loss, best_weights, since_best, epochs = np.inf, model.get_weights(), 0, 0
+    for _ in range(int(settings["epochs"])):
+        for batch_features, batch_label in batches:
+            step(batch_features, batch_label)
+        epochs += 1
+        valid_loss = float(np.mean(loss(valid_label.reshape(-1, 1), model(valid_features, training=False))))
+        if valid_loss < best_loss:
+            best_loss, best_weights, since_best = valid_loss, model.get_weights(), 0
+        else:
+            since_best += 1
+            if since_best >= int(settings["patience"]):
+                break
+    model.set_weights(best_weights)
+    metrics = {"epochs": epochs, "valid_loss": best_loss}
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(Path(folder) / "model.keras")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 _MLP_WEIGHTS: "weakref.WeakKeyDictionary[Any, list[tuple[str, list[np.ndarray]]]]" = weakref.WeakKeyDictionary()

@@ -60,7 +60,7 @@ def _is_large(spec: ModelSpec, data: PreparedData, unit: str) -> bool:
 
 def _trained_with(spec: ModelSpec, data: PreparedData, unit: str) -> str:
     if _is_large(spec, data, unit):
-        return f"ray-train xgboost, {spec.algorithm.distributed_workers} workers"
+        return f"ray-train {spec.algorithm.name}, {spec.algorithm.distributed_workers} workers"
     return "in-process"
 
 
@@ -74,7 +74,7 @@ def _refit(spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any
     for unit in data.units:
         if unit in results:
             continue
-        result = algorithm.fit_distributed(  # type: ignore[attr-defined]  (validated: xgboost only)
+        result = algorithm.fit_distributed(
             {**spec.algorithm.params, **configs[unit]}, spec.task, spec.optimize, spec.seed,
             *data.unit_split(unit), spec.algorithm.distributed_workers, storage_path,
         )
