@@ -24,7 +24,7 @@ from cupola.features import FeatureStore
 from cupola.repository import create_repository
 from cupola.routing import FALLBACK
 from cupola.serving.app import build_app
-from cupola.serving.batch import predict_batch
+from cupola.serving.batch import default_workers, predict_batch
 from cupola.serving.deployments import Canary, DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
 from cupola.specs.model import ModelSpec
@@ -150,6 +150,14 @@ def test_batch_online_and_embedded_give_identical_predictions_and_route_partitio
     assert expected[0] == FALLBACK and any(city != FALLBACK for city in expected)
     assert set(batch["model_version"]) == {1} and set(batch["prediction_run_id"]) == {result.run_id}
     assert body["request_id"] and answer.headers["x-request-id"] == body["request_id"]
+
+
+def test_default_batch_workers_leave_a_whole_cpu_for_file_listing() -> None:
+    assert default_workers([2.0]) == 2  # one node: 2 half-CPU actors, one CPU free
+    assert default_workers([0.0, 4.0, 4.0]) == 8  # a CPU-less head is not counted
+    assert default_workers([0.0, 1.0, 1.0]) == 1  # the local stack: one 1-CPU worker keeps its whole CPU
+    assert default_workers([1.0, 1.0, 1.0, 1.0]) == 3
+    assert default_workers([1.0]) == 1 and default_workers([0.0]) == 1
 
 
 def test_online_features_are_looked_up_for_entity_keys(lake: Settings, endpoint: str, deployments: Deployments) -> None:

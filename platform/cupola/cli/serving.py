@@ -137,7 +137,7 @@ def batch(
     version: Annotated[str, typer.Option(help="version number, alias or 'latest'")] = "production",
     output: Annotated[Optional[str], typer.Option(help="where to write (default predictions/NAME/RUN under the data root)")] = None,
     features_from_offline_store: Annotated[bool, typer.Option(help="the input has entity keys and event times: join store features point-in-time first")] = False,
-    workers: Annotated[Optional[int], typer.Option(help="Ray Data actors (default: one per CPU)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray Data actors (default: one per CPU; on nodes under 2 CPUs, one fewer than the nodes)")] = None,
     keep: Annotated[Optional[list[str]], typer.Option(help="input columns to write beside the predictions (repeat; default: all but joined store features)")] = None,
 ) -> None:
     """Predict a Parquet dataset with Ray Data (model loaded once per worker) and write predictions to the datalake."""

@@ -117,17 +117,33 @@ def predict_batch(
     read = [c for c in columns if c in set(keys) | set(needed)]  # read only what is predicted from or written back
     output_uri = _uri(datalake, output_path or f"predictions/{name}/{run_id}")
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    node_cpus = [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
     dataset = ray.data.read_parquet(input_uri, columns=read, override_num_blocks=4 * cpus, ray_remote_args={"num_cpus": ACTOR_CPUS}).map_batches(
         PredictBatches,
         fn_constructor_kwargs={"settings": settings.for_workers(), "name": name, "version": version.version, "run_id": run_id, "keep": keys},
         batch_format="pyarrow",
         batch_size=BATCH_ROWS,
-        concurrency=workers or cpus,
+        concurrency=workers or default_workers(node_cpus),
         num_cpus=ACTOR_CPUS,
     )
     dataset.write_parquet(output_uri, ray_remote_args={"num_cpus": ACTOR_CPUS})
     rows = pds.dataset(output_uri, format="parquet").count_rows()
     return BatchResult(run_id, name, version.version, input_uri, output_uri, rows, time.perf_counter() - started)
+
+
+def default_workers(node_cpus: list[float]) -> int:
+    """Predicting actors when the caller does not say: one per CPU (each reserves ACTOR_CPUS, so every
+    node with 2 or more CPUs keeps a whole one free), except on a cluster of nodes under 2 CPUs.
+
+    Ray Data's file-listing task asks a whole CPU and offers no way to ask less (Ray 2.60). Actors
+    spread over 1-CPU nodes leave half a CPU on each and a whole one nowhere: the job hung so on the
+    local two-node stack. There, one node is left without an actor."""
+    nodes = [cpus for cpus in node_cpus if cpus > 0]
+    if not nodes:
+        return 1
+    if max(nodes) >= 2:
+        return max(1, int(sum(nodes)))
+    return max(1, len(nodes) - 1)
 
 
 def _uri(datalake: Datalake, path: str) -> str:
