@@ -28,6 +28,9 @@ def route(units: list[str], partitions: np.ndarray) -> np.ndarray:
 
 def predict_routed(algorithm: Any, models: dict[str, Any], features: np.ndarray, partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predict every row with the model serving its partition; returns (predictions, serving unit per row)."""
+    if len(partitions) == 1:  # an online request's usual single row: no sort, no masks (~0.1 ms of a ~1 ms predict)
+        unit = partitions[0] if partitions[0] in models and partitions[0] != FALLBACK else FALLBACK
+        return np.asarray(algorithm.predict(models[unit], features), dtype="float64"), np.array([unit], dtype=object)
     served, inverse = _serving_units(list(models), partitions)
     predictions = np.empty(len(features), dtype="float64")
     unit_names = sorted(set(served))
