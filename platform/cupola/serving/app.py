@@ -20,13 +20,16 @@ and Serve's ingress moves the methods out of this module's namespace.)
 
 
 import asyncio
+import json
 import logging
 import os
 import random
+import re
 import time
 import uuid
-from datetime import datetime
 from collections import OrderedDict, deque
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -34,7 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
 from cupola.config import Settings
@@ -91,33 +94,108 @@ class Problem(Exception):
 api = FastAPI(title="cupola prediction API", version="1", description="Predictions from models in the cupola repository.")
 
 
-def _request_id(request: Request) -> str:
+def _request_id(header: str | None) -> str:
+    """The client's x-request-id, else Serve's id for this request (the one in Serve's log lines)."""
     try:
         from ray.serve.context import _get_serve_request_context
 
         serve_id = _get_serve_request_context().request_id
     except Exception:  # outside a Serve request (unit use of the ASGI app)
         serve_id = ""
-    return request.headers.get("x-request-id") or serve_id or uuid.uuid4().hex
+    return header or serve_id or uuid.uuid4().hex
 
 
-@api.exception_handler(Problem)
-async def _problem(request: Request, problem: Problem) -> JSONResponse:
-    request_id = _request_id(request)
-    if request.url.path.endswith(":predict"):
-        count_refusal(request.path_params.get("name"), problem.status)
+def _refusal(problem: Problem, request_id: str, predicting: str | None = None) -> dict[str, Any]:
+    """The JSON body of a 4xx, logged with the request id; counted as a refused prediction of `predicting`."""
+    if predicting is not None:
+        count_refusal(predicting, problem.status)
     logger.info("request %s refused %d: %s", request_id, problem.status, problem.message)
-    return JSONResponse({"error": problem.message, "field": problem.field, "request_id": request_id}, problem.status)
+    return {"error": problem.message, "field": problem.field, "request_id": request_id}
 
 
-@api.exception_handler(RequestValidationError)
-async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-    first = error.errors()[0] if error.errors() else {}
+def _invalid_body(errors: Sequence[Any]) -> Problem:
+    """A body that is not JSON (400), too many rows (413) or the wrong shape (422), naming the field."""
+    first = errors[0] if errors else {}
     location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
     malformed = first.get("type") == "json_invalid"
     message = "the body is not valid JSON: send an object like {\"row\": {...}}" if malformed else f"{location}: {first.get('msg', 'invalid')}"
     status = 400 if malformed else (413 if first.get("type") == "too_long" else 422)
-    return await _problem(request, Problem(status, message, "body" if malformed else location))
+    return Problem(status, message, "body" if malformed else location)
+
+
+@api.exception_handler(Problem)
+async def _problem(request: Request, problem: Problem) -> JSONResponse:
+    predicting = request.path_params.get("name") if request.url.path.endswith(":predict") else None
+    return JSONResponse(_refusal(problem, _request_id(request.headers.get("x-request-id")), predicting), problem.status)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    return await _problem(request, _invalid_body(error.errors()))
+
+
+PREDICT_PATH = re.compile(r"^/v1/models/(?P<name>[^/]+):predict$")  # what FastAPI's `{name}` matches
+
+
+class PredictFastPath:
+    """ASGI middleware that answers `POST /v1/models/{name}:predict` ahead of FastAPI's router, dependency
+    solving and exception middleware; every other request goes on to FastAPI.
+
+    Measured here, in one run: a FastAPI route doing nothing but the bare deployment's `inplace_predict`
+    answered at p50 4.0–4.1 ms against 2.7–3.3 ms for a bare Serve deployment, and the same route behind this
+    kind of middleware at 2.6–2.8 ms: FastAPI's machinery cost as much as the prediction. The body is
+    validated by the same pydantic model, errors get the same 4xx bodies, and the route above still
+    documents the operation in the OpenAPI spec."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        match = PREDICT_PATH.match(path[len(root):] if root and path.startswith(root) else path) if scope["type"] == "http" else None
+        replica = _serving_replica() if match is not None and scope["method"] == "POST" else None
+        if replica is None:
+            await self.app(scope, receive, send)
+            return
+        name = match["name"]
+        headers = dict(scope["headers"])
+        request_id = _request_id(headers.get(b"x-request-id", b"").decode("latin-1") or None)
+        status = 200
+        try:
+            payload = await replica.answer(name, PredictRequest.model_validate_json(await _body(receive)), request_id)
+        except ValidationError as error:
+            problem = _invalid_body(error.errors())
+            status, payload = problem.status, _refusal(problem, request_id, name)
+        except Problem as problem:
+            status, payload = problem.status, _refusal(problem, request_id, name)
+        content = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()  # as JSONResponse renders
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _serving_replica() -> Any:
+    """The ModelServer instance of this Serve replica (what Serve's class-based routes get as `self`); None outside Serve."""
+    try:
+        return serve.get_replica_context().servable_object
+    except Exception:  # not inside a Serve replica
+        return None
+
+
+async def _body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+api.add_middleware(PredictFastPath)  # before `@serve.ingress(api)` below, which takes the app as it is then
 
 
 class CanaryWatch:
@@ -306,12 +384,17 @@ class ModelServer:
             key = request_key(outcome.request_id, outcome.row) if outcome.request_id is not None else event_key(outcome.keys or {})
             entries.append((key, float(outcome.label), outcome.observed_at.timestamp() if outcome.observed_at else None))
         receipt = await asyncio.get_running_loop().run_in_executor(None, self.monitoring.record_outcomes, body.model, entries, "api", time.time())
-        return {"request_id": _request_id(request), "stored": receipt.stored, "replaced": receipt.replaced, "matched": receipt.matched, "pending": receipt.pending}
+        return {"request_id": _request_id(request.headers.get("x-request-id")), "stored": receipt.stored, "replaced": receipt.replaced, "matched": receipt.matched, "pending": receipt.pending}
 
     @api.post("/v1/models/{name}:predict")
     async def predict(self, name: str, body: PredictRequest, request: Request) -> JSONResponse:
+        """Declared here for the OpenAPI spec and its validation; in a running app `PredictFastPath` answers
+        these requests first, with the same `answer`."""
+        return JSONResponse(await self.answer(name, body, _request_id(request.headers.get("x-request-id"))))
+
+    async def answer(self, name: str, body: PredictRequest, request_id: str) -> dict[str, Any]:
+        """The prediction answer for one request; raises Problem for a 4xx."""
         started = time.perf_counter()
-        request_id = _request_id(request)
         rows = body.rows if body.rows is not None else ([body.row] if body.row is not None else None)
         if rows is None or (body.rows is not None and body.row is not None):
             raise Problem(422, "send exactly one of `row` (an object) or `rows` (a list of objects)", "rows")
@@ -333,9 +416,9 @@ class ModelServer:
         logger.debug("request %s: %s v%d (%s) predicted %d row(s)", request_id, name, version, role, len(rows))
         percent = config.sample_percent if config.sample_percent is not None else self.settings.sample_percent
         self.sampler.sample(name, version, request_id, rows, predictions, percent, predictor.spec.monitoring.outcome_keys)
-        answer = JSONResponse(_response(predictor, version, role, predictions, request_id))
+        response = _response(predictor, version, role, predictions, request_id)
         count_answer(name, version, role, len(rows), time.perf_counter() - started)
-        return answer
+        return response
 
     def _run(self, predictor: Predictor, rows: list[dict[str, Any]]) -> Predictions:
         try:
