@@ -5,7 +5,9 @@ embedded (SQLite) online store, the delivery-time model trained and deployed. Ra
 its HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY=1`), the configuration the latency goals assume.
 Clients run in a separate process, one keep-alive connection per client thread; warm-up
 requests are excluded, and measuring starts once the model's monitoring actor runs (the
-deployment samples CUPOLA_SAMPLE_PERCENT, 10%, of predictions, as in production). Three cases at concurrency 1 and 16:
+deployment samples CUPOLA_SAMPLE_PERCENT, 10%, of predictions, as in production). Three cases at concurrency 1 and 16,
+measured in alternating rounds, each figure the median over rounds (run once each in a fixed order,
+the first case came out slower than the second, which does more work):
 
   no_features        a row that carries every feature (no online-store lookup)
   embedded_features  a row with entity keys only: features looked up in the SQLite online store
@@ -123,7 +125,8 @@ def setup(root: Path, **settings_overrides: object) -> tuple[object, dict, dict,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=2000, help="measured requests per case and concurrency, split over the rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds in which the three cases alternate; figures are medians over rounds")
     parser.add_argument("--backend", choices=["sqlite", "cassandra"], default="sqlite",
                         help="cassandra: records, online store and prediction log on the local node (cluster/cassandra/start)")
     args = parser.parse_args()
@@ -147,11 +150,15 @@ def main() -> None:
         serve.run(BareBooster.bind(bytes(booster.save_raw(raw_format="ubj"))), name="bare", route_prefix="/bare")
         path = "/v1/models/delivery_minutes:predict"
         start_monitoring(port, path, full_body, settings)
+        cases = {"no_features": (path, full_body), "embedded_features": (path, keys_body), "bare_serve": ("/bare", {"features": vector})}
         results: dict[str, dict] = {}
         for concurrency in (1, 16):
-            results[f"no_features_c{concurrency}"] = measure(port, path, full_body, args.requests, concurrency)
-            results[f"embedded_features_c{concurrency}"] = measure(port, path, keys_body, args.requests, concurrency)
-            results[f"bare_serve_c{concurrency}"] = measure(port, "/bare", {"features": vector}, args.requests, concurrency)
+            rounds: dict[str, list[dict]] = {case: [] for case in cases}
+            for _ in range(args.rounds):  # cases alternate, so drift and order favour none of them
+                for case, (case_path, body) in cases.items():
+                    rounds[case].append(measure(port, case_path, body, args.requests // args.rounds, concurrency))
+            for case, figures in rounds.items():
+                results[f"{case}_c{concurrency}"] = {key: float(np.median([f[key] for f in figures])) for key in figures[0]}
         serve.shutdown()
     ray.shutdown()
     for case, figures in results.items():
