@@ -6,6 +6,7 @@ unseen partitions go to the fallback, trained on all rows.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,14 @@ FALLBACK = "__fallback__"
 
 def _serving_units(units: list[str], partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the unit serving each distinct partition, each row's index into them): one sort of the rows."""
-    own = set(units) - {FALLBACK}
     values, inverse = np.unique(np.asarray(partitions, dtype=object), return_inverse=True)
-    return np.array([v if v in own else FALLBACK for v in values], dtype=object), inverse.reshape(-1)
+    known = set(units)
+    return np.array([_serving_unit(known, v) for v in values], dtype=object), inverse.reshape(-1)
+
+
+def _serving_unit(units: Collection[str], partition: Any) -> str:
+    """The partition's own model when the version has one, else the fallback."""
+    return partition if partition in units and partition != FALLBACK else FALLBACK
 
 
 def route(units: list[str], partitions: np.ndarray) -> np.ndarray:
@@ -29,7 +35,7 @@ def route(units: list[str], partitions: np.ndarray) -> np.ndarray:
 def predict_routed(algorithm: Any, models: dict[str, Any], features: np.ndarray, partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predict every row with the model serving its partition; returns (predictions, serving unit per row)."""
     if len(partitions) == 1:  # an online request's usual single row: no sort, no masks (~0.1 ms of a ~1 ms predict)
-        unit = partitions[0] if partitions[0] in models and partitions[0] != FALLBACK else FALLBACK
+        unit = _serving_unit(models, partitions[0])
         return np.asarray(algorithm.predict(models[unit], features), dtype="float64"), np.array([unit], dtype=object)
     served, inverse = _serving_units(list(models), partitions)
     predictions = np.empty(len(features), dtype="float64")

@@ -20,7 +20,6 @@ and Serve's ingress moves the methods out of this module's namespace.)
 
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -158,21 +157,17 @@ class PredictFastPath:
         if replica is None:
             await self.app(scope, receive, send)
             return
-        name = match["name"]
-        headers = dict(scope["headers"])
-        request_id = _request_id(headers.get(b"x-request-id", b"").decode("latin-1") or None)
+        name, request = match["name"], Request(scope, receive)
+        request_id = _request_id(request.headers.get("x-request-id"))
         status = 200
         try:
-            payload = await replica.answer(name, PredictRequest.model_validate_json(await _body(receive)), request_id)
+            payload = await replica.answer(name, PredictRequest.model_validate_json(await request.body()), request_id)
         except ValidationError as error:
             problem = _invalid_body(error.errors())
             status, payload = problem.status, _refusal(problem, request_id, name)
         except Problem as problem:
             status, payload = problem.status, _refusal(problem, request_id, name)
-        content = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()  # as JSONResponse renders
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
-        await send({"type": "http.response.body", "body": content})
+        await JSONResponse(payload, status)(scope, receive, send)
 
 
 def _serving_replica() -> Any:
@@ -181,18 +176,6 @@ def _serving_replica() -> Any:
         return serve.get_replica_context().servable_object
     except Exception:  # not inside a Serve replica
         return None
-
-
-async def _body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 api.add_middleware(PredictFastPath)  # before `@serve.ingress(api)` below, which takes the app as it is then

@@ -116,8 +116,8 @@ def predict_batch(
     needed = [*raw_columns(spec), *([spec.partition.column] if spec.partition else [])]
     read = [c for c in columns if c in set(keys) | set(needed)]  # read only what is predicted from or written back
     output_uri = _uri(datalake, output_path or f"predictions/{name}/{run_id}")
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     node_cpus = [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
+    cpus = max(1, int(sum(node_cpus)))
     dataset = ray.data.read_parquet(input_uri, columns=read, override_num_blocks=4 * cpus, ray_remote_args={"num_cpus": ACTOR_CPUS}).map_batches(
         PredictBatches,
         fn_constructor_kwargs={"settings": settings.for_workers(), "name": name, "version": version.version, "run_id": run_id, "keep": keys},

@@ -172,12 +172,12 @@ class TensorFlowAlgorithm:
         keras = tf.keras
         keras.utils.set_random_seed(seed)
         settings = {**self.DEFAULTS, **params}
-        means, variances = _input_statistics(train[0])
+        filled, means, variances = _input_statistics(train[0])
         model = _network(keras, settings, task, means, variances)
         model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss=_loss_name(task))
         stopper = keras.callbacks.EarlyStopping(patience=int(settings["patience"]), restore_best_weights=True)
         history = model.fit(
-            _filled(train[0], means), train[1], validation_data=(_filled(valid[0], means), valid[1]),
+            filled, train[1], validation_data=(_filled(valid[0], means), valid[1]),
             epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]), verbose=0, shuffle=True, callbacks=[stopper],
         )
         score = SCORERS[metric](valid[1], self.predict(model, valid[0]))
@@ -196,8 +196,7 @@ class TensorFlowAlgorithm:
         from ray.train.tensorflow import TensorflowTrainer
 
         settings = {**self.DEFAULTS, **params}
-        means, variances = _input_statistics(train[0])
-        filled = _filled(train[0], means)
+        filled, means, variances = _input_statistics(train[0])
         rows = len(filled) // workers  # equal shards: every worker must take the same number of steps
         shards = [ray.put((filled[rank::workers][:rows], train[1][rank::workers][:rows].astype("float32"))) for rank in range(workers)]
         trainer = TensorflowTrainer(
@@ -240,11 +239,13 @@ class TensorFlowAlgorithm:
             return keras.models.load_model(path, safe_mode=True)
 
 
-def _input_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-input means (missing values are replaced by them) and variances of the filled inputs, in float32."""
+def _input_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inputs with missing values replaced by the per-input means, the means, and the filled inputs'
+    variances, all float32."""
     means = np.nanmean(features, axis=0) if len(features) else np.zeros(features.shape[1])
     means = np.where(np.isnan(means), 0.0, means).astype("float32")
-    return means, _filled(features, means).var(axis=0).astype("float32")
+    filled = _filled(features, means)
+    return filled, means, filled.var(axis=0).astype("float32")
 
 
 def _filled(features: np.ndarray, means: np.ndarray) -> np.ndarray:
