@@ -152,7 +152,7 @@ def test_batch_online_and_embedded_give_identical_predictions_and_route_partitio
     assert body["request_id"] and answer.headers["x-request-id"] == body["request_id"]
 
 
-def test_default_batch_workers_leave_a_whole_cpu_for_file_listing() -> None:
+def test_default_batch_workers_leave_a_whole_cpu_for_ray_data_tasks() -> None:
     assert default_workers([2.0]) == 2  # one node: 2 half-CPU actors, one CPU free
     assert default_workers([0.0, 4.0, 4.0]) == 8  # a CPU-less head is not counted
     assert default_workers([0.0, 1.0, 1.0]) == 1  # the local stack: one 1-CPU worker keeps its whole CPU

@@ -125,7 +125,7 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
     batch_input = tmp_path / "batch.parquet"
     rows.to_parquet(batch_input)
     output = Path(stack["CUPOLA_DATA_ROOT"]) / "predictions" / "stack"
-    # The default number of predicting actors on two 1-CPU workers leaves Ray Data's file listing a whole CPU (it hung without).
+    # The default number of predicting actors on two 1-CPU workers leaves Ray Data's whole-CPU tasks a CPU (it hung without).
     submit(stack, "jobs/batch_predict.py", "delivery_minutes", "--input", str(batch_input), "--output", str(output), "--version", "1",
            "--features-from-offline-store")
     assert sum(pq.read_metadata(f).num_rows for f in output.rglob("*.parquet")) == 300

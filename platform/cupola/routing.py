@@ -10,15 +10,17 @@ from collections.abc import Collection
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 FALLBACK = "__fallback__"
 
 
 def _serving_units(units: list[str], partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the unit serving each distinct partition, each row's index into them): one sort of the rows."""
-    values, inverse = np.unique(np.asarray(partitions, dtype=object), return_inverse=True)
+    """(the unit serving each distinct partition, each row's index into them): one hash pass over the rows
+    (`pd.factorize`; `np.unique` sorted Python strings, 1.5 s for a million rows)."""
+    inverse, values = pd.factorize(np.asarray(partitions, dtype=object), use_na_sentinel=False)
     known = set(units)
-    return np.array([_serving_unit(known, v) for v in values], dtype=object), inverse.reshape(-1)
+    return np.array([_serving_unit(known, v) for v in values], dtype=object), inverse
 
 
 def _serving_unit(units: Collection[str], partition: Any) -> str:
