@@ -22,7 +22,7 @@ from ray import serve
 from cupola import Settings, load_model
 from cupola.features import FeatureStore
 from cupola.repository import create_repository
-from cupola.routing import FALLBACK
+from cupola.routing import FALLBACK, route
 from cupola.serving.app import build_app
 from cupola.serving.batch import default_workers, predict_batch
 from cupola.serving.deployments import Canary, DeploymentConfig, Deployments
@@ -138,7 +138,9 @@ def test_batch_online_and_embedded_give_identical_predictions_and_route_partitio
 
     frame = pd.DataFrame(rows).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True))
     frame.to_parquet(tmp_path / "rows.parquet")
+    reader = ray.data.DataContext.get_current().use_datasource_v2
     result = predict_batch(lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "out"))
+    assert ray.data.DataContext.get_current().use_datasource_v2 == reader  # the job reads with V1 and gives the setting back
     batch = pds.dataset(result.output_uri.removeprefix("file://"), format="parquet").to_table().to_pandas()
     batch = batch.set_index(["restaurant_id", "order_ts", "distance_km"]).loc[list(zip(frame["restaurant_id"], frame["order_ts"], frame["distance_km"], strict=True))]
 
@@ -150,6 +152,11 @@ def test_batch_online_and_embedded_give_identical_predictions_and_route_partitio
     assert expected[0] == FALLBACK and any(city != FALLBACK for city in expected)
     assert set(batch["model_version"]) == {1} and set(batch["prediction_run_id"]) == {result.run_id}
     assert body["request_id"] and answer.headers["x-request-id"] == body["request_id"]
+
+
+def test_rows_route_to_their_partition_model_and_null_or_unknown_partitions_to_the_fallback() -> None:
+    partitions = np.array([FALLBACK, "lima", None, "oslo", "lima", "tokyo"], dtype=object)
+    assert route(["lima", "tokyo", FALLBACK], partitions).tolist() == [FALLBACK, "lima", FALLBACK, FALLBACK, "lima", "tokyo"]
 
 
 def test_default_batch_workers_leave_a_whole_cpu_for_ray_data_tasks() -> None:
