@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +152,25 @@ def test_large_units_are_fitted_data_parallel_with_ray_train(lake: Settings) -> 
     assert evaluation.metrics["overall"] == version.metrics["overall"]
     data_parallel_rmse = evaluation.comparison["overall"]["fallback_only"]["rmse"]  # every test row scored by the Ray Train model
     assert data_parallel_rmse < 0.5 * np.std(data.test.label)  # far better than predicting the mean
+
+
+def test_owned_workers_import_xgboost_without_scikit_learn() -> None:
+    """Trial and batch actors import XGBoost without scikit-learn (1.3 s of CPU each), boosters still train,
+    and scikit-learn stays importable in that process. Run in a fresh interpreter: this one has both loaded."""
+    pytest.importorskip("sklearn")
+    script = """
+import sys
+import numpy as np
+from cupola.training.algorithms import XGBoostAlgorithm, import_xgboost_without_sklearn
+import_xgboost_without_sklearn()
+assert "xgboost" in sys.modules and "sklearn" not in sys.modules, sorted(m for m in sys.modules if "sklearn" in m)
+rng = np.random.default_rng(0)
+features = rng.normal(size=(200, 3)).astype("float32")
+label = features @ np.array([1.0, -2.0, 0.5])
+fitted = XGBoostAlgorithm().fit({"num_boost_round": 20}, "regression", "rmse", 0, (features, label), (features, label))
+assert fitted.valid_score < np.std(label) / 2, fitted.valid_score
+import sklearn.base
+print("ok")
+"""
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0 and finished.stdout.strip() == "ok", finished.stderr[-2000:]

@@ -28,6 +28,7 @@ from cupola.repository import ArtifactStore, create_repository
 from cupola.runtime import ensure_ray
 from cupola.serving.predictor import Predictor, version_spec
 from cupola.storage.datalake import Datalake
+from cupola.training.algorithms import import_xgboost_without_sklearn
 
 BATCH_ROWS = 65_536
 # Each predicting actor, and each read and write task, reserves half a CPU: with whole CPUs, one actor
@@ -54,8 +55,11 @@ class PredictBatches:
     def __init__(self, settings: dict[str, Any], name: str, version: int, run_id: str, keep: list[str]) -> None:
         resolved = Settings.load(**settings)
         repository = create_repository(resolved)
-        self.predictor = Predictor.load(repository, ArtifactStore(Datalake(resolved.data_root_uri)), name, version)
+        record = repository.resolve(name, version)
         repository.close()
+        if record.spec["algorithm"]["name"] == "xgboost":
+            import_xgboost_without_sklearn()  # a Ray Data actor is a process of cupola's own
+        self.predictor = Predictor.from_version(record, ArtifactStore(Datalake(resolved.data_root_uri)))
         self.run_id = run_id
         self.keep = keep
 

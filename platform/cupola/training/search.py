@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cupola.specs.model import Distribution, ModelSpec
-from cupola.training.algorithms import get_algorithm
+from cupola.training.algorithms import get_algorithm, import_xgboost_without_sklearn
 from cupola.training.dataset import PreparedData
 
 
@@ -74,6 +74,8 @@ def evaluate_config(config: dict[str, Any], spec: ModelSpec, data: PreparedData)
 def _trial(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> None:
     """One configuration over all units. Under ASHA it reports after each unit: units come in the
     same order in every trial, so running means at the same step compare like with like."""
+    if spec.algorithm.name == "xgboost":
+        import_xgboost_without_sklearn()  # a trial actor is a process of cupola's own
     if spec.search.scheduler != "asha":
         tune.report(evaluate_config(config, spec, data))
         return
