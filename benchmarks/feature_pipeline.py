@@ -104,7 +104,7 @@ def main() -> None:
         cupola_s, training_set = best_of(args.repeat, lambda: cupola_pipeline(store))
         pandas_s, expected = best_of(args.repeat, lambda: pandas_pipeline(root, store))
 
-        actual = training_set.to_pandas().sort_values("order_id").reset_index(drop=True)
+        actual = training_set.to_pandas(store.datalake).sort_values("order_id").reset_index(drop=True)
         expected = expected.sort_values("order_id").reset_index(drop=True)
         pd.testing.assert_frame_equal(actual[expected.columns], expected, check_dtype=False, rtol=1e-9)
         print(f"outputs equal: {len(actual):,} rows x {len(expected.columns)} columns")

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 
 import numpy as np
@@ -72,12 +71,11 @@ def main() -> None:
     data = synthetic(args.partitions, args.rows_per_partition)
     cpus = os.cpu_count() or 1
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    storage = tempfile.mkdtemp(prefix="cupola-search-")
     runs = []
     try:
         for repeat in range(args.repeats):
             began = time.perf_counter()
-            outcome = search(spec, data, storage, f"benchmark-{repeat}", max_concurrent=cpus)
+            outcome = search(spec, data, max_concurrent=cpus)
             cupola_s = time.perf_counter() - began
 
             began = time.perf_counter()

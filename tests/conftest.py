@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +16,16 @@ from cupola.examples.delivery import write_example
 EXAMPLE_ROWS = 6_000
 
 
+# Credentials for the local S3 server (which accepts any), set before Ray starts so every worker has them: an
+# s3:// datalake takes its credentials from each process's environment, as on a real cluster's nodes.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "cupola-test", "AWS_SECRET_ACCESS_KEY": "cupola-test", "AWS_REGION": "us-east-1"}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ray_session() -> Iterator[None]:
     """One Ray instance for the whole session (starting Ray costs seconds; tests share it)."""
+    for name, value in S3_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
@@ -42,6 +50,36 @@ def example_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pd
     orders = write_example(store.datalake, EXAMPLE_ROWS, seed=11, days=10)
     store.build()
     return settings, orders
+
+
+S3_SCRIPTS = Path(__file__).resolve().parents[1] / "cluster" / "s3"
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-compatible server for the session (`cluster/s3/start`: moto's standalone server) with the bucket
+    `cupola`; yields its endpoint URL. Each test uses its own prefix in the bucket."""
+    import subprocess
+
+    home = tmp_path_factory.mktemp("s3")
+    env = {**os.environ, "CUPOLA_S3_HOME": str(home), "CUPOLA_S3_PORT": str(free_port())}
+    started = subprocess.run([S3_SCRIPTS / "start"], env=env, capture_output=True, text=True)
+    assert started.returncode == 0, f"cluster/s3/start failed:\n{started.stdout}\n{started.stderr}"
+    yield started.stdout.strip().splitlines()[-1]
+    subprocess.run([S3_SCRIPTS / "stop"], env=env, check=True, capture_output=True)
+
+
+def s3_settings(endpoint: str, prefix: str, **overrides: object) -> Settings:
+    """Settings with the datalake at s3://cupola/<prefix> on the session's S3 server."""
+    return Settings.load(data_root=f"s3://cupola/{prefix}", s3_endpoint_url=endpoint, **overrides)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 CASSANDRA_SCRIPTS = Path(__file__).resolve().parents[1] / "cluster" / "cassandra"

@@ -4,10 +4,12 @@ real raylets on this machine, started and stopped by the real autoscaler)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import requests
 import yaml
 
 from cupola import Settings
-from tests.test_jobs import BIN, free_port, head_node, ray_head  # noqa: F401  (head_node: a module-scoped `ray start --head`)
+from tests.test_jobs import BIN, free_port, head_node, ray_head, wait_for_dashboard  # noqa: F401  (head_node: a module-scoped `ray start --head`)
 from tests.test_serving import small_delivery_document, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +47,102 @@ def test_cluster_files_validate_against_rays_autoscaler_schema(path: Path) -> No
     assert prepared["file_mounts"]  # the project travels to every node
 
 
-def test_cloud_cluster_scales_cpu_workers_and_opens_only_ssh() -> None:
+def test_cloud_cluster_scales_cpu_workers() -> None:
     prepared = validated(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
     workers = prepared["available_node_types"]["ray.worker.cpu"]
     assert prepared["provider"]["type"] == "aws" and 0 < workers["min_workers"] < workers["max_workers"] <= prepared["max_workers"]
     assert prepared["available_node_types"]["ray.head.default"]["resources"] == {"CPU": 0}  # no training on the head
-    opened = {(p["FromPort"], p["ToPort"]) for p in prepared["provider"]["security_group"]["IpPermissions"]}
-    assert opened == {(22, 22)}
+
+
+def effective_inbound_rules(config: dict) -> list[dict]:
+    """The inbound rules `ray up` would add to security groups, by Ray's own AWS code: `_configure_security_group`
+    creates (and fills with `_create_default_inbound_rules`) a group only for node types that name no
+    `SecurityGroupIds`; a group the operator made and named gets nothing from Ray."""
+    from ray.autoscaler._private.aws.config import _create_default_inbound_rules
+
+    unconfigured = [key for key, node_type in config["available_node_types"].items() if "SecurityGroupIds" not in node_type["node_config"]]
+    if not unconfigured:
+        from ray.autoscaler._private.aws.config import _configure_security_group
+
+        assert _configure_security_group(copy.deepcopy(config)) is not None  # returns before any AWS call: nothing to create
+        return []
+    extended = config["provider"].get("security_group", {}).get("IpPermissions", [])
+    return _create_default_inbound_rules({"sg-ray-created"}, extended) * len(unconfigured)
+
+
+def world_open(rules: list[dict]) -> list[dict]:
+    return [rule for rule in rules if any(r.get("CidrIp") == "0.0.0.0/0" for r in rule.get("IpRanges", []))
+            or any(r.get("CidrIpv6") == "::/0" for r in rule.get("Ipv6Ranges", []))]
+
+
+def test_no_security_group_rule_opens_anything_to_the_world() -> None:
+    prepared = validated(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
+    assert world_open(effective_inbound_rules(prepared)) == []
+    for node_type in prepared["available_node_types"].values():
+        assert node_type["node_config"]["SecurityGroupIds"]  # the operator's group, with SSH from the admin CIDR only
+    # The check would catch the default: drop the named groups and Ray's own builder opens SSH to 0.0.0.0/0.
+    unnamed = copy.deepcopy(prepared)
+    for node_type in unnamed["available_node_types"].values():
+        del node_type["node_config"]["SecurityGroupIds"]
+    assert [(rule["FromPort"], rule["ToPort"]) for rule in world_open(effective_inbound_rules(unnamed))] == [(22, 22), (22, 22)]
+
+
+def start_command(config: dict, role: str, **replacements: str) -> str:
+    """The cluster file's own start command for a node role (the line that runs cluster/ray-node)."""
+    commands = config["head_start_ray_commands" if role == "head" else "worker_start_ray_commands"]
+    (command,) = [c for c in commands if f"cluster/ray-node {role}" in c]
+    for old, new in replacements.items():
+        command = command.replace(old, new)
+    return command
+
+
+@pytest.mark.slow
+def test_a_head_started_with_the_cluster_files_commands_refuses_clients_without_its_token(tmp_path: Path) -> None:
+    """cluster.yaml's head command, run as `ray up` runs it on a fresh node (a new HOME with ~/venv and ~/cupola):
+    it creates the token, and the dashboard and Jobs API refuse a client without it; a worker without the token
+    does not start."""
+    import re
+
+    home = tmp_path / "home"
+    (home / "venv").mkdir(parents=True)
+    (home / "venv" / "bin").symlink_to(BIN)
+    (home / "cupola").symlink_to(ROOT)
+    temp_dir = Path(tempfile.mkdtemp(prefix="cupola-tok-"))  # short: Ray's socket paths must fit 107 bytes
+    dashboard, config = free_port(), yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    command = start_command(config, "head", **{"--port=6379": f"--port={free_port()}", "--metrics-export-port=8090": f"--metrics-export-port={free_port()}"})
+    command = re.sub(r"--autoscaling-config=\S+", "", command) + (
+        f" --block --num-cpus=0 --node-ip-address=127.0.0.1 --dashboard-port={dashboard} --temp-dir={temp_dir}"
+        f" --ray-client-server-port={free_port()} --dashboard-agent-listen-port={free_port()}"
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(home)}
+    with open(tmp_path / "head.log", "w") as log:
+        head = subprocess.Popen(["bash", "-c", command], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for_dashboard(url, head)
+        token_file = home / ".ray" / "auth_token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        body = {"entrypoint": "python -c 'print(6 * 7)'"}
+        assert requests.post(f"{url}/api/jobs/", json=body, timeout=30).status_code in {401, 403}
+        assert requests.get(f"{url}/api/jobs/", headers={"authorization": "Bearer wrong"}, timeout=30).status_code in {401, 403}
+        assert requests.get(f"{url}/api/jobs/", headers={"authorization": f"Bearer {token}"}, timeout=30).status_code == 200
+        assert "Token authentication is disabled" not in (tmp_path / "head.log").read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGINT)
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    bare_home = tmp_path / "worker-home"
+    (bare_home / "venv").mkdir(parents=True)
+    (bare_home / "venv" / "bin").symlink_to(BIN)
+    (bare_home / "cupola").symlink_to(ROOT)
+    worker = subprocess.run(["bash", "-c", start_command(config, "worker", **{"$RAY_HEAD_IP": "127.0.0.1"})],
+                            env={**env, "HOME": str(bare_home)}, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 1 and "no Ray token at" in worker.stderr
 
 
 @pytest.mark.parametrize(("change", "mentions"), [

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,10 @@ import pytest
 
 from cupola import FeatureStore, Settings
 from cupola.examples.delivery import write_example
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_dashboard(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -136,7 +130,7 @@ def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> 
     import yaml
 
     from cupola.repository import create_repository
-    from cupola.training.runs import TrainingRuns
+    from cupola.stores import open_store
 
     data_root = tmp_path / "lake"
     settings = Settings.load(data_root=str(data_root))
@@ -154,7 +148,7 @@ def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> 
     assert "registered delivery_minutes version 1" in trained.stdout + trained.stderr
     version = create_repository(settings).get("delivery_minutes", 1)
     assert version.run_id == "job-run" and len(version.summary["trials"]) == 2
-    assert TrainingRuns(settings).get("job-run").status == "succeeded"
+    assert open_store("runs", settings).get("job-run").status == "succeeded"
 
     create_repository(settings).set_alias("delivery_minutes", "production", 1, "tester")
     predicted = submit(head_node, data_root, "jobs/batch_predict.py", "delivery_minutes", "--input", "labels/deliveries", "--output", "predictions/job", "--features-from-offline-store")
@@ -174,3 +168,24 @@ def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> 
     with urllib.request.urlopen(request, timeout=60) as response:  # the app outlives the job that deployed it
         answer = json.loads(response.read())
     assert answer["version"] == 1 and answer["predictions"][0]["prediction"] > 0
+
+
+@pytest.mark.slow
+def test_a_job_the_control_plane_submits_carries_no_secret(head_node: str, cassandra: dict[str, object], tmp_path: Path) -> None:
+    """The Jobs API shows a job's runtime_env to anyone who can read the dashboard: no password or token may be in it."""
+    import requests
+
+    from cupola.control.jobs import RayJobs
+
+    secrets = {"cassandra_password": "pw-8e21aa", "api_write_token": "write-3f0c6d", "api_read_token": "read-1b7e42", "api_token": "client-c90d17"}
+    settings = Settings.load(data_root=str(tmp_path / "lake"), dashboard_url=head_node, **cassandra, **secrets)
+    jobs = RayJobs(settings)
+    submitted = jobs.submit("secret-check", "build", "orders", ["--help"], "tester")
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    info = requests.get(f"{head_node}/api/jobs/{submitted.job_id}", headers={"authorization": f"Bearer {token}"}, timeout=30)
+    assert info.status_code == 200, info.text
+    shown = json.dumps(info.json())
+    assert f'"CUPOLA_CASSANDRA_KEYSPACE": "{cassandra["cassandra_keyspace"]}"' in shown  # the settings the job needs are there
+    for secret in secrets.values():
+        assert secret not in shown
+    assert jobs.records.find("secret-check") == submitted

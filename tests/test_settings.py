@@ -57,3 +57,34 @@ def test_remote_data_root_needs_a_local_online_store(tmp_path: Path) -> None:
         settings.resolved_online_store_path()
     explicit = Settings.load(data_root="s3://bucket/lake", online_store_path=tmp_path / "online.db")
     assert explicit.resolved_online_store_path() == tmp_path / "online.db"
+
+
+SECRETS = {
+    "CUPOLA_CASSANDRA_PASSWORD": "pw-4a1f9c", "CUPOLA_API_WRITE_TOKEN": "write-77d2e0", "CUPOLA_API_READ_TOKEN": "read-90bb13",
+    "CUPOLA_API_TOKEN": "client-5c3e88",
+}
+
+
+def test_cupola_config_masks_every_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cupola.cli.main import app
+
+    result = CliRunner().invoke(app, ["config"], env={"CUPOLA_DATA_ROOT": str(tmp_path), "CUPOLA_CASSANDRA_USERNAME": "cupola", **SECRETS})
+    assert result.exit_code == 0, result.output
+    assert '"cassandra_username": "cupola"' in result.output  # the settings were read
+    for name, secret in SECRETS.items():
+        assert secret not in result.output
+        assert f'"{name.removeprefix("CUPOLA_").lower()}": "**********"' in result.output
+
+
+def test_secrets_are_kept_and_never_forwarded_to_workers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.load(data_root=str(tmp_path), backend="cassandra", cassandra_username="cupola")
+    assert settings.cassandra_password.get_secret_value() == "pw-4a1f9c"  # usable where it is needed
+    assert "pw-4a1f9c" not in repr(settings) and "write-77d2e0" not in str(settings)
+    forwarded = settings.for_workers()
+    assert forwarded["cassandra_username"] == "cupola" and forwarded["backend"] == "cassandra"
+    assert not set(SECRETS.values()) & set(forwarded.values())
+    assert not {"cassandra_password", "api_write_token", "api_read_token", "api_token"} & set(forwarded)

@@ -98,7 +98,7 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
     settings = Settings.load(data_root=stack["CUPOLA_DATA_ROOT"], backend="cassandra", cassandra_port=int(stack["CUPOLA_CASSANDRA_PORT"]), cassandra_keyspace=KEYSPACE)
     dashboard = f"http://127.0.0.1:{stack['CUPOLA_DASHBOARD_PORT']}"
     serve_url = f"http://127.0.0.1:{stack['CUPOLA_SERVE_PORT']}"
-    orders = write_example(Datalake(settings.data_root_uri), 4000, seed=5, days=7)
+    orders = write_example(Datalake.from_settings(settings), 4000, seed=5, days=7)
 
     assert "succeeded" in submit(stack, "jobs/build_features.py")
     submit(stack, "jobs/materialize.py")

@@ -15,7 +15,7 @@ from cupola import FeatureStore, Settings
 from cupola.repository import ArtifactIntegrityError, ArtifactStore, create_repository
 from cupola.specs.model import ModelSpec
 from cupola.training.dataset import FALLBACK, build_training_data, prepare
-from cupola.training.runs import TrainingRuns
+from cupola.stores import open_store
 from cupola.training.search import evaluate_config, search
 from cupola.evaluation.evaluate import evaluate
 from cupola.training.trainer import load_models, train
@@ -49,8 +49,8 @@ def test_search_chooses_each_units_best_configuration(lake: Settings, tmp_path: 
         search={"method": "grid", "num_samples": 1},
     )
     store = FeatureStore(lake)
-    data = prepare(spec, build_training_data(spec, store, "grid").to_pandas())
-    outcome = search(spec, data, (tmp_path / "tune").as_uri(), "grid", max_concurrent=2)
+    data = prepare(spec, build_training_data(spec, store, "grid").to_pandas(store.datalake))
+    outcome = search(spec, data, max_concurrent=2)
     assert len(outcome.trials) == 6
     for unit in data.units:
         direct = {
@@ -103,7 +103,7 @@ def test_same_seed_reproduces_configs_and_models_and_reload_is_bit_identical(lak
 def test_runs_record_status_and_logs(lake: Settings) -> None:
     spec = small_spec()
     result = train(spec, lake, run_id="recorded-run")
-    runs = TrainingRuns(lake)
+    runs = open_store("runs", lake)
     run = runs.get("recorded-run")
     assert run.status == "succeeded" and run.version == result.version.version and run.ended_at is not None
     assert any("registered delivery_minutes version" in message for _, message in runs.logs("recorded-run"))
@@ -126,8 +126,8 @@ def test_asha_stops_poor_configurations_early(lake: Settings, tmp_path: Path) ->
         search={"method": "grid", "num_samples": 1, "scheduler": "asha", "max_concurrent": 1},
     )
     store = FeatureStore(lake)
-    data = prepare(spec, build_training_data(spec, store, "asha").to_pandas())
-    outcome = search(spec, data, (tmp_path / "tune").as_uri(), "asha", max_concurrent=1)
+    data = prepare(spec, build_training_data(spec, store, "asha").to_pandas(store.datalake))
+    outcome = search(spec, data, max_concurrent=1)
     assert len(outcome.trials) == 8
     stopped = [t for t in outcome.trials if len(t["unit_scores"]) < len(data.units)]
     assert any(t["config"]["eta"] == 0.0001 for t in stopped)  # hopeless configurations stop before fitting every unit

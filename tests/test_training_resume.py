@@ -16,27 +16,16 @@ import yaml
 
 from cupola import Settings
 from cupola.repository import create_repository
-from cupola.training.runs import TrainingRuns
+from cupola.stores import open_store
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 TRIALS = 6
 
 
-def finished_trials(experiment: Path) -> dict[str, int]:
-    """Trial directory → number of results it reported (a re-run trial would report again)."""
-    return {path.parent.name: len(path.read_text().splitlines()) for path in experiment.glob("*/result.json") if path.stat().st_size > 0}
-
-
-def terminated_in_saved_state(experiment: Path) -> set[str]:
-    """Trial ids Tune's last saved experiment state marks finished: exactly what a restore will skip."""
-    states = sorted(experiment.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return set()
-    try:
-        trials = [json.loads(trial) for trial, _ in json.loads(states[-1].read_text())["trial_data"]]
-    except (json.JSONDecodeError, KeyError):
-        return set()  # caught mid-write: ask again
-    return {trial["trial_id"] for trial in trials if trial["status"] == "TERMINATED"}
+def recorded_trials(records: Settings) -> int:
+    """Finished trials the run's record keeps: exactly what a resume skips."""
+    run = open_store("runs", records).find("resumable")
+    return len(run.state.get("trials", {})) if run else 0
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -62,27 +51,28 @@ def test_resume_after_killed_driver_skips_finished_trials(example_lake: tuple[Se
         "CUPOLA_RAY_ADDRESS": "local",
     }
     command = [sys.executable, "-m", "cupola.cli.main", "train", str(spec_path), "--run-id", "resumable"]
-    experiment = Path(settings.data_root_uri.removeprefix("file://")) / "training_runs" / "resumable"
+    records = Settings.load(data_root=settings.data_root, records_path=tmp_path / "records.db")
 
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_until(lambda: len(terminated_in_saved_state(experiment)) >= 2, 300, "two finished trials in Tune's saved state")
+        wait_until(lambda: recorded_trials(records) >= 2, 300, "two finished trials in the run's record")
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray instance it started die together
         first.wait(timeout=60)
-    finished_before_kill = terminated_in_saved_state(experiment)
-    assert 2 <= len(finished_before_kill) < TRIALS, "the kill must land mid-search for this test to mean anything"
-    assert TrainingRuns(Settings.load(data_root=settings.data_root, records_path=tmp_path / "records.db")).get("resumable").status == "running"
+    finished_before_kill = recorded_trials(records)
+    assert 2 <= finished_before_kill < TRIALS, "the kill must land mid-search for this test to mean anything"
+    assert open_store("runs", records).get("resumable").status == "running"
+    lake = Path(settings.data_root_uri.removeprefix("file://"))
+    assert not [path for path in lake.rglob("*") if path.suffix in {".pkl", ".pickle"} or path.name.startswith("experiment_state")]
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    after = finished_trials(experiment)
-    assert len(after) == TRIALS
-    for trial_id in finished_before_kill:  # a redone trial would report into its directory a second time
-        (directory,) = [name for name in after if f"_{trial_id}_" in name]
-        assert after[directory] == 1
-    records = Settings.load(data_root=settings.data_root, records_path=tmp_path / "records.db")
-    run = TrainingRuns(records).get("resumable")
+    runs = open_store("runs", records)
+    run = runs.get("resumable")
     assert run.status == "succeeded"
+    messages = [message for _, message in runs.logs("resumable")]
+    assert f"resuming: {finished_before_kill} finished trials kept from the run's record" in messages
+    assert sum(message.startswith("trial ") for message in messages) == TRIALS  # a redone trial would be recorded twice
     version = create_repository(records).get("delivery_minutes", run.version)
     assert len(version.summary["trials"]) == TRIALS  # the record keeps every trial, from both drivers
+    assert not [path for path in lake.rglob("*") if path.suffix in {".pkl", ".pickle"} or path.name.startswith("experiment_state")]

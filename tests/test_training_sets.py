@@ -77,7 +77,7 @@ def expected_join(store: FeatureStore, scenario: dict) -> pd.DataFrame:
 def test_join_equals_merge_asof_reference(store: FeatureStore, scenario: dict) -> None:
     stages = [(scenario["users"], ["value", "value_sum_2h"]), (scenario["shops"], ["value", "value_sum_2h"])]
     result = build_training_set("random", scenario["labels"], "event_at", stages, store.datalake)
-    actual = result.to_pandas().sort_values("label_id").reset_index(drop=True)
+    actual = result.to_pandas(store.datalake).sort_values("label_id").reset_index(drop=True)
     expected = expected_join(store, scenario)
     assert result.rows == len(scenario["labels"])
     pd.testing.assert_frame_equal(actual[expected.columns], expected, check_dtype=False)
@@ -87,7 +87,7 @@ def test_join_equals_merge_asof_reference(store: FeatureStore, scenario: dict) -
 
 def test_exact_time_ties_are_included_and_nothing_comes_from_the_future(store: FeatureStore, scenario: dict) -> None:
     users = scenario["users"]
-    result = build_training_set("ties", scenario["labels"], "event_at", [(users, ["value"])], store.datalake).to_pandas()
+    result = build_training_set("ties", scenario["labels"], "event_at", [(users, ["value"])], store.datalake).to_pandas(store.datalake)
     events = store.offline.read_group(users.name)
     for _, row in result.sort_values("label_id").head(200).iterrows():
         candidates = events[(events["user_id"] == row["user_id"]) & (events["ts"] <= row["event_at"])]
@@ -98,7 +98,7 @@ def test_exact_time_ties_are_included_and_nothing_comes_from_the_future(store: F
 
 def test_max_age_hides_stale_values(store: FeatureStore, scenario: dict) -> None:
     users = scenario["users"]
-    result = build_training_set("stale", scenario["labels"], "event_at", [(users, ["value"])], store.datalake).to_pandas()
+    result = build_training_set("stale", scenario["labels"], "event_at", [(users, ["value"])], store.datalake).to_pandas(store.datalake)
     events = store.offline.read_group(users.name)
     for _, row in result.sample(300, random_state=1).iterrows():
         earlier = events[(events["user_id"] == row["user_id"]) & (events["ts"] <= row["event_at"])]
@@ -129,7 +129,7 @@ def test_example_training_set_from_parquet_labels(example_lake: tuple[Settings, 
     settings, orders = example_lake
     store = FeatureStore(settings)
     result = store.training_set("example", LABELS_PATH, LABEL_EVENT_TIME, EXAMPLE_FEATURES)
-    frame = result.to_pandas()
+    frame = result.to_pandas(store.datalake)
     assert result.rows == len(orders) == len(frame)
     assert set(result.feature_columns) <= set(frame.columns)
     assert "pickup_ts" not in frame.columns  # labels carry only what is known at order time

@@ -54,4 +54,4 @@ def load_settings() -> Settings:
 
 def remote(settings: Settings) -> Client | None:
     """The control plane's client when CUPOLA_API_URL is set: the command then works through the API."""
-    return Client(settings.api_url, settings.api_token, user=settings.user or None) if settings.api_url else None
+    return Client(settings.api_url, settings.api_token.get_secret_value(), user=settings.user or None) if settings.api_url else None

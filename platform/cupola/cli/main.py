@@ -48,7 +48,7 @@ def generate(
     from cupola.storage.datalake import Datalake
 
     with user_errors():
-        datalake = Datalake(load_settings().data_root_uri)
+        datalake = Datalake.from_settings(load_settings())
         with console.status(f"generating {rows:,} orders"):
             write_example(datalake, rows, seed=seed, days=days)
     console.print(f"wrote {rows:,} orders to {datalake.uri(ORDERS_PATH)} and labels to {datalake.uri(LABELS_PATH)}")

@@ -18,22 +18,34 @@ runs_app = typer.Typer(help="Training runs: status, progress, logs.", no_args_is
 
 
 def train_command(
-    spec_path: Annotated[Path, typer.Argument(help="model spec YAML", exists=False)],
+    spec_path: Annotated[str, typer.Argument(help="model spec YAML: a local file, or a URI in the datalake (how the control plane's jobs get theirs)")],
     run_id: Annotated[Optional[str], typer.Option(help="resume (or name) this run; an interrupted run resumes its search")] = None,
 ) -> None:
     """Search hyperparameters per partition with Ray Tune, train, and register a new model version."""
-    from cupola.specs.model import load_model_spec
+    from cupola.specs.errors import SpecError
+    from cupola.specs.model import parse_model_spec
+    from cupola.storage.datalake import Datalake
     from cupola.training.trainer import train
 
     with user_errors():
-        spec = load_model_spec(spec_path)
-        client = remote(load_settings())
+        settings = load_settings()
+        if "://" in spec_path:
+            text = Datalake.from_settings(settings).read_text(spec_path)
+            if text is None:
+                raise SpecError(f"{spec_path}: no such spec in the datalake")
+        else:
+            try:
+                text = Path(spec_path).read_text()
+            except OSError as error:
+                raise SpecError(f"{spec_path}: cannot be read: {error.strerror}") from None
+        spec = parse_model_spec(text, spec_path)
+        client = remote(settings)
         if client is not None:
-            submitted = client.submit_training_run(spec_path.read_text(), run_id)
+            submitted = client.submit_training_run(text, run_id)
             console.print(f"submitted run {submitted['run_id']} of {submitted['model']} as Ray job {submitted['job_id']}: follow it with `cupola runs show {submitted['run_id']}`")
             return
         with console.status(f"training {spec.name}: search of {spec.search.num_samples} configurations per unit"):
-            result = train(spec, load_settings(), run_id, spec_source=str(spec_path))
+            result = train(spec, settings, run_id, spec_source=spec_path)
     print_comparison(result)
 
 
@@ -52,7 +64,7 @@ def print_comparison(result: TrainingResult) -> None:
 @runs_app.command("list")
 def list_runs(model: Annotated[Optional[str], typer.Option(help="only this model")] = None) -> None:
     """List training runs with status and the version they registered."""
-    from cupola.training.runs import TrainingRuns
+    from cupola.stores import open_store
 
     table = Table(Column("run", no_wrap=True), "model", "status", "started (UTC)", "version", "step")
     with user_errors():
@@ -61,7 +73,7 @@ def list_runs(model: Annotated[Optional[str], typer.Option(help="only this model
             for run in client.training_runs(model):
                 table.add_row(run["run_id"], run["model"], run["status"], (run["started_at"] or "-")[:19].replace("T", " "), str(run["version"] or "-"), str(run["progress"].get("step", "-")))
         else:
-            for record in TrainingRuns(load_settings()).list(model):
+            for record in open_store("runs", load_settings()).list(model):
                 table.add_row(record.run_id, record.model, record.status, record.started_at.strftime("%Y-%m-%d %H:%M:%S"), str(record.version or "-"), str(record.progress.get("step", "-")))
     console.print(table)
 
@@ -69,7 +81,7 @@ def list_runs(model: Annotated[Optional[str], typer.Option(help="only this model
 @runs_app.command("show")
 def show_run(run_id: str) -> None:
     """Status, progress and log of one training run."""
-    from cupola.training.runs import TrainingRuns
+    from cupola.stores import open_store
 
     with user_errors():
         client = remote(load_settings())
@@ -78,7 +90,7 @@ def show_run(run_id: str) -> None:
             logs = [(line["at"], line["message"]) for line in client.training_run_logs(run_id)["lines"]]
             status, model, progress, version, error = view["status"], view["model"], view["progress"], view["version"], view["error"]
         else:
-            runs = TrainingRuns(load_settings())
+            runs = open_store("runs", load_settings())
             run = runs.get(run_id)
             logs = runs.logs(run_id)
             status, model, progress, version, error = run.status, run.model, run.progress, run.version, run.error

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     SettingsError as PydanticSettingsError,
@@ -23,9 +23,12 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "CUPOLA_"
+# What `for_workers` forwards for Cassandra: everything but the password, which a job or replica reads from its
+# node (CUPOLA_CASSANDRA_PASSWORD in the environment Ray was started with, or CUPOLA_CONFIG_FILE), never from a
+# runtime_env, which the dashboard and the Jobs API show to anyone who can read them.
 CASSANDRA_FIELDS = {
     "cassandra_hosts", "cassandra_port", "cassandra_keyspace", "cassandra_local_dc", "cassandra_replication", "cassandra_write_consistency",
-    "cassandra_read_consistency", "cassandra_request_timeout_s", "cassandra_username", "cassandra_password", "cassandra_tls_ca_file",
+    "cassandra_read_consistency", "cassandra_request_timeout_s", "cassandra_username", "cassandra_tls_ca_file",
 }
 
 
@@ -47,6 +50,14 @@ class Settings(BaseSettings):
         description=(
             "Root of the datalake: a local path or a pyarrow filesystem URI "
             "(file:///abs/path, s3://bucket/prefix, hdfs://namenode/path). Env: CUPOLA_DATA_ROOT."
+        ),
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        description=(
+            "An S3-compatible server for an s3:// data_root (http://host:port); empty uses AWS S3 itself. Credentials "
+            "come from the standard AWS chain on each node (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an instance "
+            "profile), never from cupola's settings. Env: CUPOLA_S3_ENDPOINT_URL."
         ),
     )
     backend: Literal["sqlite", "cassandra"] = Field(
@@ -129,7 +140,13 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Per-request timeout of online reads and writes. Env: CUPOLA_CASSANDRA_REQUEST_TIMEOUT_S."
     )
     cassandra_username: str = Field(default="", description="PasswordAuthenticator user; empty: no authentication. Env: CUPOLA_CASSANDRA_USERNAME.")
-    cassandra_password: str = Field(default="", description="Env: CUPOLA_CASSANDRA_PASSWORD.")
+    cassandra_password: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Password of cassandra_username; shown masked, never forwarded to jobs or replicas: set it on every node. "
+            "Env: CUPOLA_CASSANDRA_PASSWORD."
+        ),
+    )
     cassandra_tls_ca_file: Path | None = Field(
         default=None, description="CA certificate (PEM) to verify the nodes over TLS; empty: no TLS. Env: CUPOLA_CASSANDRA_TLS_CA_FILE."
     )
@@ -137,12 +154,12 @@ class Settings(BaseSettings):
         default="",
         description="Who is acting, recorded on model versions and alias moves; empty uses the OS user. Env: CUPOLA_USER.",
     )
-    api_read_token: str = Field(
-        default="",
+    api_read_token: SecretStr = Field(
+        default=SecretStr(""),
         description="Bearer token for the control plane's read routes (the write token reads too). Env: CUPOLA_API_READ_TOKEN.",
     )
-    api_write_token: str = Field(
-        default="",
+    api_write_token: SecretStr = Field(
+        default=SecretStr(""),
         description=(
             "Bearer token for the control plane's write routes; with no token set the server binds to "
             "127.0.0.1 only. Env: CUPOLA_API_WRITE_TOKEN."
@@ -152,7 +169,9 @@ class Settings(BaseSettings):
         default="",
         description="A running control plane (http://host:8080): the CLI then works through it. Env: CUPOLA_API_URL.",
     )
-    api_token: str = Field(default="", description="The token the CLI and Client send to CUPOLA_API_URL. Env: CUPOLA_API_TOKEN.")
+    api_token: SecretStr = Field(
+        default=SecretStr(""), description="The token the CLI and Client send to CUPOLA_API_URL. Env: CUPOLA_API_TOKEN."
+    )
     dashboard_url: str = Field(
         default="http://127.0.0.1:8265",
         description="Ray dashboard / Jobs API that the control plane submits training and feature jobs to. Env: CUPOLA_DASHBOARD_URL.",
@@ -258,9 +277,11 @@ class Settings(BaseSettings):
 
     def for_workers(self) -> dict[str, str]:
         """These settings as `Settings.load` overrides with every path absolute, for processes that run
-        elsewhere (Serve replicas, Ray Data workers) with another working directory."""
+        elsewhere (Serve replicas, Ray Data workers) with another working directory. No secret is among
+        them: workers read secrets from their node's environment."""
         overrides = {
             "data_root": self.data_root_uri,
+            "s3_endpoint_url": self.s3_endpoint_url,
             "backend": self.backend,
             "feature_repo": str(self.resolved_feature_repo()),
             "sample_percent": str(self.sample_percent),

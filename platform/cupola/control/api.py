@@ -25,6 +25,8 @@ from cupola.control.jobs import RUN_ID, RayJobs
 from cupola.repository import AliasConflict, ModelRepository, create_repository
 from cupola.serving.deployments import Canary, DeploymentConfig, DeploymentConflict, Deployments
 from cupola.specs import SpecError
+from cupola.stores import open_store
+from cupola.stores.runs import TrainingRuns
 
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 ALIAS = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -77,6 +79,7 @@ class Context:
         self._repository: ModelRepository | None = None
         self._deployments: Deployments | None = None
         self._jobs: RayJobs | None = None
+        self._runs: TrainingRuns | None = None
         self.handlers: dict[str, Callable[..., Any]] = {}  # the API's route functions by name, which the UI pages call
 
     @property
@@ -90,6 +93,12 @@ class Context:
         if self._deployments is None:
             self._deployments = Deployments.from_settings(self.settings)
         return self._deployments
+
+    @property
+    def runs(self) -> TrainingRuns:
+        if self._runs is None:
+            self._runs = open_store("runs", self.settings)
+        return self._runs
 
     @property
     def jobs(self) -> RayJobs:
@@ -176,10 +185,8 @@ def _version_summary(version: Any, aliases: dict[str, int]) -> dict[str, Any]:
 
 def _run_view(context: Context, run_id: str) -> dict[str, Any]:
     """A run as the training record tells it, completed by its Ray job (a run not started yet has no record)."""
-    from cupola.training.runs import TrainingRuns
-
-    record = TrainingRuns(context.settings).find(run_id)
-    job = context.jobs.find(run_id)
+    record = context.runs.find(run_id)
+    job = context.jobs.records.find(run_id)
     if record is None and job is None:
         raise KeyError(f"no training run '{run_id}': list runs at GET /api/v1/training-runs")
     job_state = context.jobs.state(job.job_id) if job else None
@@ -239,38 +246,22 @@ def build_router(context: Context) -> APIRouter:
     @api.post("/training-runs", dependencies=write, status_code=202, tags=["training"])
     def submit_training_run(body: TrainingRunRequest, request: Request) -> dict[str, Any]:
         """Validate the spec, keep it with the records, and run `cupola train` as a Ray job (resumable by run id)."""
-        from cupola.specs.model import load_model_spec
+        from cupola.specs.model import parse_model_spec
         from cupola.training.trainer import new_run_id
 
-        staging = context.jobs.spec_path(f"incoming-{time.time_ns()}")
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        staging.write_text(body.spec, encoding="utf-8")
-        try:
-            spec = load_model_spec(staging)
-        except SpecError as error:
-            staging.unlink()
-            raise SpecError(str(error).replace(str(staging), "spec")) from None
+        spec = parse_model_spec(body.spec, "spec")
         run_id = body.run_id or new_run_id(spec)
-        previous = context.jobs.find(run_id)
+        previous = context.jobs.records.find(run_id)
         if previous is not None and context.jobs.state(previous.job_id) in {"PENDING", "RUNNING"}:
-            staging.unlink()
             raise HTTPException(409, f"run '{run_id}' is still running as Ray job {previous.job_id}")
-        path = context.jobs.spec_path(run_id)
-        staging.replace(path)
-        try:
-            job = context.jobs.submit(run_id, "train", spec.name, ["train", str(path), "--run-id", run_id], context.acting_user(request))
-        except Exception:
-            if previous is None:
-                path.unlink()  # nothing was submitted: keep no spec for a run that does not exist
-            raise
+        uri = context.jobs.save_spec(run_id, body.spec)
+        job = context.jobs.submit(run_id, "train", spec.name, ["train", uri, "--run-id", run_id], context.acting_user(request))
         return {"run_id": run_id, "job_id": job.job_id, "model": spec.name, "status": "submitted"}
 
     @api.get("/training-runs", dependencies=read, tags=["training"])
     def list_training_runs(model: str | None = Query(default=None, pattern=NAME)) -> list[dict[str, Any]]:
-        from cupola.training.runs import TrainingRuns
-
-        ids = [run.run_id for run in TrainingRuns(settings).list(model)]
-        ids += [job.run_id for job in context.jobs.list("train", model) if job.run_id not in ids]
+        ids = [run.run_id for run in context.runs.list(model)]
+        ids += [job.run_id for job in context.jobs.records.list("train", model) if job.run_id not in ids]
         return sorted((_run_view(context, run_id) for run_id in ids), key=lambda run: run["started_at"] or run["job"]["submitted_at"], reverse=True)
 
     @api.get("/training-runs/{run_id}", dependencies=read, tags=["training"])
@@ -280,19 +271,17 @@ def build_router(context: Context) -> APIRouter:
     @api.get("/training-runs/{run_id}/logs", dependencies=read, tags=["training"])
     def training_run_logs(run_id: RunId) -> dict[str, Any]:
         """The run's own log lines and the tail of its Ray job's output."""
-        from cupola.training.runs import TrainingRuns
-
         _run_view(context, run_id)
-        job = context.jobs.find(run_id)
+        job = context.jobs.records.find(run_id)
         return {
             "run_id": run_id,
-            "lines": [{"at": at, "message": message} for at, message in TrainingRuns(settings).logs(run_id)],
+            "lines": [{"at": at, "message": message} for at, message in context.runs.logs(run_id)],
             "job_output": context.jobs.logs(job.job_id)[-20_000:] if job else "",
         }
 
     @api.post("/training-runs/{run_id}/cancel", dependencies=write, tags=["training"])
     def cancel_training_run(run_id: RunId) -> dict[str, Any]:
-        job = context.jobs.find(run_id)
+        job = context.jobs.records.find(run_id)
         if job is None:
             raise KeyError(f"run '{run_id}' was not submitted through this control plane: stop it with `ray job stop`")
         stopped = context.jobs.stop(job.job_id)

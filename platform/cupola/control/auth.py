@@ -11,6 +11,7 @@ import hmac
 from typing import Literal
 
 from fastapi import HTTPException, Request
+from pydantic import SecretStr
 
 from cupola.config import Settings
 
@@ -19,7 +20,7 @@ Scope = Literal["read", "write"]
 
 
 def tokens_configured(settings: Settings) -> bool:
-    return bool(settings.api_read_token or settings.api_write_token)
+    return bool(settings.api_read_token.get_secret_value() or settings.api_write_token.get_secret_value())
 
 
 def presented_token(request: Request) -> str | None:
@@ -30,8 +31,9 @@ def presented_token(request: Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
-def _matches(token: str, expected: str) -> bool:
-    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+def _matches(token: str, expected: SecretStr) -> bool:
+    secret = expected.get_secret_value()
+    return bool(secret) and hmac.compare_digest(token.encode(), secret.encode())
 
 
 def valid_token(settings: Settings, token: str) -> bool:

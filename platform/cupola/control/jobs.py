@@ -5,38 +5,17 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from cupola.config import Settings
-from cupola.storage.sqlite_db import SqliteDatabase
+from cupola.storage.datalake import Datalake
+from cupola.stores import open_store
+from cupola.stores.jobs import JobAttempts, SubmittedJob
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS submitted_jobs (
-    job_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    target TEXT NOT NULL,
-    submitted_by TEXT NOT NULL,
-    submitted_at TEXT NOT NULL,
-    trigger TEXT NOT NULL
-);
-"""
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 ACTIVE_STATES = {"PENDING", "RUNNING"}
-
-
-@dataclass(frozen=True)
-class SubmittedJob:
-    run_id: str
-    job_id: str
-    kind: str  # "train" | "build" | "materialize"
-    target: str  # the model or feature group
-    submitted_by: str
-    submitted_at: datetime
-    trigger: str  # "api" | "schedule"
+SUBMITTED_SPECS = "submitted_specs"
 
 
 class RayJobs:
@@ -44,7 +23,8 @@ class RayJobs:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.database = SqliteDatabase(settings.resolved_records_path(), SCHEMA)
+        self.records: JobAttempts = open_store("jobs", settings)
+        self.datalake = Datalake.from_settings(settings)
         self._client: Any = None
 
     @property
@@ -61,15 +41,21 @@ class RayJobs:
                 raise ConnectionError(f"the Ray Jobs API at {self.settings.dashboard_url} did not answer ({error}): start Ray or set CUPOLA_DASHBOARD_URL") from None
         return self._client
 
-    def spec_path(self, run_id: str) -> Path:
-        """Where a submitted spec is kept: beside the records, on a path the job's node reads."""
-        return self.settings.resolved_records_path().parent / "submitted_specs" / f"{run_id}.yaml"
+    def save_spec(self, run_id: str, text: str) -> str:
+        """Keep a run's submitted spec in the datalake, which every node reads; returns its URI for the job."""
+        relative = f"{SUBMITTED_SPECS}/{run_id}.yaml"
+        self.datalake.write_text(relative, text)
+        return self.datalake.uri(relative)
+
+    def spec_text(self, run_id: str) -> str | None:
+        """A run's submitted spec, None when it was not submitted through the control plane."""
+        return self.datalake.read_text(f"{SUBMITTED_SPECS}/{run_id}.yaml")
 
     def submit(self, run_id: str, kind: str, target: str, arguments: list[str], submitted_by: str, trigger: str = "api") -> SubmittedJob:
         """Submit one Ray job for the run; a run resumed later gets another job under the same run id."""
         env = {f"CUPOLA_{name.upper()}": value for name, value in self.settings.for_workers().items()}
         env["CUPOLA_USER"] = submitted_by
-        attempt = len(self.attempts(run_id)) + 1
+        attempt = len(self.records.attempts(run_id)) + 1
         job_id = self.client.submit_job(
             entrypoint=" ".join(["python", "-m", "cupola", *arguments]),
             submission_id=f"cupola-{run_id}" + (f"-attempt-{attempt}" if attempt > 1 else ""),
@@ -77,35 +63,8 @@ class RayJobs:
             metadata={"cupola_run_id": run_id, "cupola_kind": kind, "cupola_target": target, "submitted_by": submitted_by},
         )
         job = SubmittedJob(run_id, job_id, kind, target, submitted_by, datetime.now(timezone.utc), trigger)
-        self.database.write(lambda c: c.execute(
-            "INSERT INTO submitted_jobs (run_id, job_id, kind, target, submitted_by, submitted_at, trigger) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job.run_id, job.job_id, job.kind, job.target, job.submitted_by, job.submitted_at.isoformat(), job.trigger),
-        ))
+        self.records.record(job)
         return job
-
-    def attempts(self, run_id: str) -> list[SubmittedJob]:
-        """Every job submitted for the run, newest first."""
-        rows = self.database.connection().execute(
-            "SELECT run_id, job_id, kind, target, submitted_by, submitted_at, trigger FROM submitted_jobs WHERE run_id = ? ORDER BY submitted_at DESC", (run_id,)
-        )
-        return [_decode(row) for row in rows]
-
-    def find(self, run_id: str) -> SubmittedJob | None:
-        """The run's latest job (a resumed run's newest attempt)."""
-        attempts = self.attempts(run_id)
-        return attempts[0] if attempts else None
-
-    def list(self, kind: str | None = None, target: str | None = None) -> list[SubmittedJob]:
-        """Each run's latest job, newest first."""
-        query = "SELECT run_id, job_id, kind, target, submitted_by, MAX(submitted_at), trigger FROM submitted_jobs"
-        clauses, values = [], []
-        for column, value in (("kind", kind), ("target", target)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                values.append(value)
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
-        return [_decode(row) for row in self.database.connection().execute(query + " GROUP BY run_id ORDER BY MAX(submitted_at) DESC", values)]
 
     def state(self, job_id: str) -> str:
         """The Ray job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), UNKNOWN if Ray forgot it."""
@@ -122,7 +81,3 @@ class RayJobs:
 
     def stop(self, job_id: str) -> bool:
         return bool(self.client.stop_job(job_id))
-
-
-def _decode(row: tuple) -> SubmittedJob:
-    return SubmittedJob(row[0], row[1], row[2], row[3], row[4], datetime.fromisoformat(row[5]), row[6])

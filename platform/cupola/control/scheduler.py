@@ -12,55 +12,35 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from croniter import croniter
 
 from cupola.control.jobs import ACTIVE_STATES, RayJobs
-from cupola.specs.model import ModelSpec, load_model_spec
+from cupola.specs.model import ModelSpec, parse_model_spec
+from cupola.stores import open_store
+from cupola.stores.schedules import Decision, ScheduleDecisions
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedule_decisions (
-    model TEXT NOT NULL,
-    due_at TEXT NOT NULL,
-    decided_at TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    run_id TEXT,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (model, due_at)
-);
-"""
 SCHEDULER_USER = "cupola-scheduler"
 RECENT_RUNS_CHECKED = 20  # a run older than the model's last 20 is not still going
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Decision:
-    model: str
-    due_at: datetime
-    decided_at: datetime
-    decision: str  # submitted | skipped | failed
-    run_id: str | None
-    reason: str
-
-
 class Scheduler:
     def __init__(self, jobs: RayJobs) -> None:
         self.jobs = jobs
-        jobs.database.connection().executescript(SCHEMA)
+        self.records: ScheduleDecisions = open_store("schedules", jobs.settings)
 
     def schedules(self) -> dict[str, tuple[ModelSpec, str]]:
         """Each model's latest submitted spec that carries a schedule, with the run id it came from."""
         found: dict[str, tuple[ModelSpec, str]] = {}
-        for job in self.jobs.list(kind="train"):  # newest first
+        for job in self.jobs.records.list(kind="train"):  # newest first
             if job.target in found or job.trigger == "schedule":
                 continue
-            path = self.jobs.spec_path(job.run_id)
-            if not path.is_file():
+            text = self.jobs.spec_text(job.run_id)
+            if text is None:
                 continue
-            spec = load_model_spec(path)
+            spec = parse_model_spec(text, f"the spec of run {job.run_id}")
             if spec.schedule:
                 found[job.target] = (spec, job.run_id)
         return found
@@ -71,41 +51,32 @@ class Scheduler:
         decisions = []
         for model, (spec, source_run) in sorted(self.schedules().items()):
             due = croniter(spec.schedule, now).get_prev(datetime)
-            if self._decided(model, due):
+            if self.records.decided(model, due):
                 continue
             decisions.append(self._decide(model, spec, source_run, due, now))
         return decisions
 
     def _decide(self, model: str, spec: ModelSpec, source_run: str, due: datetime, now: datetime) -> Decision:
-        recent = self.jobs.list(kind="train", target=model)[:RECENT_RUNS_CHECKED]
+        recent = self.jobs.records.list(kind="train", target=model)[:RECENT_RUNS_CHECKED]
         active = [job for job in recent if self.jobs.state(job.job_id) in ACTIVE_STATES]
         if active:
             return self._record(Decision(model, due, now, "skipped", None, f"run {active[0].run_id} is still {self.jobs.state(active[0].job_id).lower()}"))
         run_id = f"{model}-scheduled-{due:%Y%m%dT%H%M}"
         try:
-            path = self.jobs.spec_path(run_id)
-            path.write_text(self.jobs.spec_path(source_run).read_text())
-            self.jobs.submit(run_id, "train", model, ["train", str(path), "--run-id", run_id], SCHEDULER_USER, trigger="schedule")
+            uri = self.jobs.save_spec(run_id, self.jobs.spec_text(source_run) or "")
+            self.jobs.submit(run_id, "train", model, ["train", uri, "--run-id", run_id], SCHEDULER_USER, trigger="schedule")
         except Exception as error:  # recorded, and the next due time tries again
             return self._record(Decision(model, due, now, "failed", run_id, f"submission failed: {error}"))
         return self._record(Decision(model, due, now, "submitted", run_id, f"due at {due.isoformat()} ({spec.schedule})"))
 
-    def _decided(self, model: str, due: datetime) -> bool:
-        row = self.jobs.database.connection().execute("SELECT 1 FROM schedule_decisions WHERE model = ? AND due_at = ?", (model, due.isoformat())).fetchone()
-        return row is not None
-
     def _record(self, decision: Decision) -> Decision:
-        self.jobs.database.write(lambda c: c.execute(
-            "INSERT OR IGNORE INTO schedule_decisions VALUES (?, ?, ?, ?, ?, ?)",
-            (decision.model, decision.due_at.isoformat(), decision.decided_at.isoformat(), decision.decision, decision.run_id, decision.reason),
-        ))
-        logger.info("schedule %s @ %s: %s %s", decision.model, decision.due_at, decision.decision, decision.reason)
+        """Keep the decision; when another scheduler decided this due time first, that one stands."""
+        if self.records.record(decision):
+            logger.info("schedule %s @ %s: %s %s", decision.model, decision.due_at, decision.decision, decision.reason)
         return decision
 
     def decisions(self, model: str | None = None) -> list[Decision]:
-        query = "SELECT model, due_at, decided_at, decision, run_id, reason FROM schedule_decisions"
-        rows = self.jobs.database.connection().execute(query + (" WHERE model = ?" if model else "") + " ORDER BY decided_at DESC", (model,) if model else ())
-        return [Decision(r[0], datetime.fromisoformat(r[1]), datetime.fromisoformat(r[2]), r[3], r[4], r[5]) for r in rows]
+        return self.records.decisions(model)
 
 
 class SchedulerThread(threading.Thread):

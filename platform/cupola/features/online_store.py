@@ -7,7 +7,6 @@ driver is needed only when it is chosen.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from abc import ABC, abstractmethod
@@ -18,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
+from cupola.stores import open_store
 from cupola.specs.feature_group import FeatureGroupSpec
 
 EntityKey = tuple[Any, ...]
@@ -75,19 +75,6 @@ class OnlineStore(ABC):
         """Release connections."""
 
 
-ONLINE_STORE_CLASS_FOR_BACKEND = {
-    "sqlite": "cupola.storage.sqlite_online_store.SqliteOnlineStore",
-    "cassandra": "cupola.storage.cassandra_online_store.CassandraOnlineStore",
-}
-
-
 def create_online_store(settings: Settings) -> OnlineStore:
-    """Instantiate the configured backend, importing its module only now."""
-    qualified = ONLINE_STORE_CLASS_FOR_BACKEND.get(settings.backend)
-    if qualified is None:
-        raise NotImplementedError(
-            f"the '{settings.backend}' online store is not available in this version; use CUPOLA_BACKEND=sqlite"
-        )
-    module_name, class_name = qualified.rsplit(".", 1)
-    store_class = getattr(importlib.import_module(module_name), class_name)
-    return store_class.from_settings(settings)
+    """The configured backend's online store (the stores registry picks it and imports its module only now)."""
+    return open_store("online", settings)  # type: ignore[no-any-return]

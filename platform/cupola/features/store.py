@@ -34,7 +34,7 @@ class FeatureStore:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
-        self.datalake = Datalake(self.settings.data_root_uri)
+        self.datalake = Datalake.from_settings(self.settings)
         self.offline = OfflineStore(self.datalake)
 
     @cached_property

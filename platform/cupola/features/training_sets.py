@@ -48,9 +48,9 @@ class TrainingSet:
     fingerprint: str
     seconds: float
 
-    def to_pandas(self) -> pd.DataFrame:
-        """Read it back (row order is by entity bucket, then event time)."""
-        return pds.dataset(self.uri, format="parquet").to_table().to_pandas()
+    def to_pandas(self, datalake: Datalake) -> pd.DataFrame:
+        """Read it back from `datalake` (row order is by entity bucket, then event time)."""
+        return datalake.parquet_dataset(self.uri).to_table().to_pandas()
 
 
 @dataclass(frozen=True)

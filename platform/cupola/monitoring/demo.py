@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cupola.config import Settings
+from cupola.storage.datalake import Datalake
 from cupola.examples.delivery import request_row
 from cupola.monitoring.live import ALL_UNITS
 from cupola.monitoring.store import MonitoringStore, event_key
@@ -54,7 +55,8 @@ def client_rows(frame: pd.DataFrame) -> list[dict]:
 
 def run_monitoring_demo(settings: Settings, url: str, version: ModelVersion) -> list[Phase]:
     """Two phases of traffic and outcomes against a running endpoint; the live metrics after each."""
-    frame = pd.read_parquet(version.data["training_set"].removeprefix("file://")).sample(2 * PHASE_ROWS, random_state=7)  # like live traffic: no drift
+    filesystem, path = Datalake.from_settings(settings).locate(version.data["training_set"])
+    frame = pd.read_parquet(path, filesystem=filesystem).sample(2 * PHASE_ROWS, random_state=7)  # like live traffic: no drift
     label = version.spec["label"]
     window = version_spec(version).monitoring.window_names()[0]
     store = MonitoringStore.from_settings(settings)

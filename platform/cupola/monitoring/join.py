@@ -13,7 +13,6 @@ from datetime import datetime
 
 import pandas as pd
 import pyarrow.compute as pc
-import pyarrow.dataset as pds
 
 from cupola.config import Settings
 from cupola.features.timeutil import to_utc
@@ -29,9 +28,9 @@ def join_outcomes(settings: Settings, model: str, since: datetime, until: dateti
     keys = spec.monitoring.outcome_keys
     if not keys:
         raise ValueError(f"model '{model}' sets no monitoring.outcome_keys, so label events cannot be matched to predictions: add e.g. `outcome_keys: [order_id]`")
-    datalake = Datalake(settings.data_root_uri)
+    datalake = Datalake.from_settings(settings)
     uri = datalake.uri(spec.training_data.labels)
-    dataset = pds.dataset(uri, format="parquet", partitioning=None)
+    dataset = datalake.parquet_dataset(uri, partitioning=None)
     absent = [c for c in (*keys, spec.label, spec.event_time) if c not in dataset.schema.names]
     if absent:
         raise KeyError(f"label events at {uri} have no column(s) {', '.join(absent)}; columns: {', '.join(dataset.schema.names)}")

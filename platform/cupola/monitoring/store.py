@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
+from cupola.stores import open_store
 from cupola.storage.sqlite_db import SqliteDatabase
 
 SCHEMA = """
@@ -127,11 +128,8 @@ class MonitoringStore(ABC):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MonitoringStore":
-        if settings.backend == "cassandra":
-            from cupola.monitoring.cassandra_store import CassandraMonitoringStore
-
-            return CassandraMonitoringStore.from_settings(settings)
-        return SqliteMonitoringStore(settings.resolved_monitoring_path())
+        """The configured backend's monitoring store (the stores registry picks it)."""
+        return open_store("monitoring", settings)  # type: ignore[no-any-return]
 
     @abstractmethod
     def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
@@ -176,6 +174,10 @@ class SqliteMonitoringStore(MonitoringStore):
 
     def __init__(self, path: Path) -> None:
         self.database = SqliteDatabase(path, SCHEMA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SqliteMonitoringStore":
+        return cls(settings.resolved_monitoring_path())
 
     def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
         rows = [tuple(record[c] if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records]

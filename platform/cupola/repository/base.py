@@ -9,13 +9,13 @@ every move is kept in a history with who and when.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from cupola.config import Settings
+from cupola.stores import open_store
 from cupola.repository.artifacts import ArtifactRef
 
 
@@ -120,16 +120,6 @@ class ModelRepository(ABC):
         """Release connections."""
 
 
-REPOSITORY_CLASS_FOR_BACKEND = {
-    "sqlite": "cupola.repository.sqlite.SqliteModelRepository",
-    "cassandra": "cupola.repository.cassandra.CassandraModelRepository",
-}
-
-
 def create_repository(settings: Settings) -> ModelRepository:
-    """Instantiate the configured backend, importing its module only now."""
-    qualified = REPOSITORY_CLASS_FOR_BACKEND.get(settings.backend)
-    if qualified is None:
-        raise NotImplementedError(f"the '{settings.backend}' model repository is not available in this version; use CUPOLA_BACKEND=sqlite")
-    module_name, class_name = qualified.rsplit(".", 1)
-    return getattr(importlib.import_module(module_name), class_name).from_settings(settings)
+    """The configured backend's repository (the stores registry picks it and imports its module only now)."""
+    return open_store("models", settings)  # type: ignore[no-any-return]

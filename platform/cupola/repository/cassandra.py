@@ -22,7 +22,7 @@ from typing import Any
 from cupola.config import Settings
 from cupola.repository.base import AliasMove, ModelRepository, ModelVersion, NewModelVersion, alias_conflict
 from cupola.repository.records import decode_record, encode_record
-from cupola.storage.cassandra_db import cassandra_session, consistency, timeuuid
+from cupola.storage.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
 
 MAX_ATTEMPTS = 200
 
@@ -33,8 +33,6 @@ def _now() -> datetime:
 
 class CassandraModelRepository(ModelRepository):
     def __init__(self, session: Any, settings: Settings) -> None:
-        from cassandra import ConsistencyLevel
-
         self.session = session
         statements = {
             "latest": "SELECT version FROM model_versions WHERE name = ? ORDER BY version DESC LIMIT 1",
@@ -51,7 +49,7 @@ class CassandraModelRepository(ModelRepository):
         }
         self.statements = {name: session.prepare(text) for name, text in statements.items()}
         write_level = consistency(settings.cassandra_write_consistency)
-        serial = ConsistencyLevel.LOCAL_SERIAL if settings.cassandra_write_consistency.startswith("LOCAL") else ConsistencyLevel.SERIAL
+        serial = serial_consistency(settings)
         for name, statement in self.statements.items():
             if name in ("latest", "alias"):
                 statement.consistency_level = serial  # must see Paxos rounds in progress

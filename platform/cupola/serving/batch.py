@@ -59,7 +59,7 @@ class PredictBatches:
         repository.close()
         if record.spec["algorithm"]["name"] == "xgboost":
             import_xgboost_without_sklearn()  # a Ray Data actor is a process of cupola's own
-        self.predictor = Predictor.from_version(record, ArtifactStore(Datalake(resolved.data_root_uri)))
+        self.predictor = Predictor.from_version(record, ArtifactStore(Datalake.from_settings(resolved)))
         self.run_id = run_id
         self.keep = keep
 
@@ -104,18 +104,18 @@ def predict_batch(
         version = repository.resolve(name, version_or_alias)
     finally:
         repository.close()
-    datalake = Datalake(settings.data_root_uri)
+    datalake = Datalake.from_settings(settings)
     run_id = f"{name}-v{version.version}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     input_uri = _uri(datalake, input_path)
     try:
-        source = pds.dataset(input_uri, format="parquet")
+        source = datalake.parquet_dataset(input_uri)
     except (FileNotFoundError, OSError) as error:
         raise FileNotFoundError(f"batch input {input_uri} cannot be read as Parquet: {error}") from None
     ensure_ray(settings)
     spec = version_spec(version)
     if features_from_offline_store:
         input_uri = _join_offline_features(settings, spec, source, input_uri, run_id)
-        source = pds.dataset(input_uri, format="parquet")
+        source = datalake.parquet_dataset(input_uri)
 
     columns = source.schema.names
     keys = keep if keep is not None else [c for c in columns if "__" not in c]
@@ -124,8 +124,11 @@ def predict_batch(
     output_uri = _uri(datalake, output_path or f"predictions/{name}/{run_id}")
     node_cpus = [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
     cpus = max(1, int(sum(node_cpus)))
+    input_filesystem, input_path = datalake.locate(input_uri)
     with _parquet_reader_v1():
-        source_rows = ray.data.read_parquet(input_uri, columns=read, override_num_blocks=4 * cpus, num_cpus=ACTOR_CPUS)
+        source_rows = ray.data.read_parquet(
+            input_path, filesystem=input_filesystem, columns=read, override_num_blocks=4 * cpus, num_cpus=ACTOR_CPUS
+        )
     dataset = source_rows.map_batches(
         PredictBatches,
         fn_constructor_kwargs={"settings": settings.for_workers(), "name": name, "version": version.version, "run_id": run_id, "keep": keys},
@@ -134,8 +137,9 @@ def predict_batch(
         compute=ray.data.ActorPoolStrategy(size=workers or default_workers(node_cpus)),
         num_cpus=ACTOR_CPUS,
     )
-    dataset.write_parquet(output_uri, ray_remote_args={"num_cpus": ACTOR_CPUS})
-    rows = pds.dataset(output_uri, format="parquet").count_rows()
+    output_filesystem, output_path = datalake.locate(output_uri)
+    dataset.write_parquet(output_path, filesystem=output_filesystem, ray_remote_args={"num_cpus": ACTOR_CPUS})
+    rows = datalake.parquet_dataset(output_uri).count_rows()
     return BatchResult(run_id, name, version.version, input_uri, output_uri, rows, time.perf_counter() - started)
 
 

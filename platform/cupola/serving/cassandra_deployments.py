@@ -15,7 +15,7 @@ from typing import Any
 
 from cupola.config import Settings
 from cupola.serving.deployments import Deployment, DeploymentConfig, DeploymentConflict, DeploymentEvent, Deployments, max_difference
-from cupola.storage.cassandra_db import cassandra_session, consistency, timeuuid
+from cupola.storage.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
 
 MAX_ATTEMPTS = 100
 SHADOW_DAYS_LISTED = 30
@@ -27,8 +27,6 @@ def _deployment(row: Any) -> Deployment:
 
 class CassandraDeployments(Deployments):
     def __init__(self, session: Any, settings: Settings) -> None:
-        from cassandra import ConsistencyLevel
-
         self.session = session
         texts = {
             "get": "SELECT config, revision, updated_by, updated_at FROM deployments WHERE model = ?",
@@ -43,7 +41,7 @@ class CassandraDeployments(Deployments):
                        "FROM shadow_predictions WHERE model = ? AND day = ?",
         }
         self.statements = {name: session.prepare(text) for name, text in texts.items()}
-        serial = ConsistencyLevel.LOCAL_SERIAL if settings.cassandra_write_consistency.startswith("LOCAL") else ConsistencyLevel.SERIAL
+        serial = serial_consistency(settings)
         for name, statement in self.statements.items():
             # `get` is a plain quorum read, not a SERIAL (Paxos) one: replicas poll it every CONFIG_TTL_S, and a
             # read that misses a write in flight only costs `put`/`remove` one more round, since their

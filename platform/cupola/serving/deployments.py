@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cupola.config import Settings
+from cupola.stores import open_store
 from cupola.repository import ModelRepository
 from cupola.storage.sqlite_db import SqliteDatabase
 
@@ -129,11 +130,8 @@ class Deployments(ABC):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Deployments":
-        if settings.backend == "cassandra":
-            from cupola.serving.cassandra_deployments import CassandraDeployments
-
-            return CassandraDeployments.from_settings(settings)
-        return SqliteDeployments(settings.resolved_records_path())
+        """The configured backend's deployments (the stores registry picks it)."""
+        return open_store("deployments", settings)  # type: ignore[no-any-return]
 
     @abstractmethod
     def get(self, model: str) -> Deployment | None:
@@ -194,6 +192,10 @@ class SqliteDeployments(Deployments):
 
     def __init__(self, path: Path) -> None:
         self.database = SqliteDatabase(path, SCHEMA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SqliteDeployments":
+        return cls(settings.resolved_records_path())
 
     def get(self, model: str) -> Deployment | None:
         row = self.database.connection().execute(

@@ -14,7 +14,7 @@ from cupola.storage.datalake import Datalake
 def load_predictor(settings: Settings, repository: ModelRepository, name: str, version_or_alias: int | str) -> Predictor:
     """A version with its online-store lookups wired in when the spec reads the feature store."""
     version = repository.resolve(name, version_or_alias)
-    datalake = Datalake(settings.data_root_uri)
+    datalake = Datalake.from_settings(settings)
     store_features = version_spec(version).store_features()
     groups, online = [], None
     if store_features:

@@ -69,14 +69,21 @@ def spec_error_from_validation(
 def load_spec(path: Path, model: type[SpecModel], expected: str) -> SpecModel:
     """Read one YAML declaration and validate it as `model`; `expected` lists its main keys for the error."""
     try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
+        text = path.read_text()
     except OSError as error:
         raise SpecError(f"{path}: cannot be read: {error.strerror}") from None
+    return parse_spec(text, path, model, expected)
+
+
+def parse_spec(text: str, source: Path | str, model: type[SpecModel], expected: str) -> SpecModel:
+    """Validate YAML text as `model`; errors name `source` (a file, or where the text came from)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML: {error}") from None
     if not isinstance(document, dict):
-        raise SpecError(f"{path}: expected a mapping of keys ({expected}), got {type(document).__name__}")
+        raise SpecError(f"{source}: expected a mapping of keys ({expected}), got {type(document).__name__}")
     try:
         return model.model_validate(document)
     except ValidationError as error:
-        raise spec_error_from_validation(path, model, error) from None
+        raise spec_error_from_validation(source, model, error) from None

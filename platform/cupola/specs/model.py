@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cupola import dsl
 from cupola.specs.durations import Duration, format_duration
-from cupola.specs.errors import load_spec
+from cupola.specs.errors import load_spec, parse_spec
 from cupola.specs.feature_group import Identifier
 
 METRIC_MODE = {"rmse": "min", "mae": "min", "logloss": "min", "error": "min", "auc": "max"}
@@ -223,6 +223,14 @@ class ModelSpec(_Strict):
         return [*self.request_features(), *joined, *self.transforms]
 
 
+MODEL_SPEC_KEYS = "name, task, label, features, training_data"
+
+
 def load_model_spec(path: Path) -> ModelSpec:
     """Read and validate one model YAML; every problem names the file, the field and the fix."""
-    return load_spec(path, ModelSpec, "name, task, label, features, training_data")
+    return load_spec(path, ModelSpec, MODEL_SPEC_KEYS)
+
+
+def parse_model_spec(text: str, source: str) -> ModelSpec:
+    """Validate model YAML text that came from elsewhere than a local file (an API body, the datalake)."""
+    return parse_spec(text, source, ModelSpec, MODEL_SPEC_KEYS)

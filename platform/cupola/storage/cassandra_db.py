@@ -43,6 +43,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "value double, PRIMARY KEY ((model, day), at, version, unit, window, metric, feature))",
         "CREATE TABLE IF NOT EXISTS live_latest (model text PRIMARY KEY, at double)",
     ]),
+    (4, "training runs, job attempts, schedule decisions", [
+        "CREATE TABLE IF NOT EXISTS training_runs (run_id text PRIMARY KEY, model text, status text, created_by text, started_at text, "
+        "ended_at text, progress text, version int, error text, state text)",
+        "CREATE TABLE IF NOT EXISTS training_runs_by_model (model text, started_at text, run_id text, PRIMARY KEY (model, started_at, run_id))",
+        "CREATE TABLE IF NOT EXISTS training_run_logs (run_id text, at timeuuid, at_text text, message text, PRIMARY KEY (run_id, at))",
+        "CREATE TABLE IF NOT EXISTS submitted_jobs (run_id text, submitted_at text, job_id text, kind text, target text, submitted_by text, "
+        "trigger text, PRIMARY KEY (run_id, submitted_at, job_id)) WITH CLUSTERING ORDER BY (submitted_at DESC, job_id ASC)",
+        "CREATE TABLE IF NOT EXISTS schedule_decisions (model text, due_at text, decided_at text, decision text, run_id text, reason text, "
+        "PRIMARY KEY (model, due_at))",
+    ]),
 ]
 _sessions: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -75,7 +85,7 @@ def _connect(settings: Settings) -> Any:
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)),
         request_timeout=settings.cassandra_request_timeout_s,
     )
-    auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password) if settings.cassandra_username else None
+    auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password.get_secret_value()) if settings.cassandra_username else None
     tls = ssl.create_default_context(cafile=str(settings.cassandra_tls_ca_file)) if settings.cassandra_tls_ca_file else None
     cluster = Cluster(
         settings.cassandra_hosts, port=settings.cassandra_port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
@@ -130,3 +140,8 @@ def consistency(name: str) -> Any:
     from cassandra import ConsistencyLevel
 
     return getattr(ConsistencyLevel, name)
+
+
+def serial_consistency(settings: Settings) -> Any:
+    """The Paxos level matching the write level: LOCAL_SERIAL for LOCAL_* writes, else SERIAL."""
+    return consistency("LOCAL_SERIAL" if settings.cassandra_write_consistency.startswith("LOCAL") else "SERIAL")

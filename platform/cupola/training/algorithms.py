@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pyarrow.fs as pafs
 
 from cupola.evaluation.metrics import SCORERS
 
@@ -32,8 +33,9 @@ class Algorithm(Protocol):
     def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
         """Train on `train`, stop early on `valid`, and return the model with its validation score."""
 
-    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str) -> FitResult:
-        """The same fit, data-parallel over `workers` Ray Train workers (checkpoints under `storage_path`)."""
+    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str, storage_filesystem: pafs.FileSystem) -> FitResult:
+        """The same fit, data-parallel over `workers` Ray Train workers (checkpoints under `storage_path` on
+        `storage_filesystem`: the datalake, which every node reaches)."""
 
     def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
         """Predictions (probabilities for binary tasks) for a float32 feature matrix."""
@@ -97,7 +99,7 @@ class XGBoostAlgorithm:
         score = SCORERS[metric](valid[1], self.predict(best, valid[0]))
         return FitResult(best, score, booster.best_iteration + 1)
 
-    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str) -> FitResult:
+    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str, storage_filesystem: pafs.FileSystem) -> FitResult:
         """The same fit, data-parallel: Ray Train's XGBoostTrainer, each worker holding one shard of the rows."""
         import ray
         from ray.train import RunConfig, ScalingConfig
@@ -109,7 +111,7 @@ class XGBoostAlgorithm:
             _distributed_loop,
             train_loop_config={"shards": shards, "valid": ray.put(valid), "params": booster_params, "rounds": rounds, "patience": patience},
             scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(storage_path=storage_path, name=f"xgboost-{uuid.uuid4().hex[:8]}"),
+            run_config=RunConfig(storage_path=storage_path, storage_filesystem=storage_filesystem, name=f"xgboost-{uuid.uuid4().hex[:8]}"),
         )
         result = trainer.fit()
         booster = RayTrainReportCallback.get_model(result.checkpoint)
@@ -206,7 +208,7 @@ class TensorFlowAlgorithm:
         score = SCORERS[metric](valid[1], self.predict(model, valid[0]))
         return FitResult(model, score, len(history.history["loss"]))
 
-    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str) -> FitResult:
+    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str, storage_filesystem: pafs.FileSystem) -> FitResult:
         """The same network trained data-parallel: Ray Train's TensorflowTrainer, each worker holding one shard
         of the rows, gradients averaged by MultiWorkerMirroredStrategy's all-reduce after every step.
 
@@ -229,7 +231,7 @@ class TensorFlowAlgorithm:
                 "settings": settings, "task": task, "seed": seed, "means": means, "variances": variances,
             },
             scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(storage_path=storage_path, name=f"tensorflow-{uuid.uuid4().hex[:8]}"),
+            run_config=RunConfig(storage_path=storage_path, storage_filesystem=storage_filesystem, name=f"tensorflow-{uuid.uuid4().hex[:8]}"),
         )
         result = trainer.fit()
         with result.checkpoint.as_directory() as folder:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as pds
 
 from cupola import dsl
 from cupola.features import FeatureStore, TrainingSet
@@ -54,7 +53,7 @@ def load_labels(spec: ModelSpec, store: FeatureStore) -> pd.DataFrame:
     source = spec.training_data.labels
     uri = store.datalake.uri(source)
     try:
-        table = pds.dataset(uri, format="parquet", partitioning=None).to_table()
+        table = store.datalake.parquet_dataset(uri, partitioning=None).to_table()
     except (FileNotFoundError, OSError) as error:
         raise FileNotFoundError(f"model '{spec.name}': training_data.labels {uri} cannot be read: {error}") from None
     labels = table.to_pandas()

@@ -1,16 +1,24 @@
-"""Hyperparameter search with Ray Tune, amortized over partitions.
+"""Hyperparameter search with Ray Tune, amortized over partitions, resumable from cupola's own records.
 
 One Tune trial evaluates one configuration on *every* unit (each partition and the
 fallback) and reports each unit's validation score. The best configuration is then chosen
 per unit. With the ASHA scheduler, trials report after each unit and poor configurations
 stop early. Ray's per-trial cost (about 1.2 s measured here) is paid once per configuration,
 not once per (partition, configuration), and trials still run in parallel, one CPU each.
+
+The configurations are drawn up front from the spec's seed (`planned_configs`), so a run
+knows its whole plan. Each finished trial is handed to `on_trial` (the trainer keeps it in the
+run's record); a resumed run passes those back as `finished` and Tune runs only the rest. Tune's
+own state lives in a temporary folder of the driver and is never restored: `Tuner.restore`
+unpickles files, and nothing a worker can write is ever unpickled.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import itertools
+import math
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +32,8 @@ from cupola.specs.model import Distribution, ModelSpec
 from cupola.training.algorithms import get_algorithm, import_xgboost_without_sklearn
 from cupola.training.dataset import PreparedData
 
+TrialResult = dict[str, Any]  # {"score": float, "unit_scores": {unit: float}}
+
 
 @dataclass(frozen=True)
 class SearchOutcome:
@@ -32,21 +42,32 @@ class SearchOutcome:
     trials: list[dict[str, Any]]
 
 
-def _tune_distribution(distribution: Distribution, grid: bool) -> Any:
-    if distribution.type == "grid" or (grid and distribution.type == "choice"):
-        return tune.grid_search(distribution.values)
+def _draw(distribution: Distribution, rng: np.random.Generator) -> Any:
+    """One value of a random distribution (`high` is inclusive for randint, as in specs)."""
     if distribution.type == "choice":
-        return tune.choice(distribution.values)
+        return distribution.values[int(rng.integers(len(distribution.values)))]  # type: ignore[index, arg-type]
+    low, high = float(distribution.low), float(distribution.high)  # type: ignore[arg-type]
     if distribution.type == "uniform":
-        return tune.uniform(distribution.low, distribution.high)
+        return float(rng.uniform(low, high))
     if distribution.type == "loguniform":
-        return tune.loguniform(distribution.low, distribution.high)
-    return tune.randint(int(distribution.low), int(distribution.high) + 1)  # `high` is inclusive in specs
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return int(rng.integers(int(low), int(high) + 1))
 
 
-def param_space(spec: ModelSpec) -> dict[str, Any]:
-    grid = spec.search.method == "grid"
-    return {name: _tune_distribution(d, grid) for name, d in spec.algorithm.search_space.items()}
+def planned_configs(spec: ModelSpec) -> list[dict[str, Any]]:
+    """Every configuration the search will try, in order, the same for the same spec: the grid's
+    combinations (grid distributions, and choices under method `grid`) `num_samples` times over, the
+    random distributions drawn from the spec's seed for each."""
+    space = spec.algorithm.search_space
+    on_grid = {name: d.values for name, d in space.items() if d.type == "grid" or (spec.search.method == "grid" and d.type == "choice")}
+    rng = np.random.default_rng(spec.seed)
+    configs = []
+    for _ in range(spec.search.num_samples):
+        for combination in itertools.product(*on_grid.values()):
+            config = dict(zip(on_grid, combination, strict=True))
+            config.update({name: _draw(d, rng) for name, d in space.items() if name not in on_grid})
+            configs.append(config)
+    return configs
 
 
 def unit_scores(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> Iterator[tuple[str, float, int]]:
@@ -71,16 +92,18 @@ def evaluate_config(config: dict[str, Any], spec: ModelSpec, data: PreparedData)
     return _summary(scores, weights)
 
 
-def _trial(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> None:
-    """One configuration over all units. Under ASHA it reports after each unit: units come in the
-    same order in every trial, so running means at the same step compare like with like."""
+def _trial(config: dict[str, Any], spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]]) -> None:
+    """One planned configuration (`config["trial"]` indexes the plan) over all units. Under ASHA it reports
+    after each unit: units come in the same order in every trial, so running means at the same step compare
+    like with like."""
     if spec.algorithm.name == "xgboost":
         import_xgboost_without_sklearn()  # a trial actor is a process of cupola's own
+    planned = plan[config["trial"]]
     if spec.search.scheduler != "asha":
-        tune.report(evaluate_config(config, spec, data))
+        tune.report(evaluate_config(planned, spec, data))
         return
     scores, weights = {}, {}
-    for unit, score, rows in unit_scores(config, spec, data):
+    for unit, score, rows in unit_scores(planned, spec, data):
         scores[unit], weights[unit] = score, rows
         tune.report(_summary(scores, weights))
 
@@ -92,67 +115,61 @@ def _scheduler(spec: ModelSpec, units: int) -> ASHAScheduler | None:
     return ASHAScheduler(time_attr="training_iteration", max_t=units, grace_period=max(1, units // 4), reduction_factor=2)
 
 
-class TrialProgress(tune.Callback):
-    """Reports each finished trial to `report(done, total)`; must stay picklable (Tune stores it for restore)."""
+class _TrialRecorder(tune.Callback):
+    """Hands each finished trial (run to the end, or stopped by ASHA) to `on_trial(index, result)` in the driver."""
 
-    def __init__(self, report: Callable[[int, int], None]) -> None:
-        self.report = report
+    def __init__(self, on_trial: Callable[[int, TrialResult], None]) -> None:
+        self.on_trial = on_trial
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.report(sum(t.status == "TERMINATED" for t in trials), len(trials))
+        result = trial.last_result
+        self.on_trial(trial.config["trial"], {"score": result["score"], "unit_scores": result["unit_scores"]})
 
 
-@contextlib.contextmanager
-def _experiment_state_saved_every_step() -> Iterator[None]:
-    """Make Tune persist its experiment state after every step instead of at most every 10 s.
-
-    Ray exposes this period only as the TUNE_GLOBAL_CHECKPOINT_S variable, read when the
-    search starts. With 0, a trial that finished is on disk before the next step, so a
-    driver killed at any moment resumes without redoing it. The state is a few kilobytes.
-    """
-    previous = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
-    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
+def _run_trials(
+    spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]], pending: list[int], max_concurrent: int,
+    on_trial: Callable[[int, TrialResult], None],
+) -> dict[int, TrialResult]:
+    """Run the pending planned trials with Tune; results by plan index."""
+    trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data, plan=plan), {"cpu": 1})
+    storage = tempfile.mkdtemp(prefix="cupola-tune-")  # the driver's own; removed when the search ends
     try:
-        yield
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(pending)},
+            tune_config=tune.TuneConfig(
+                metric="score",
+                mode=spec.mode,
+                search_alg=BasicVariantGenerator(max_concurrent=spec.search.max_concurrent or max_concurrent),
+                scheduler=_scheduler(spec, len(data.units)),
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0, callbacks=[_TrialRecorder(on_trial)]),
+        )
+        results: dict[int, TrialResult] = {}
+        for result in tuner.fit():
+            if result.error is not None:
+                raise RuntimeError(f"a search trial failed: {result.error}")
+            results[result.config["trial"]] = {"score": result.metrics["score"], "unit_scores": result.metrics["unit_scores"]}
+        return results
     finally:
-        if previous is None:
-            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
-        else:
-            os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = previous
+        shutil.rmtree(storage, ignore_errors=True)
 
 
-def make_tuner(spec: ModelSpec, data: PreparedData, storage_path: str, run_name: str, max_concurrent: int, progress: TrialProgress | None = None) -> tune.Tuner:
-    """A Tuner for a new run, or the restored one when this run id already has Tune state."""
-    trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data), {"cpu": 1})
-    experiment = f"{storage_path.rstrip('/')}/{run_name}"
-    if tune.Tuner.can_restore(experiment):
-        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-    return tune.Tuner(
-        trainable,
-        param_space=param_space(spec),
-        tune_config=tune.TuneConfig(
-            metric="score",
-            mode=spec.mode,
-            num_samples=spec.search.num_samples,
-            search_alg=BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.search.max_concurrent or max_concurrent),
-            scheduler=_scheduler(spec, len(data.units)),
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(name=run_name, storage_path=storage_path, verbose=0, callbacks=[progress] if progress else None),
-    )
-
-
-def search(spec: ModelSpec, data: PreparedData, storage_path: str, run_name: str, max_concurrent: int, progress: TrialProgress | None = None) -> SearchOutcome:
-    """Run (or resume) the search and pick the best configuration for each unit."""
+def search(
+    spec: ModelSpec, data: PreparedData, max_concurrent: int, finished: dict[int, TrialResult] | None = None,
+    on_trial: Callable[[int, TrialResult], None] = lambda index, result: None,
+) -> SearchOutcome:
+    """Run the planned trials not in `finished` (plan index → result of an earlier attempt) and pick the
+    best configuration for each unit from all of them."""
     if not spec.algorithm.search_space:
         return SearchOutcome({u: {} for u in data.units}, {}, [])
-    with _experiment_state_saved_every_step():
-        results = make_tuner(spec, data, storage_path, run_name, max_concurrent, progress).fit()
-    trials = []
-    for result in results:
-        if result.error is not None:
-            raise RuntimeError(f"a search trial failed: {result.error}")
-        trials.append({"config": result.config, "score": result.metrics["score"], "unit_scores": result.metrics["unit_scores"]})
+    plan = planned_configs(spec)
+    results = dict(finished or {})
+    pending = [index for index in range(len(plan)) if index not in results]
+    if pending:
+        results |= _run_trials(spec, data, plan, pending, max_concurrent, on_trial)
+    trials = [{"config": plan[index], **results[index]} for index in sorted(results)]
     trials.sort(key=lambda t: sorted(t["config"].items()))
     better = min if spec.mode == "min" else max
     best_config, best_score = {}, {}

@@ -29,10 +29,12 @@ from cupola.model_inputs import request_fields
 from cupola.repository import ArtifactStore, ModelRepository, ModelVersion, NewModelVersion, create_repository
 from cupola.runtime import ensure_ray
 from cupola.specs.model import ModelSpec
+from cupola.storage.datalake import Datalake
+from cupola.stores import open_store
+from cupola.stores.runs import TrainingRun, TrainingRuns
 from cupola.training.algorithms import get_algorithm
 from cupola.training.dataset import PreparedData, build_training_data, prepare
-from cupola.training.runs import TrainingRuns
-from cupola.training.search import TrialProgress, search
+from cupola.training.search import TrialResult, planned_configs, search
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def _trained_with(spec: ModelSpec, data: PreparedData, unit: str) -> str:
     return "in-process"
 
 
-def _refit(spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any]], storage_path: str) -> list[tuple[bytes, float, int]]:
+def _refit(spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any]], storage: Datalake, run_id: str) -> list[tuple[bytes, float, int]]:
     """Refit each unit's best configuration: small units as parallel one-CPU tasks, then large units
     data-parallel with Ray Train from the driver (inside a one-CPU task its workers would starve)."""
     data_ref = ray.put(data)
@@ -76,7 +78,7 @@ def _refit(spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any
             continue
         result = algorithm.fit_distributed(
             {**spec.algorithm.params, **configs[unit]}, spec.task, spec.optimize, spec.seed,
-            *data.unit_split(unit), spec.algorithm.distributed_workers, storage_path,
+            *data.unit_split(unit), spec.algorithm.distributed_workers, storage.path(f"training_runs/{run_id}/train"), storage.filesystem,
         )
         results[unit] = (algorithm.serialize(result.model), result.valid_score, result.iterations)
     return [results[unit] for unit in data.units]
@@ -87,28 +89,32 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
     store = FeatureStore(settings)
     store.registry.resolve(spec.store_features())
     run_id = run_id or new_run_id(spec)
-    runs, repository = TrainingRuns(settings), create_repository(settings)
+    runs, repository = open_store("runs", settings), create_repository(settings)
     user = settings.acting_user()
-    finished = runs.find(run_id)
-    if finished is not None and finished.status == "succeeded":
+    previous = runs.find(run_id)
+    if previous is not None and previous.status == "succeeded":
         runs.close()
         repository.close()
-        raise ValueError(f"run '{run_id}' already succeeded and registered {finished.model} version {finished.version}: omit --run-id to train again")
+        raise ValueError(f"run '{run_id}' already succeeded and registered {previous.model} version {previous.version}: omit --run-id to train again")
     run = runs.start(run_id, spec.name, user)
     started = datetime.now(timezone.utc)
     try:
         ensure_ray(settings)
         training_set = _training_set(spec, store, runs, run)
-        frame = training_set.to_pandas()
+        frame = training_set.to_pandas(store.datalake)
         data = prepare(spec, frame)
         runs.log(run_id, f"training set {training_set.uri}: {training_set.rows} rows; units: {', '.join(data.units)}")
         runs.update(run_id, progress={"step": "search", "units": len(data.units), "trials": spec.search.num_samples})
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        outcome = search(spec, data, f"{settings.data_root_uri}/training_runs", run_id, cpus, TrialProgress(_RunProgress(settings, run_id, len(data.units))))
+        finished = _finished_trials(run)
+        if finished:
+            runs.log(run_id, f"resuming: {len(finished)} finished trials kept from the run's record")
+        recorder = _TrialRecorder(settings, run_id, len(data.units), len(planned_configs(spec)))
+        outcome = search(spec, data, cpus, finished, recorder)
         runs.log(run_id, f"search: {len(outcome.trials)} trials; best per unit chosen on validation {spec.optimize}")
         runs.update(run_id, progress={"step": "retrain", "units": len(data.units), "trials_done": len(outcome.trials)})
         algorithm = get_algorithm(spec.algorithm.name)
-        fitted = _refit(spec, data, outcome.best_config, f"{settings.data_root_uri}/training_runs/{run_id}/train")
+        fitted = _refit(spec, data, outcome.best_config, store.datalake, run_id)
         models = {unit: algorithm.deserialize(blob) for unit, (blob, _, _) in zip(data.units, fitted, strict=True)}
         evaluation = evaluate(spec, data, models)
         metrics = dict(evaluation.metrics)
@@ -165,29 +171,39 @@ def _production(repository: ModelRepository, name: str) -> ModelVersion | None:
     return repository.get(name, alias) if alias is not None else None
 
 
-def _training_set(spec: ModelSpec, store: FeatureStore, runs: TrainingRuns, run: Any) -> TrainingSet:
+def _training_set(spec: ModelSpec, store: FeatureStore, runs: TrainingRuns, run: TrainingRun) -> TrainingSet:
     """The run's training set: reused on resume, so a resumed search sees exactly the same data."""
     recorded = run.state.get("training_set")
     if recorded:
         return TrainingSet(**recorded)
     training_set = build_training_data(spec, store, run.run_id)
-    runs.update(run.run_id, state={"training_set": training_set.__dict__})
+    runs.update(run.run_id, state={**run.state, "training_set": training_set.__dict__})
     return training_set
 
 
+def _finished_trials(run: TrainingRun) -> dict[int, TrialResult]:
+    """Trials an earlier attempt of this run finished, by plan index (JSON keeps the index as text)."""
+    return {int(index): result for index, result in run.state.get("trials", {}).items()}
+
+
 @dataclass(frozen=True)
-class _RunProgress:
-    """Records search progress on the run; picklable because Tune keeps its callbacks for restore."""
+class _TrialRecorder:
+    """Keeps each finished trial in the run's record (what a resume skips) and reports progress. Holds only
+    settings, so Tune can keep it with its experiment (it pickles its callbacks into its own temporary state)."""
 
     settings: Settings
     run_id: str
     units: int
+    total: int
 
-    def __call__(self, done: int, total: int) -> None:
-        runs = TrainingRuns(self.settings)
+    def __call__(self, index: int, result: TrialResult) -> None:
+        runs: TrainingRuns = open_store("runs", self.settings)
         try:
-            runs.update(self.run_id, progress={"step": "search", "units": self.units, "trials_done": done, "trials": total})
-            runs.log(self.run_id, f"trial {done}/{total} finished")
+            state = runs.get(self.run_id).state
+            trials = {**state.get("trials", {}), str(index): result}
+            progress = {"step": "search", "units": self.units, "trials_done": len(trials), "trials": self.total}
+            runs.update(self.run_id, state={**state, "trials": trials}, progress=progress)
+            runs.log(self.run_id, f"trial {len(trials)}/{self.total} finished")
         finally:
             runs.close()
 

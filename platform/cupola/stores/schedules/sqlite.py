@@ -1,0 +1,49 @@
+"""Scheduler decisions in the embedded records database (SQLite); the primary key keeps one per due time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from cupola.config import Settings
+from cupola.storage.sqlite_db import SqliteDatabase
+from cupola.stores.schedules.base import Decision, ScheduleDecisions, decision_from_text, newest_first
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedule_decisions (
+    model TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    run_id TEXT,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (model, due_at)
+);
+"""
+
+
+class SqliteScheduleDecisions(ScheduleDecisions):
+    def __init__(self, path: Path) -> None:
+        self.database = SqliteDatabase(path, SCHEMA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SqliteScheduleDecisions":
+        return cls(settings.resolved_records_path())
+
+    def decided(self, model: str, due_at: datetime) -> bool:
+        query = "SELECT 1 FROM schedule_decisions WHERE model = ? AND due_at = ?"
+        return self.database.connection().execute(query, (model, due_at.isoformat())).fetchone() is not None
+
+    def record(self, decision: Decision) -> bool:
+        cursor = self.database.write(lambda c: c.execute(
+            "INSERT OR IGNORE INTO schedule_decisions VALUES (?, ?, ?, ?, ?, ?)",
+            (decision.model, decision.due_at.isoformat(), decision.decided_at.isoformat(), decision.decision, decision.run_id, decision.reason),
+        ))
+        return cursor.rowcount == 1
+
+    def decisions(self, model: str | None = None) -> list[Decision]:
+        query = "SELECT model, due_at, decided_at, decision, run_id, reason FROM schedule_decisions" + (" WHERE model = ?" if model else "")
+        return newest_first([decision_from_text(*row) for row in self.database.connection().execute(query, (model,) if model else ())])
+
+    def close(self) -> None:
+        self.database.close()
