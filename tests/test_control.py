@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import requests
 import uvicorn
+from pydantic import SecretStr
 
 from cupola import Settings
 from cupola.client import ApiError, Client
@@ -63,7 +64,7 @@ def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.T
     folder = tmp_path_factory.mktemp("control")
     settings = example_lake[0].model_copy(update={
         "records_path": folder / "records.db", "online_store_path": folder / "online.db", "monitoring_path": folder / "monitoring.db",
-        "api_read_token": READ, "api_write_token": WRITE, "dashboard_url": f"http://127.0.0.1:{free_port()}",
+        "api_read_token": SecretStr(READ), "api_write_token": SecretStr(WRITE), "dashboard_url": f"http://127.0.0.1:{free_port()}",
     })
     return trained_versions(settings, [{**small_delivery_document(), "monitoring": MONITORING, "seed": seed} for seed in (1, 2)])
 
@@ -194,7 +195,7 @@ def test_tokens_guard_read_and_write_routes(server: str, method: str, path: str,
 
 
 def test_without_tokens_the_server_only_binds_to_loopback(lake: Settings) -> None:
-    open_settings = lake.model_copy(update={"api_read_token": "", "api_write_token": ""})
+    open_settings = lake.model_copy(update={"api_read_token": SecretStr(""), "api_write_token": SecretStr("")})
     check_bind_address(open_settings, "127.0.0.1")
     check_bind_address(open_settings, "::1")
     check_bind_address(lake, "0.0.0.0")

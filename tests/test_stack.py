@@ -2,7 +2,8 @@
 `ray job submit` for features, training (trials spread over the worker nodes; the largest partition fitted
 data-parallel by XGBoostTrainer across both) and batch prediction; `cupola deploy` onto the app that
 `serve deploy cluster/serve.yaml` started; predictions and outcomes over HTTP; a Prometheus scrape. Records,
-online store and prediction log on Cassandra; the datalake is a path every node reads."""
+online store and prediction log on Cassandra; the datalake on the local S3-compatible server (`cluster/s3/start`);
+Ray token authentication on for every node (`cluster/ray-node`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
@@ -33,10 +33,12 @@ pytestmark = pytest.mark.slow
 def stack(cassandra: dict[str, object], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     os.environ.setdefault("RAY_AUTH_MODE", "token")  # this process asks the state API too: with the cluster's token
     folder = tmp_path_factory.mktemp("stack")
+    s3_port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CUPOLA_")},
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-        "CUPOLA_STACK_DIR": str(folder / "stack"), "CUPOLA_DATA_ROOT": str(folder / "lake"), "CUPOLA_BACKEND": "cassandra",
+        "CUPOLA_STACK_DIR": str(folder / "stack"), "CUPOLA_DATA_ROOT": "s3://cupola/stack", "CUPOLA_BACKEND": "cassandra",
+        "CUPOLA_S3_PORT": str(s3_port), "CUPOLA_S3_HOME": str(folder / "s3"), "CUPOLA_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
         "CUPOLA_CASSANDRA_PORT": str(cassandra["cassandra_port"]), "CUPOLA_CASSANDRA_KEYSPACE": KEYSPACE,
         "CUPOLA_CASSANDRA_STORAGE_PORT": os.environ.get("CUPOLA_CASSANDRA_STORAGE_PORT", "7000"),
         "CUPOLA_STACK_RAY_PORT": str(free_port()), "CUPOLA_DASHBOARD_PORT": str(free_port()), "CUPOLA_SERVE_PORT": str(free_port()),
@@ -95,10 +97,12 @@ def placements_while(job: threading.Thread, dashboard: str, class_names: set[str
 
 
 def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_cluster(stack: dict[str, str], tmp_path: Path) -> None:
-    settings = Settings.load(data_root=stack["CUPOLA_DATA_ROOT"], backend="cassandra", cassandra_port=int(stack["CUPOLA_CASSANDRA_PORT"]), cassandra_keyspace=KEYSPACE)
+    settings = Settings.load(data_root=stack["CUPOLA_DATA_ROOT"], s3_endpoint_url=stack["CUPOLA_S3_ENDPOINT_URL"], backend="cassandra",
+                             cassandra_port=int(stack["CUPOLA_CASSANDRA_PORT"]), cassandra_keyspace=KEYSPACE)
     dashboard = f"http://127.0.0.1:{stack['CUPOLA_DASHBOARD_PORT']}"
+    assert requests.post(f"{dashboard}/api/jobs/", json={"entrypoint": "true"}, timeout=30).status_code in {401, 403}  # token auth is on
     serve_url = f"http://127.0.0.1:{stack['CUPOLA_SERVE_PORT']}"
-    orders = write_example(Datalake.from_settings(settings), 4000, seed=5, days=7)
+    orders = write_example(Datalake.from_settings(settings), 4000, seed=5, days=7)  # into the bucket, as a user's upload would
 
     assert "succeeded" in submit(stack, "jobs/build_features.py")
     submit(stack, "jobs/materialize.py")
@@ -124,11 +128,11 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
     rows = orders.tail(300)
     batch_input = tmp_path / "batch.parquet"
     rows.to_parquet(batch_input)
-    output = Path(stack["CUPOLA_DATA_ROOT"]) / "predictions" / "stack"
     # The default number of predicting actors on two 1-CPU workers leaves Ray Data's whole-CPU tasks a CPU (it hung without).
-    submit(stack, "jobs/batch_predict.py", "delivery_minutes", "--input", str(batch_input), "--output", str(output), "--version", "1",
+    submit(stack, "jobs/batch_predict.py", "delivery_minutes", "--input", str(batch_input), "--output", "predictions/stack", "--version", "1",
            "--features-from-offline-store")
-    assert sum(pq.read_metadata(f).num_rows for f in output.rglob("*.parquet")) == 300
+    datalake = Datalake.from_settings(settings)
+    assert datalake.root_uri == "s3://cupola/stack" and datalake.parquet_dataset("predictions/stack").count_rows() == 300
 
     deployed = subprocess.run([str(BIN / "cupola"), "deploy", "delivery_minutes", "--version", "1", "--sample-percent", "100", "--no-start"],
                               env=stack, capture_output=True, text=True, timeout=120)
