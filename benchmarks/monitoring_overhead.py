@@ -36,7 +36,7 @@ from online_latency import measure, setup, start_monitoring  # noqa: E402  (benc
 
 def deploy(settings: object, url: str, model: str, percent: float) -> None:
     """Deploy with `percent` sampling and wait until the replica answers with that revision."""
-    from cupola.serving.deployments import DeploymentConfig, Deployments
+    from cupola.stores.deployments.base import DeploymentConfig, Deployments
 
     revision = Deployments.from_settings(settings).put(DeploymentConfig(model=model, sample_percent=percent), "deploy", "benchmark").revision
     deadline = time.monotonic() + 60

@@ -85,7 +85,7 @@ def start_monitoring(port: int, path: str, body: dict, settings: object) -> None
     The actor is started once per model and cluster, by the first request's background sender; its
     start (a new worker importing cupola) costs seconds of CPU, which would otherwise land inside
     the first measured case. Steady state is what the figures are about."""
-    from cupola.monitoring.store import MonitoringStore
+    from cupola.stores.monitoring.base import MonitoringStore
 
     store = MonitoringStore.from_settings(settings)  # type: ignore[arg-type]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -106,7 +106,7 @@ def setup(root: Path, **settings_overrides: object) -> tuple[object, dict, dict,
     from cupola import FeatureStore, load_model
     from cupola.examples.delivery import request_row
     from cupola.model_inputs import input_matrix, with_transforms
-    from cupola.serving.deployments import DeploymentConfig, Deployments
+    from cupola.stores.deployments.base import DeploymentConfig, Deployments
     from cupola.serving.requests import column
 
     settings, version, orders = trained_example(root, 20_000, seed=3, **settings_overrides)

@@ -104,7 +104,7 @@ def cassandra() -> Iterator[dict[str, object]]:
 
 def empty_cassandra_tables(settings: Settings) -> None:
     """Truncate every table of the test keyspace but the migration record: each test starts from nothing."""
-    from cupola.storage.cassandra_db import cassandra_session
+    from cupola.stores.cassandra_db import cassandra_session
 
     session = cassandra_session(settings)
     for row in session.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (settings.cassandra_keyspace,)):

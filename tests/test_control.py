@@ -25,10 +25,10 @@ from cupola.control.jobs import RayJobs
 from cupola.control.scheduler import Scheduler
 from cupola.control.server import check_bind_address, create_app
 from cupola.monitoring.demo import client_rows
-from cupola.monitoring.store import MonitoringStore
+from cupola.stores.monitoring.base import MonitoringStore
 from cupola.monitoring.summary import monitor_summary
-from cupola.repository import create_repository
-from cupola.serving.deployments import DeploymentConfig, Deployments
+from cupola.stores.models import create_repository
+from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
 from tests.test_jobs import head_node  # noqa: F401  (a module-scoped fixture: a real `ray start --head`)
 from tests.test_serving import serving, small_delivery_document, trained_versions, wait_until

@@ -21,7 +21,7 @@ from cupola.evaluation import metrics as m
 from cupola.examples.delivery import CITY_NAMES
 from cupola.evaluation.importance import permutation_importance
 from cupola.evaluation.publish import compare_versions, version_report_html
-from cupola.repository import create_repository
+from cupola.stores.models import create_repository
 from cupola.specs.model import ModelSpec
 from cupola.training.dataset import FALLBACK
 from cupola.training.trainer import train

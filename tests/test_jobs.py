@@ -129,7 +129,7 @@ def test_jobs_are_thin_scripts() -> None:
 def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> None:
     import yaml
 
-    from cupola.repository import create_repository
+    from cupola.stores.models import create_repository
     from cupola.stores import open_store
 
     data_root = tmp_path / "lake"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from cupola import Settings
-from cupola.monitoring.store import LiveMetric, MonitoringStore, event_key, request_key
+from cupola.stores.monitoring.base import LiveMetric, MonitoringStore, event_key, request_key
 
 MODEL = "eta"
 

@@ -83,7 +83,7 @@ def test_the_quickstart_runs_end_to_end_on_s3_and_cassandra(s3: str, cassandra: 
     """`CUPOLA_DATA_ROOT=s3://... CUPOLA_BACKEND=cassandra cupola quickstart`: features, training with search,
     registration, report, deployment, predictions, outcomes and live metrics, with no local file of cupola's."""
     from cupola.cli.main import app
-    from cupola.repository import create_repository
+    from cupola.stores.models import create_repository
 
     monkeypatch.chdir(tmp_path)
     settings = s3_settings(s3, "quickstart", **cassandra)

@@ -10,7 +10,7 @@ import pytest
 
 from cupola import FeatureStore, Settings
 from cupola.examples import EXAMPLE_FEATURES
-from cupola.features.online_store import OnlineStore, create_online_store
+from cupola.stores.online.base import OnlineStore, create_online_store
 from cupola.specs import FeatureGroupSpec
 
 GROUP = FeatureGroupSpec.model_validate(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cupola import Settings
-from cupola.repository import AliasConflict, ArtifactIntegrityError, ArtifactStore, ModelRepository, NewModelVersion, create_repository
-from cupola.storage.datalake import Datalake
+from cupola.stores.models import AliasConflict, ArtifactIntegrityError, ArtifactStore, ModelRepository, NewModelVersion, create_repository
+from cupola.stores.datalake import Datalake
 
 def draft(name: str = "eta", run_id: str = "run-1", **extra: object) -> NewModelVersion:
     now = datetime.now(timezone.utc)

@@ -21,11 +21,11 @@ from ray import serve
 
 from cupola import Settings, load_model
 from cupola.features import FeatureStore
-from cupola.repository import create_repository
+from cupola.stores.models import create_repository
 from cupola.routing import FALLBACK, route
 from cupola.serving.app import build_app
 from cupola.serving.batch import default_workers, predict_batch
-from cupola.serving.deployments import Canary, DeploymentConfig, Deployments
+from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
 from cupola.specs.model import ModelSpec
 from cupola.training.trainer import train

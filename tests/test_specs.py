@@ -10,7 +10,7 @@ import yaml
 from cupola.features.offline_store import OfflineStore
 from cupola.features.registry import FeatureRegistry
 from cupola.specs import SpecError, load_feature_group
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 
 VALID = {
     "name": "restaurant_prep",

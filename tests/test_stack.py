@@ -20,7 +20,7 @@ import yaml
 
 from cupola import Settings
 from cupola.examples.delivery import write_example
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 from tests.test_jobs import BIN, free_port
 from tests.test_serving import small_delivery_document, wait_until
 
@@ -117,7 +117,7 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
     placed = placements_while(job, dashboard, {"ImplicitFunc", "RayTrainWorker"})
     assert finished[0].returncode == 0, finished[0].stdout[-5000:] + finished[0].stderr[-2000:]
     assert "registered delivery_minutes version 1" in finished[0].stdout + finished[0].stderr
-    from cupola.repository import create_repository
+    from cupola.stores.models import create_repository
 
     version = create_repository(settings).get("delivery_minutes", 1)
     trained_with = {unit: m["trained_with"] for unit, m in version.metrics.items() if unit.startswith("unit:")}

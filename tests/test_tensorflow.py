@@ -13,7 +13,7 @@ pytest.importorskip("tensorflow", reason="the 'tensorflow' extra is not installe
 
 from cupola import FeatureStore, Settings, load_model  # noqa: E402
 from cupola.evaluation.evaluate import evaluate  # noqa: E402
-from cupola.repository import ArtifactStore, create_repository  # noqa: E402
+from cupola.stores.models import ArtifactStore, create_repository  # noqa: E402
 from cupola.specs.model import ModelSpec  # noqa: E402
 from cupola.training.dataset import prepare  # noqa: E402
 from cupola.training.trainer import load_models, train  # noqa: E402

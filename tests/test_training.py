@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cupola import FeatureStore, Settings
-from cupola.repository import ArtifactIntegrityError, ArtifactStore, create_repository
+from cupola.stores.models import ArtifactIntegrityError, ArtifactStore, create_repository
 from cupola.specs.model import ModelSpec
 from cupola.training.dataset import FALLBACK, build_training_data, prepare
 from cupola.stores import open_store

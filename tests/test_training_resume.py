@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cupola import Settings
-from cupola.repository import create_repository
+from cupola.stores.models import create_repository
 from cupola.stores import open_store
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"

@@ -10,8 +10,8 @@ from cupola.examples import EXAMPLE_BINARY_MODEL_SPEC, EXAMPLE_MODEL_NAME, EXAMP
 from cupola.examples.delivery import request_row, write_example
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
-from cupola.repository import create_repository
-from cupola.serving.deployments import DeploymentConfig, Deployments
+from cupola.stores.models import create_repository
+from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.monitoring.demo import Phase, run_monitoring_demo
 from cupola.serving.endpoint import local_endpoint, post_rows
 from cupola.specs.model import load_model_spec

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cupola.client import ApiError, Client
 from cupola.config import Settings, SettingsError
-from cupola.repository import AliasConflict, ArtifactIntegrityError
+from cupola.stores.models import AliasConflict, ArtifactIntegrityError
 from cupola.specs import SpecError
 
 console = Console()

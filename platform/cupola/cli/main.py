@@ -45,7 +45,7 @@ def generate(
     """Write synthetic orders (raw events) and delivery labels to the datalake."""
     from cupola.examples import LABELS_PATH, ORDERS_PATH
     from cupola.examples.delivery import write_example
-    from cupola.storage.datalake import Datalake
+    from cupola.stores.datalake import Datalake
 
     with user_errors():
         datalake = Datalake.from_settings(load_settings())
@@ -152,7 +152,7 @@ app.add_typer(storage_app, name="storage")
 @storage_app.command("init")
 def storage_init() -> None:
     """Create the Cassandra keyspace and tables, applying any migration not yet applied (safe to repeat)."""
-    from cupola.storage.cassandra_db import cassandra_session, migrate, schema_version
+    from cupola.stores.cassandra_db import cassandra_session, migrate, schema_version
 
     with user_errors():
         settings = load_settings()

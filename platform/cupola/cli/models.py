@@ -10,7 +10,7 @@ import typer
 from rich.table import Column, Table
 
 from cupola.cli.console import console, load_settings, remote, user_errors
-from cupola.repository import create_repository
+from cupola.stores.models import create_repository
 from cupola.training.trainer import TrainingResult
 
 models_app = typer.Typer(help="The model repository: versions, records, aliases.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def train_command(
     """Search hyperparameters per partition with Ray Tune, train, and register a new model version."""
     from cupola.specs.errors import SpecError
     from cupola.specs.model import parse_model_spec
-    from cupola.storage.datalake import Datalake
+    from cupola.stores.datalake import Datalake
     from cupola.training.trainer import train
 
     with user_errors():

@@ -30,8 +30,8 @@ def deploy_command(
     port: Annotated[int, typer.Option(help="HTTP port of the endpoint when it is started")] = 8000,
 ) -> None:
     """Deploy a model to the online endpoint (recorded with who and when; takes effect without dropping requests)."""
-    from cupola.repository import create_repository
-    from cupola.serving.deployments import Canary, DeploymentConfig, Deployments
+    from cupola.stores.models import create_repository
+    from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
 
     with user_errors():
         if alias and version:
@@ -63,7 +63,7 @@ def deploy_command(
 
 def undeploy_command(name: str) -> None:
     """Stop serving a model (recorded)."""
-    from cupola.serving.deployments import Deployments
+    from cupola.stores.deployments.base import Deployments
 
     with user_errors():
         settings = load_settings()
@@ -78,7 +78,7 @@ def undeploy_command(name: str) -> None:
 @deployments_app.command("list")
 def list_deployments() -> None:
     """Deployed models with their target, canary and shadow."""
-    from cupola.serving.deployments import Deployments
+    from cupola.stores.deployments.base import Deployments
 
     table = Table("model", "target", "canary", "shadow", "revision", "updated by", "updated at (UTC)")
     with user_errors():
@@ -99,7 +99,7 @@ def list_deployments() -> None:
 @deployments_app.command("history")
 def history(name: str) -> None:
     """Every deployment change of a model: deploys, canaries, rollbacks, with who and when."""
-    from cupola.serving.deployments import Deployments
+    from cupola.stores.deployments.base import Deployments
 
     with user_errors():
         events = Deployments.from_settings(load_settings()).events(name)
@@ -115,8 +115,8 @@ def history(name: str) -> None:
 @deployments_app.command("served-at")
 def served_at(name: str, at: Annotated[str, typer.Argument(help="ISO 8601 time, e.g. 2026-11-27T10:00:00Z")]) -> None:
     """Which version was serving a model at a given time (from the deployment and alias histories)."""
-    from cupola.repository import create_repository
-    from cupola.serving.deployments import Deployments
+    from cupola.stores.models import create_repository
+    from cupola.stores.deployments.base import Deployments
 
     with user_errors():
         moment = datetime.fromisoformat(at)

@@ -22,8 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cupola.config import Settings
 from cupola.control import auth
 from cupola.control.jobs import RUN_ID, RayJobs
-from cupola.repository import AliasConflict, ModelRepository, create_repository
-from cupola.serving.deployments import Canary, DeploymentConfig, DeploymentConflict, Deployments
+from cupola.stores.models import AliasConflict, ModelRepository, create_repository
+from cupola.stores.deployments.base import Canary, DeploymentConfig, DeploymentConflict, Deployments
 from cupola.specs import SpecError
 from cupola.stores import open_store
 from cupola.stores.runs import TrainingRuns
@@ -416,7 +416,7 @@ def build_router(context: Context) -> APIRouter:
 
     @api.get("/models/{name}/monitoring/history", dependencies=read, tags=["monitoring"])
     def live_history(name: ModelName, since_s: float = Query(default=86_400.0, gt=0, le=30 * 86_400)) -> list[dict[str, Any]]:
-        from cupola.monitoring.store import MonitoringStore
+        from cupola.stores.monitoring.base import MonitoringStore
 
         context.model_versions(name)
         history = MonitoringStore.from_settings(settings).history(name, since=time.time() - since_s)

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 from cupola.stores import open_store
 from cupola.stores.jobs import JobAttempts, SubmittedJob
 

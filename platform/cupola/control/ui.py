@@ -149,7 +149,7 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
 
     def monitoring(request: Request, name: str) -> Response:
         from cupola.monitoring.live import LiveMetrics
-        from cupola.monitoring.store import MonitoringStore
+        from cupola.stores.monitoring.base import MonitoringStore
         from cupola.monitoring.summary import breaches
 
         context.model_versions(name)

@@ -7,7 +7,7 @@ from typing import Any
 
 from cupola.evaluation.html import render_report_html
 from cupola.evaluation.report import production_summary
-from cupola.repository import ModelRepository, ModelVersion
+from cupola.stores.models import ModelRepository, ModelVersion
 
 
 def version_report_html(repository: ModelRepository, name: str, version_or_alias: int | str) -> tuple[ModelVersion, str]:

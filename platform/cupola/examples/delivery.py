@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
 
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 
 LATE_AFTER_MINUTES = 45.0
 START = pd.Timestamp("2026-01-01", tz="UTC")

@@ -7,9 +7,9 @@ import ray
 
 from cupola.features.offline_store import OfflineStore
 from cupola.features.pipeline import Progress
-from cupola.features.online_store import OnlineStore
+from cupola.stores.online.base import OnlineStore
 from cupola.specs.feature_group import FeatureGroupSpec
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 
 
 @ray.remote

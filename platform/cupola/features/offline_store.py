@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 
 METADATA_FILE = "_cupola_group.json"
 

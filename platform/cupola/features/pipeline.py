@@ -26,7 +26,7 @@ from cupola.features.sharding import normalize_keys, split_by_bucket
 from cupola.features.stats import merge_stats, partial_stats
 from cupola.features.timeutil import day_start, days_between, to_utc
 from cupola.specs.feature_group import FeatureGroupSpec
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 
 Progress = Callable[[str, int, int], None]
 

@@ -28,7 +28,7 @@ from cupola.features.pipeline import Progress, wait_all
 from cupola.features.sharding import normalize_keys, split_by_bucket
 from cupola.features.timeutil import to_utc
 from cupola.specs.feature_group import FeatureGroupSpec, feature_column
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 
 FEATURE_TIME = "__feature_time__"
 METADATA_FILE = "_cupola_training_set.json"

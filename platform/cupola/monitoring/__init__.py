@@ -2,7 +2,7 @@
 
   sampler   (in each Serve replica) counters of every request; sampled rows buffered and shipped in the background
   actor     one named, restartable Ray actor per model: persists sampled rows, recomputes live metrics
-  store     the prediction log, outcomes, serving counters and live-metric history (SQLite)
+  (the prediction log, outcomes, counters and live-metric history are stored by cupola.stores.monitoring)
   live      live accuracy per window, version and partition; PSI drift against the training distributions
   join      outcomes from label events in the datalake
   exporter  the Prometheus collector behind GET /metrics

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 from cupola.examples.delivery import request_row
 from cupola.monitoring.live import ALL_UNITS
-from cupola.monitoring.store import MonitoringStore, event_key
+from cupola.stores.monitoring.base import MonitoringStore, event_key
 from cupola.monitoring.summary import Breach, monitor_summary
-from cupola.repository import ModelVersion
+from cupola.stores.models import ModelVersion
 from cupola.serving.predictor import version_spec
 
 PHASE_ROWS = 300

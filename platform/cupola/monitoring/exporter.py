@@ -15,9 +15,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from cupola.monitoring.store import MonitoringStore
-from cupola.repository import ModelRepository
-from cupola.serving.deployments import Deployments
+from cupola.stores.monitoring.base import MonitoringStore
+from cupola.stores.models import ModelRepository
+from cupola.stores.deployments.base import Deployments
 from cupola.serving.predictor import version_spec
 
 LIVE_LABELS = ["model", "version", "partition", "window"]

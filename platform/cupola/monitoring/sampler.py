@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from cupola.monitoring.store import event_key
+from cupola.stores.monitoring.base import event_key
 from cupola.serving.predictor import Predictions
 
 FLUSH_INTERVAL_S = 0.25

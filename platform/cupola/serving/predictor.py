@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow as pa
 
 from cupola import dsl
-from cupola.features.online_store import OnlineStore
+from cupola.stores.online.base import OnlineStore
 from cupola.model_inputs import input_matrix, raw_columns, with_transforms
-from cupola.repository import ArtifactStore, ModelRepository, ModelVersion
+from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion
 from cupola.routing import predict_routed
 from cupola.serving.requests import RequestError, column
 from cupola.specs.feature_group import FeatureGroupSpec, feature_column

@@ -11,20 +11,20 @@ Domain = Literal["online", "models", "deployments", "monitoring", "runs", "jobs"
 
 STORE_CLASSES: dict[str, dict[str, str]] = {
     "online": {
-        "sqlite": "cupola.storage.sqlite_online_store.SqliteOnlineStore",
-        "cassandra": "cupola.storage.cassandra_online_store.CassandraOnlineStore",
+        "sqlite": "cupola.stores.online.sqlite.SqliteOnlineStore",
+        "cassandra": "cupola.stores.online.cassandra.CassandraOnlineStore",
     },
     "models": {
-        "sqlite": "cupola.repository.sqlite.SqliteModelRepository",
-        "cassandra": "cupola.repository.cassandra.CassandraModelRepository",
+        "sqlite": "cupola.stores.models.sqlite.SqliteModelRepository",
+        "cassandra": "cupola.stores.models.cassandra.CassandraModelRepository",
     },
     "deployments": {
-        "sqlite": "cupola.serving.deployments.SqliteDeployments",
-        "cassandra": "cupola.serving.cassandra_deployments.CassandraDeployments",
+        "sqlite": "cupola.stores.deployments.sqlite.SqliteDeployments",
+        "cassandra": "cupola.stores.deployments.cassandra.CassandraDeployments",
     },
     "monitoring": {
-        "sqlite": "cupola.monitoring.store.SqliteMonitoringStore",
-        "cassandra": "cupola.monitoring.cassandra_store.CassandraMonitoringStore",
+        "sqlite": "cupola.stores.monitoring.sqlite.SqliteMonitoringStore",
+        "cassandra": "cupola.stores.monitoring.cassandra.CassandraMonitoringStore",
     },
     "runs": {
         "sqlite": "cupola.stores.runs.sqlite.SqliteTrainingRuns",

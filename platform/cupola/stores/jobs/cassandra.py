@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from cupola.config import Settings
-from cupola.storage.cassandra_db import cassandra_session, consistency
+from cupola.stores.cassandra_db import cassandra_session, consistency
 from cupola.stores.jobs.base import JobAttempts, SubmittedJob, latest_per_run
 
 COLUMNS = "run_id, job_id, kind, target, submitted_by, submitted_at, trigger"

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cupola.config import Settings
-from cupola.storage.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteDatabase
 from cupola.stores.jobs.base import JobAttempts, SubmittedJob, latest_per_run
 
 SCHEMA = """

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
-from cupola.storage.cassandra_db import cassandra_session, consistency, timeuuid
+from cupola.stores.cassandra_db import cassandra_session, consistency, timeuuid
 from cupola.stores.runs.base import TrainingRun, TrainingRuns, changed_columns, decode_run, now_text
 
 COLUMNS = "run_id, model, status, created_by, started_at, ended_at, progress, version, error, state"

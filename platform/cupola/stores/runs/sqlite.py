@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cupola.config import Settings
-from cupola.storage.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteDatabase
 from cupola.stores.runs.base import TrainingRun, TrainingRuns, changed_columns, decode_run, now_text
 
 SCHEMA = """

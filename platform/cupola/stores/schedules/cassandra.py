@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from cupola.config import Settings
-from cupola.storage.cassandra_db import cassandra_session, consistency, serial_consistency
+from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency
 from cupola.stores.schedules.base import Decision, ScheduleDecisions, decision_from_text, newest_first
 
 COLUMNS = "model, due_at, decided_at, decision, run_id, reason"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.features.online_store import EntityKey, OnlineRow, OnlineStore, encode_entity_key, json_value
+from cupola.stores.online.base import EntityKey, OnlineRow, OnlineStore, encode_entity_key, json_value
 from cupola.specs.feature_group import FeatureGroupSpec
-from cupola.storage.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS online_features (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 
-from cupola.storage.datalake import Datalake
+from cupola.stores.datalake import Datalake
 
 
 class ArtifactIntegrityError(RuntimeError):

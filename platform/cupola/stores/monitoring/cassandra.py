@@ -26,8 +26,8 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.monitoring.store import MAX_WINDOW_S, LiveMetric, MonitoringStore, OutcomeReceipt, parse_request_key, request_key
-from cupola.storage.cassandra_db import cassandra_session, consistency
+from cupola.stores.monitoring.base import MAX_WINDOW_S, LiveMetric, MonitoringStore, OutcomeReceipt, parse_request_key, request_key
+from cupola.stores.cassandra_db import cassandra_session, consistency
 
 HOUR_S = 3600
 DAY_S = 86_400

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
-from cupola.serving.deployments import Deployment, DeploymentConfig, DeploymentConflict, DeploymentEvent, Deployments, max_difference
-from cupola.storage.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
+from cupola.stores.deployments.base import Deployment, DeploymentConfig, DeploymentConflict, DeploymentEvent, Deployments, max_difference
+from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
 
 MAX_ATTEMPTS = 100
 SHADOW_DAYS_LISTED = 30

@@ -7,8 +7,8 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from cupola.repository.artifacts import ArtifactRef
-from cupola.repository.base import ModelVersion, NewModelVersion
+from cupola.stores.artifacts import ArtifactRef
+from cupola.stores.models.base import ModelVersion, NewModelVersion
 
 
 def encode_record(draft: NewModelVersion) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from cupola.config import Settings
 from cupola.stores import open_store
-from cupola.repository.artifacts import ArtifactRef
+from cupola.stores.artifacts import ArtifactRef
 
 
 class AliasConflict(RuntimeError):

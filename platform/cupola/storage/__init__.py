@@ -1,1 +1,0 @@
-"""Storage backends behind cupola's interfaces: the datalake (pyarrow.fs) and the record stores."""

@@ -1,0 +1,1 @@
+"""The monitoring store: prediction log, outcomes, replicas' serving counters, live-metric history."""
