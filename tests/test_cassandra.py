@@ -72,29 +72,3 @@ def test_an_unreachable_cassandra_names_the_address_tried(tmp_path: Path) -> Non
     with pytest.raises(ConnectionError, match=r"Cassandra is unreachable at 127\.0\.0\.1:1 .*cluster/cassandra/start"):
         create_repository(settings)
     assert time.monotonic() - started < 30
-
-
-@pytest.mark.slow
-def test_the_quickstart_runs_end_to_end_on_cassandra(cassandra: dict[str, object], tmp_path: Path) -> None:
-    """`CUPOLA_BACKEND=cassandra make quickstart`: features, training, repository, deployment, HTTP, monitoring on Cassandra."""
-    import json
-
-    from cupola.cli.main import app
-
-    settings = Settings.load(data_root=str(tmp_path / "lake"), **cassandra)
-    empty_cassandra_tables(settings)
-    env = {"CUPOLA_DATA_ROOT": str(tmp_path / "lake"), "CUPOLA_BACKEND": "cassandra", "CUPOLA_CASSANDRA_HOSTS": json.dumps(cassandra["cassandra_hosts"]),
-           "CUPOLA_CASSANDRA_PORT": str(cassandra["cassandra_port"]), "CUPOLA_CASSANDRA_KEYSPACE": str(cassandra["cassandra_keyspace"])}
-    runner = CliRunner(env={"COLUMNS": "200"})
-    result = runner.invoke(app, ["quickstart", "--rows", "3000"], env=env)
-    assert result.exit_code == 0, result.output
-    assert "online store:      cassandra" in result.output and "minutes (v1, partition model" in result.output
-    after = result.output.split("(planted)", 1)[1]
-    assert "outcomes 600," in after and "ALERT v1 rmse over 1h" in after
-    assert create_repository(settings).aliases("delivery_minutes") == {"production": 1}  # the records are in Cassandra
-    listed = runner.invoke(app, ["models", "list"], env=env)
-    assert listed.exit_code == 0 and "production→1" in listed.output
-    history = runner.invoke(app, ["deployments", "history", "delivery_minutes"], env=env)
-    assert history.exit_code == 0 and "quickstart" in history.output
-    monitored = runner.invoke(app, ["monitor", "delivery_minutes", "--no-refresh"], env=env)
-    assert monitored.exit_code == 0 and "ALERT" in monitored.output

@@ -103,3 +103,9 @@ def test_the_quickstart_runs_end_to_end_on_s3_and_cassandra(s3: str, cassandra: 
     keys = objects(s3, "quickstart")
     assert any("/models/delivery_minutes/" in key for key in keys) and any(key.endswith("report.html") for key in keys)
     assert list(tmp_path.iterdir()) == []  # nothing staged on the local disk
+    listed = runner.invoke(app, ["models", "list"], env=env)
+    assert listed.exit_code == 0 and "production→1" in listed.output
+    history = runner.invoke(app, ["deployments", "history", "delivery_minutes"], env=env)
+    assert history.exit_code == 0 and "quickstart" in history.output
+    monitored = runner.invoke(app, ["monitor", "delivery_minutes", "--no-refresh"], env=env)
+    assert monitored.exit_code == 0 and "ALERT" in monitored.output

@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import ray
 

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cupola.config import Settings
 from cupola.stores.deployments.base import (
