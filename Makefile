@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv system-packages quickstart test test-fast bench clean
+.PHONY: venv system-packages quickstart lint test test-fast bench clean
 
 # The project itself (what the quickstart needs).
 $(STAMP): pyproject.toml
@@ -36,15 +36,24 @@ system-packages:
 venv: $(STAMP)
 
 quickstart: venv
-	$(BIN)/cupola quickstart && $(BIN)/cupola ui
+	$(BIN)/cupola quickstart
+	@echo "Next: source .venv/bin/activate (or prefix commands with .venv/bin/), then e.g. 'cupola models list',"
+	@echo "'cupola monitor delivery_minutes', 'cupola features list'; README.md and docs/ have more. The UI starts now (Ctrl-C stops it)."
+	$(BIN)/cupola ui
 
-test: $(TEST_STAMP) system-packages
+# Lint (ruff) and the layering contracts of pyproject.toml (import-linter), before the tests.
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check platform tests benchmarks jobs serve_apps
+	$(BIN)/lint-imports
+
+test: $(TEST_STAMP) system-packages lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(TEST_STAMP) system-packages
+test-fast: $(TEST_STAMP) system-packages lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: venv
+	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/feature_pipeline.py
 	$(BIN)/python benchmarks/partitioned_search.py
 	$(BIN)/python benchmarks/online_latency.py

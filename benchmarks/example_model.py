@@ -13,8 +13,8 @@ import yaml
 from cupola import FeatureStore, Settings
 from cupola.examples import EXAMPLE_MODEL_SPEC
 from cupola.examples.delivery import write_example
-from cupola.stores.models import ModelVersion, create_repository
 from cupola.specs.model import ModelSpec
+from cupola.stores.models import ModelVersion, create_repository
 from cupola.training.trainer import train
 
 

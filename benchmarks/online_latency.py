@@ -106,8 +106,8 @@ def setup(root: Path, **settings_overrides: object) -> tuple[object, dict, dict,
     from cupola import FeatureStore, load_model
     from cupola.examples.delivery import request_row
     from cupola.model_inputs import input_matrix, with_transforms
-    from cupola.stores.deployments.base import DeploymentConfig, Deployments
     from cupola.serving.requests import column
+    from cupola.stores.deployments.base import DeploymentConfig, Deployments
 
     settings, version, orders = trained_example(root, 20_000, seed=3, **settings_overrides)
     Deployments.from_settings(settings).put(DeploymentConfig(model=version.name), "deploy", "benchmark")

@@ -53,11 +53,11 @@ def main() -> None:
 
     from cupola import FeatureStore, Settings
     from cupola.examples.delivery import request_row
-    from cupola.stores.online.base import create_online_store
-    from cupola.stores.models import ArtifactStore, create_repository
     from cupola.serving.embedded import load_predictor
     from cupola.serving.predictor import Predictor
     from cupola.stores.datalake import Datalake
+    from cupola.stores.models import ArtifactStore, create_repository
+    from cupola.stores.online.base import create_online_store
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -52,6 +52,17 @@ def example_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pd
     return settings, orders
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, which `make test` installs: a missing browser fails the test that needs it, never skips it."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Debian's chromium is not installed: run the tests with `make test`, which installs it")
+    return path
+
+
 S3_SCRIPTS = Path(__file__).resolve().parents[1] / "cluster" / "s3"
 
 

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cupola import Settings
-from cupola.stores.online.base import create_online_store
-from cupola.stores.models import create_repository
 from cupola.specs import FeatureGroupSpec
 from cupola.stores.cassandra_db import MIGRATIONS
+from cupola.stores.models import create_repository
+from cupola.stores.online.base import create_online_store
 from tests.conftest import empty_cassandra_tables
 from tests.test_online_store import GROUP
 from tests.test_serving import wait_until

@@ -25,17 +25,16 @@ from cupola.control.jobs import RayJobs
 from cupola.control.scheduler import Scheduler
 from cupola.control.server import check_bind_address, create_app
 from cupola.monitoring.demo import client_rows
-from cupola.stores.monitoring.base import MonitoringStore
 from cupola.monitoring.summary import monitor_summary
-from cupola.stores.models import create_repository
-from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
+from cupola.stores.deployments.base import DeploymentConfig, Deployments
+from cupola.stores.models import create_repository
+from cupola.stores.monitoring.base import MonitoringStore
 from tests.test_jobs import head_node  # noqa: F401  (a module-scoped fixture: a real `ray start --head`)
 from tests.test_serving import serving, small_delivery_document, trained_versions, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "ui"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NAME = "delivery_minutes"
 READ, WRITE = "read-secret", "write-secret"
 MONITORING = {"outcome_keys": ["order_id"], "windows": ["1h"], "min_outcomes": 30, "min_drift_samples": 50, "thresholds": {"max_rmse": 1.0, "max_psi": 0.5}}
@@ -250,7 +249,8 @@ def test_every_operation_of_the_openapi_spec_survives_generated_requests(lake: S
     """schemathesis generates valid and invalid requests for every operation; none may answer 5xx, every
     answer's status must be documented. It runs on a copy of the records, since it moves aliases and deploys."""
     import schemathesis
-    from hypothesis import HealthCheck, given, settings as hypothesis_settings
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import status_code_conformance
 
@@ -275,8 +275,7 @@ def test_every_operation_of_the_openapi_spec_survives_generated_requests(lake: S
         assert operations == sum(len(methods) for methods in requests.get(f"{url}/openapi.json", timeout=30).json()["paths"].values())
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`make test` installs it)")
-def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_what_is_served(lake: Settings, endpoint: str, server: str) -> None:
+def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_what_is_served(lake: Settings, endpoint: str, server: str, chromium: str) -> None:
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -288,6 +287,7 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
         "features": ("/ui/features", "restaurant_prep"),
         "feature_group": ("/ui/features/restaurant_prep", "prep_minutes_mean_7d"),
         "runs": ("/ui/runs", "Training runs"),
+        "run": (f"/ui/runs/{create_repository(lake).get(NAME, 2).run_id}", "registered delivery_minutes version 2"),
         "deployments": ("/ui/deployments", "production"),
         "api": ("/ui/api", "/api/v1/models/{name}/aliases/{alias}"),
     }
@@ -298,7 +298,7 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
 
     assert served_version() == 1
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
@@ -315,6 +315,7 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
                 response = page.goto(f"{server}{path}")
                 assert response is not None and response.status == 200, (path, response and response.status)
                 assert expected in page.content(), path
+                assert page.eval_on_selector("nav", "nav => getComputedStyle(nav).display") == "flex", path  # the navigation is styled
                 page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
             charts = page.goto(f"{server}/ui/models/{NAME}/monitoring") and page.eval_on_selector_all("figure.chart svg", "svgs => svgs.filter(s => s.getBoundingClientRect().width > 100).length")
             assert charts >= 3  # rmse over time with its limit, and feature drift now and over time
@@ -336,7 +337,7 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
 
 
 @pytest.mark.slow
-def test_a_training_run_submitted_by_api_is_a_ray_job_and_the_scheduler_skips_while_a_run_is_going(lake: Settings, head_node: str, tmp_path: Path) -> None:
+def test_a_training_run_submitted_by_api_is_a_ray_job_and_the_scheduler_skips_while_a_run_is_going(lake: Settings, head_node: str, tmp_path: Path) -> None:  # noqa: F811
     import yaml
     from ray.job_submission import JobStatus, JobSubmissionClient
 

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 
 from cupola import Settings
-from cupola.stores.models import create_repository
 from cupola.stores.deployments.base import Canary, DeploymentConfig, DeploymentConflict, Deployments
+from cupola.stores.models import create_repository
 from tests.test_repository import draft
 
 

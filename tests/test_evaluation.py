@@ -4,7 +4,6 @@ and every version carries a report that renders in a real headless Chromium."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,18 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 import yaml
-from sklearn import calibration, metrics as skm
+from sklearn import calibration
+from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 from cupola import Settings
 from cupola.cli.main import app
 from cupola.evaluation import metrics as m
-from cupola.examples.delivery import CITY_NAMES
 from cupola.evaluation.importance import permutation_importance
 from cupola.evaluation.publish import compare_versions, version_report_html
-from cupola.stores.models import create_repository
+from cupola.examples.delivery import CITY_NAMES
 from cupola.specs.model import ModelSpec
+from cupola.stores.models import create_repository
 from cupola.training.dataset import FALLBACK
 from cupola.training.trainer import train
 
@@ -30,7 +30,6 @@ MODELS = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models"
 REGRESSION_CHARTS = {"predicted_vs_actual", "residual_histogram", "residuals_vs_prediction"}
 BINARY_CHARTS = {"roc", "pr", "confusion", "calibration", "score_histogram"}
 COMMON_CHARTS = {"search", "importance_permutation", "importance_native"}
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def random_binary(seed: int, rows: int = 400, ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -165,9 +164,8 @@ def test_every_version_stores_a_complete_report(trained: Settings, name: str, ch
     assert hashlib.sha256(stored).hexdigest() == report["html"]["sha256"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`make test` installs it)")
 @pytest.mark.parametrize(("name", "charts"), [("delivery_minutes", REGRESSION_CHARTS), ("late_delivery", BINARY_CHARTS)])
-def test_report_renders_in_headless_chromium(trained: Settings, tmp_path: Path, name: str, charts: set[str]) -> None:
+def test_report_renders_in_headless_chromium(trained: Settings, tmp_path: Path, name: str, charts: set[str], chromium: str) -> None:
     from playwright.sync_api import sync_playwright
 
     version, page_html = version_report_html(create_repository(trained), name, "latest")
@@ -175,7 +173,7 @@ def test_report_renders_in_headless_chromium(trained: Settings, tmp_path: Path, 
     page_file.write_text(page_html)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=chromium,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
         )
         try:

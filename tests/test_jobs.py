@@ -129,8 +129,8 @@ def test_jobs_are_thin_scripts() -> None:
 def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> None:
     import yaml
 
-    from cupola.stores.models import create_repository
     from cupola.stores import open_store
+    from cupola.stores.models import create_repository
 
     data_root = tmp_path / "lake"
     settings = Settings.load(data_root=str(data_root))

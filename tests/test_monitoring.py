@@ -25,11 +25,11 @@ from cupola.evaluation import metrics
 from cupola.monitoring.actor import NAMESPACE, actor_name
 from cupola.monitoring.demo import client_rows
 from cupola.monitoring.live import ALL_UNITS, LiveMetrics
-from cupola.stores.monitoring.sqlite import SqliteMonitoringStore
-from cupola.stores.models import create_repository
-from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
 from cupola.specs.model import ModelSpec
+from cupola.stores.deployments.base import DeploymentConfig, Deployments
+from cupola.stores.models import create_repository
+from cupola.stores.monitoring.sqlite import SqliteMonitoringStore
 from tests.test_serving import serving, small_delivery_document, trained_versions, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import pytest
 
 from cupola import FeatureStore, Settings
 from cupola.examples import EXAMPLE_FEATURES
-from cupola.stores.online.base import OnlineStore, create_online_store
 from cupola.specs import FeatureGroupSpec
+from cupola.stores.online.base import OnlineStore, create_online_store
 
 GROUP = FeatureGroupSpec.model_validate(
     {

@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from cupola import Settings
-from cupola.stores.models import AliasConflict, ArtifactIntegrityError, ArtifactStore, ModelRepository, NewModelVersion, create_repository
 from cupola.stores.datalake import Datalake
+from cupola.stores.models import (
+    AliasConflict,
+    ArtifactIntegrityError,
+    ArtifactStore,
+    ModelRepository,
+    NewModelVersion,
+    create_repository,
+)
+
 
 def draft(name: str = "eta", run_id: str = "run-1", **extra: object) -> NewModelVersion:
     now = datetime.now(timezone.utc)

@@ -21,13 +21,13 @@ from ray import serve
 
 from cupola import Settings, load_model
 from cupola.features import FeatureStore
-from cupola.stores.models import create_repository
 from cupola.routing import FALLBACK, route
 from cupola.serving.app import build_app
 from cupola.serving.batch import default_workers, predict_batch
-from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
 from cupola.serving.endpoint import free_port
 from cupola.specs.model import ModelSpec
+from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
+from cupola.stores.models import create_repository
 from cupola.training.trainer import train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"

@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from cupola import FeatureStore, Settings
-from cupola.stores.models import ArtifactIntegrityError, ArtifactStore, create_repository
-from cupola.specs.model import ModelSpec
-from cupola.training.dataset import FALLBACK, build_training_data, prepare
-from cupola.stores import open_store
-from cupola.training.search import evaluate_config, search
 from cupola.evaluation.evaluate import evaluate
+from cupola.specs.model import ModelSpec
+from cupola.stores import open_store
+from cupola.stores.models import ArtifactIntegrityError, ArtifactStore, create_repository
+from cupola.training.dataset import FALLBACK, build_training_data, prepare
+from cupola.training.search import evaluate_config, search
 from cupola.training.trainer import load_models, train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
@@ -157,7 +157,7 @@ def test_large_units_are_fitted_data_parallel_with_ray_train(lake: Settings) -> 
 def test_owned_workers_import_xgboost_without_scikit_learn() -> None:
     """Trial and batch actors import XGBoost without scikit-learn (1.3 s of CPU each), boosters still train,
     and scikit-learn stays importable in that process. Run in a fresh interpreter: this one has both loaded."""
-    pytest.importorskip("sklearn")
+    import sklearn  # noqa: F401  (the dev extra: a missing one fails here, never skips)
     script = """
 import sys
 import numpy as np

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from cupola import Settings
-from cupola.stores.models import create_repository
 from cupola.stores import open_store
+from cupola.stores.models import create_repository
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 TRIALS = 6

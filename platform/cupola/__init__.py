@@ -31,10 +31,10 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from cupola.config import Settings, SettingsError
     from cupola.features import FeatureStore, OnlineFeatures, TrainingSet
-    from cupola.specs import FeatureGroupSpec, SpecError
-    from cupola.specs.model import ModelSpec, load_model_spec
     from cupola.serving.embedded import load_model
     from cupola.serving.predictor import Predictor
+    from cupola.specs import FeatureGroupSpec, SpecError
+    from cupola.specs.model import ModelSpec, load_model_spec
     from cupola.training.trainer import train
 
 

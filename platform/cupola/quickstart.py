@@ -6,15 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cupola.config import Settings
-from cupola.examples import EXAMPLE_BINARY_MODEL_SPEC, EXAMPLE_MODEL_NAME, EXAMPLE_FEATURES, EXAMPLE_MODEL_SPEC, LABEL_EVENT_TIME, LABELS_PATH
+from cupola.examples import (
+    EXAMPLE_BINARY_MODEL_SPEC,
+    EXAMPLE_FEATURES,
+    EXAMPLE_MODEL_NAME,
+    EXAMPLE_MODEL_SPEC,
+    LABEL_EVENT_TIME,
+    LABELS_PATH,
+)
 from cupola.examples.delivery import request_row, write_example
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
-from cupola.stores.models import create_repository
-from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.monitoring.demo import Phase, run_monitoring_demo
 from cupola.serving.endpoint import local_endpoint, post_rows
 from cupola.specs.model import load_model_spec
+from cupola.stores.deployments.base import DeploymentConfig, Deployments
+from cupola.stores.models import create_repository
 from cupola.training.trainer import TrainingResult, train
 
 

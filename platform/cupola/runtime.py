@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import ray
 
 from cupola.config import Settings
+
+BOOTSTRAP_ANSWER_S = 5.0  # how long a cluster named by Ray's bootstrap file gets to answer
 
 
 def ensure_ray(settings: Settings) -> None:
     """Initialize Ray once per process. Inside `ray job submit`, Ray joins the job's cluster itself."""
     if ray.is_initialized():
         return
+    stale = _silent_bootstrap_address(settings)
+    if stale is not None:
+        raise ConnectionError(
+            f"Ray's bootstrap file names a cluster at {stale} (the last `ray start` on this machine) and nothing answers "
+            "there: run `ray stop` to clear it, or set CUPOLA_RAY_ADDRESS=local to start a new local Ray"
+        )
     ray.init(address=settings.ray_address or None, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+
+
+def _silent_bootstrap_address(settings: Settings) -> str | None:
+    """The address Ray would join from its bootstrap file when nothing listens there, else None.
+
+    With no address set (neither CUPOLA_RAY_ADDRESS nor RAY_ADDRESS), `ray.init` joins the cluster
+    that the last `ray start` here wrote to the bootstrap file; a head killed without `ray stop`
+    leaves the file behind, and Ray then retries for about 15 minutes before failing.
+    """
+    if settings.ray_address or os.environ.get("RAY_ADDRESS"):
+        return None
+    from ray._private.utils import read_ray_address  # where `ray start` records it; Ray has no public reader
+
+    address = read_ray_address()
+    if not address or ":" not in address:
+        return None
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=BOOTSTRAP_ANSWER_S).close()
+    except OSError:
+        return address
+    return None

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Column, Table
 
 from cupola.cli.console import console, load_settings, progress_bars, user_errors
-from cupola.features import FeatureStore
+
+if TYPE_CHECKING:
+    from cupola.features import FeatureStore
 
 app = typer.Typer(help="Feature groups: declarations, pipelines, offline and online stores.", no_args_is_help=True)
+
+
+def open_feature_store() -> FeatureStore:
+    """The feature store of the current settings, imported only by a command that uses it (Ray's pipelines are heavy)."""
+    from cupola.features import FeatureStore
+
+    return FeatureStore(load_settings())
 
 
 def _parse_day(value: Optional[str], option: str) -> Optional[date]:
@@ -28,7 +37,7 @@ def _parse_day(value: Optional[str], option: str) -> Optional[date]:
 def list_groups() -> None:
     """List feature groups with owner, entities, rows and freshness."""
     with user_errors():
-        store = FeatureStore(load_settings())
+        store = open_feature_store()
         table = Table("owner", "entities", "features", "rows", "fresh as of (UTC)", "online")
         table.columns.insert(0, Column("group", no_wrap=True))
         for name in store.registry.names():
@@ -52,7 +61,7 @@ def describe(
 ) -> None:
     """Show a group's schema, statistics and freshness."""
     with user_errors():
-        info = FeatureStore(load_settings()).registry.describe(name)
+        info = open_feature_store().registry.describe(name)
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return
@@ -83,7 +92,7 @@ def build(
     """Run feature pipelines on Ray and write the offline store (dates in range are replaced)."""
     first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
     with user_errors():
-        store = FeatureStore(load_settings())
+        store = open_feature_store()
         with progress_bars() as progress:
             results = store.build(names, first, last, progress)
     for result in results:
@@ -94,7 +103,7 @@ def build(
 def materialize(names: Annotated[Optional[list[str]], typer.Argument(help="groups (default: every online group)")] = None) -> None:
     """Copy each entity's latest values into the online store."""
     with user_errors():
-        store = FeatureStore(load_settings())
+        store = open_feature_store()
         with progress_bars() as progress:
             written = store.materialize(names, progress)
     for name, count in written.items():
@@ -114,5 +123,5 @@ def get(
             raise typer.BadParameter(f"{text!r}: write key=value[,key=value]", param_hint="--entity")
         rows.append(dict(pairs))
     with user_errors():
-        result = FeatureStore(load_settings()).get_online_features(features, rows)
+        result = open_feature_store().get_online_features(features, rows)
     console.print_json(json.dumps({"rows": result.rows, "missing": result.missing}, default=str))

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from cupola.cli import features, models, monitoring, serving
-from cupola.cli.models import print_comparison
 from cupola.cli.console import console, load_settings, progress_bars, user_errors
+from cupola.cli.models import print_comparison
 
 app = typer.Typer(help="cupola: an end-to-end machine-learning platform on Ray.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(features.app, name="features")
@@ -82,6 +82,8 @@ def quickstart(
 
     with user_errors():
         settings = load_settings()
+        if not settings.ray_address:  # the quickstart starts its own Ray, whatever `ray start` left on this machine
+            settings = settings.model_copy(update={"ray_address": "local"})
         with progress_bars() as progress:
             summary = run_quickstart(settings, rows, seed, progress)
     table = Table("feature group", "rows", "dates", "seconds", "online entities", title="feature groups")

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Column, Table
 
 from cupola.cli.console import console, load_settings, remote, user_errors
-from cupola.stores.models import create_repository
-from cupola.training.trainer import TrainingResult
+
+if TYPE_CHECKING:
+    from cupola.config import Settings
+    from cupola.stores.models import ModelRepository
+    from cupola.training.trainer import TrainingResult
 
 models_app = typer.Typer(help="The model repository: versions, records, aliases.", no_args_is_help=True)
 runs_app = typer.Typer(help="Training runs: status, progress, logs.", no_args_is_help=True)
+
+
+def open_repository(settings: Settings | None = None) -> ModelRepository:
+    """The model repository, imported only by a command that uses it (`cupola --help` loads no store)."""
+    from cupola.stores.models import create_repository
+
+    return create_repository(settings or load_settings())
 
 
 def train_command(
@@ -112,7 +122,7 @@ def list_models() -> None:
                 table.add_row(model["name"], str(model["latest"]), ", ".join(f"{a}→{v}" for a, v in model["aliases"].items()) or "-", model["owner"] or "-")
             console.print(table)
             return
-        repository = create_repository(load_settings())
+        repository = open_repository()
         table = Table(Column("model", no_wrap=True), "latest", "aliases", "trained by", "trained at (UTC)")
         for name in repository.models():
             latest = repository.resolve(name, "latest")
@@ -125,7 +135,7 @@ def list_models() -> None:
 def list_versions(name: str) -> None:
     """Every version of a model with its headline test metric."""
     with user_errors():
-        repository = create_repository(load_settings())
+        repository = open_repository()
         versions = repository.versions(name)
         if not versions:
             raise KeyError(f"model '{name}' has no versions; models: {', '.join(repository.models()) or 'none'}")
@@ -142,7 +152,7 @@ def list_versions(name: str) -> None:
 def show(name: str, version: Annotated[str, typer.Option(help="version number, alias, or 'latest'")] = "latest") -> None:
     """The full record of one version as JSON."""
     with user_errors():
-        record = create_repository(load_settings()).resolve(name, version)
+        record = open_repository().resolve(name, version)
     document = {key: value for key, value in record.__dict__.items() if key != "artifacts"}
     document["artifacts"] = {unit: ref.to_dict() for unit, ref in record.artifacts.items()}
     console.print_json(json.dumps(document, default=str))
@@ -164,7 +174,7 @@ def alias(
             moved = client.move_alias(name, alias_name, version, expected)
             console.print(f"{name}: {alias_name} → {moved['version']} (was {moved['previous_version'] or 'unset'}) by {moved['moved_by']}")
             return
-        move = create_repository(settings).set_alias(name, alias_name, version, settings.acting_user(), expect)
+        move = open_repository(settings).set_alias(name, alias_name, version, settings.acting_user(), expect)
     console.print(f"{name}: {alias_name} → {move.version} (was {move.previous_version or 'unset'}) by {move.moved_by}")
 
 
@@ -173,7 +183,7 @@ def delete_alias(name: str, alias_name: Annotated[str, typer.Argument(metavar="A
     """Remove an alias (the removal is recorded)."""
     with user_errors():
         settings = load_settings()
-        move = create_repository(settings).delete_alias(name, alias_name, settings.acting_user())
+        move = open_repository(settings).delete_alias(name, alias_name, settings.acting_user())
     console.print(f"{name}: {alias_name} removed (was {move.previous_version}) by {move.moved_by}")
 
 
@@ -188,7 +198,7 @@ def report(
     from cupola.evaluation.publish import write_version_report
 
     with user_errors():
-        path = write_version_report(create_repository(load_settings()), name, version, output)
+        path = write_version_report(open_repository(), name, version, output)
     console.print(f"report: {path}")
     if open_browser:
         import webbrowser
@@ -203,7 +213,7 @@ def compare(name: str, first: str, second: str) -> None:
     from cupola.evaluation.publish import compare_versions
 
     with user_errors():
-        a, b, rows = compare_versions(create_repository(load_settings()), name, first, second)
+        a, b, rows = compare_versions(open_repository(), name, first, second)
     table = Table(Column("scope", no_wrap=True), "metric", f"v{a.version}", f"v{b.version}", "change", title=f"{name}: v{a.version} vs v{b.version} (test split)")
     for scope, metric, left, right in rows:
         change = right - left

@@ -30,8 +30,8 @@ def deploy_command(
     port: Annotated[int, typer.Option(help="HTTP port of the endpoint when it is started")] = 8000,
 ) -> None:
     """Deploy a model to the online endpoint (recorded with who and when; takes effect without dropping requests)."""
-    from cupola.stores.models import create_repository
     from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
+    from cupola.stores.models import create_repository
 
     with user_errors():
         if alias and version:
@@ -58,7 +58,7 @@ def deploy_command(
             from cupola.serving.endpoint import ensure_endpoint
 
             url = ensure_endpoint(settings, port=port)
-            console.print(f"endpoint: {url}/v1/models/{name}:predict  (OpenAPI: {url}/docs)")
+            console.print(f"endpoint: {url}/v1/models/{name}:predict  (OpenAPI: {url}/openapi.json)")
 
 
 def undeploy_command(name: str) -> None:
@@ -115,8 +115,8 @@ def history(name: str) -> None:
 @deployments_app.command("served-at")
 def served_at(name: str, at: Annotated[str, typer.Argument(help="ISO 8601 time, e.g. 2026-11-27T10:00:00Z")]) -> None:
     """Which version was serving a model at a given time (from the deployment and alias histories)."""
-    from cupola.stores.models import create_repository
     from cupola.stores.deployments.base import Deployments
+    from cupola.stores.models import create_repository
 
     with user_errors():
         moment = datetime.fromisoformat(at)

@@ -16,10 +16,12 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
-    SettingsError as PydanticSettingsError,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
+)
+from pydantic_settings import (
+    SettingsError as PydanticSettingsError,
 )
 
 ENV_PREFIX = "CUPOLA_"
@@ -62,7 +64,10 @@ class Settings(BaseSettings):
     )
     backend: Literal["sqlite", "cassandra"] = Field(
         default="sqlite",
-        description="Store backend for the online store and records. Env: CUPOLA_BACKEND.",
+        description=(
+            "Backend of every record store (models, deployments, monitoring, training runs, job attempts, "
+            "schedule decisions) and of the online store: `sqlite` (embedded) or `cassandra`. Env: CUPOLA_BACKEND."
+        ),
     )
     ray_address: str = Field(
         default="",
@@ -89,8 +94,8 @@ class Settings(BaseSettings):
     records_path: Path | None = Field(
         default=None,
         description=(
-            "SQLite file of the model repository and training runs; empty puts it at "
-            "<data_root>/records/cupola.db (a local data_root is then required). Env: CUPOLA_RECORDS_PATH."
+            "SQLite file of the model repository, deployments, training runs, job attempts and schedule decisions; "
+            "empty puts it at <data_root>/records/cupola.db (a local data_root is then required). Env: CUPOLA_RECORDS_PATH."
         ),
     )
     monitoring_path: Path | None = Field(
@@ -131,11 +136,17 @@ class Settings(BaseSettings):
         default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1},
         description=(
             "Keyspace replication used by `cupola storage init`, e.g. "
-            "{\"class\": \"NetworkTopologyStrategy\", \"dc1\": 3}. Env: CUPOLA_CASSANDRA_REPLICATION (JSON)."
+            "{\"class\": \"NetworkTopologyStrategy\", \"dc1\": 3} (JSON). Env: CUPOLA_CASSANDRA_REPLICATION."
         ),
     )
-    cassandra_write_consistency: str = Field(default="LOCAL_QUORUM", description="Env: CUPOLA_CASSANDRA_WRITE_CONSISTENCY.")
-    cassandra_read_consistency: str = Field(default="LOCAL_ONE", description="Env: CUPOLA_CASSANDRA_READ_CONSISTENCY.")
+    cassandra_write_consistency: str = Field(
+        default="LOCAL_QUORUM",
+        description="Consistency level of writes (lightweight transactions use the matching SERIAL level). Env: CUPOLA_CASSANDRA_WRITE_CONSISTENCY.",
+    )
+    cassandra_read_consistency: str = Field(
+        default="LOCAL_ONE",
+        description="Consistency level of online-store reads on the serving path. Env: CUPOLA_CASSANDRA_READ_CONSISTENCY.",
+    )
     cassandra_request_timeout_s: float = Field(
         default=2.0, gt=0, description="Per-request timeout of online reads and writes. Env: CUPOLA_CASSANDRA_REQUEST_TIMEOUT_S."
     )

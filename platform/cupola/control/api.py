@@ -12,7 +12,8 @@ import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -22,10 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cupola.config import Settings
 from cupola.control import auth
 from cupola.control.jobs import RUN_ID, RayJobs
-from cupola.stores.models import AliasConflict, ModelRepository, create_repository
-from cupola.stores.deployments.base import Canary, DeploymentConfig, DeploymentConflict, Deployments
 from cupola.specs import SpecError
 from cupola.stores import open_store
+from cupola.stores.deployments.base import Canary, DeploymentConfig, DeploymentConflict, Deployments
+from cupola.stores.models import AliasConflict, ModelRepository, create_repository
 from cupola.stores.runs import TrainingRuns
 
 NAME = r"^[a-z][a-z0-9_]{0,63}$"

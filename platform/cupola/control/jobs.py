@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
-from cupola.stores.datalake import Datalake
 from cupola.stores import open_store
+from cupola.stores.datalake import Datalake
 from cupola.stores.jobs import JobAttempts, SubmittedJob
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")

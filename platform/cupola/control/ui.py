@@ -17,13 +17,13 @@ from urllib.parse import parse_qs, quote
 import jinja2
 import numpy as np
 import pandas as pd
-from matplotlib.dates import DateFormatter
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from matplotlib.dates import DateFormatter
 
 from cupola.control import auth
 from cupola.control.api import Context, metric_view
-from cupola.evaluation.html import BLUE, CSS, GREY, ORANGE, format_number, chart_figure, figure, svg_markup
+from cupola.evaluation.html import BLUE, CSS, GREY, ORANGE, chart_figure, figure, format_number, svg_markup
 
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
 TEMPLATES.globals["number"] = format_number
@@ -129,9 +129,8 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
         from cupola.evaluation.publish import version_report_html
 
         _, html = version_report_html(context.repository, name, int(number) if number.isdigit() else number)
-        navigation = _page(context, "base.html", name).body.decode()
-        nav = navigation[navigation.index("<nav>"): navigation.index("</nav>") + 6]
-        return HTMLResponse(html.replace("<body>", f"<body>{nav}<p><a href=\"/ui/models/{name}\">← {name}</a></p>", 1))
+        nav = TEMPLATES.get_template("_nav.html").render(dashboard_url=settings.dashboard_url)
+        return HTMLResponse(html.replace("<body>", f"<body>{nav}<p><a href=\"/ui/models/{quote(name)}\">← {name}</a></p>", 1))
 
     def features(request: Request) -> Response:
         return _page(context, "features.html", "Feature groups", groups=api_routes["list_feature_groups"]())
@@ -144,13 +143,19 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
         active = any(r["status"] in {"running", "submitted"} for r in listed)
         return _page(context, "runs.html", "Training runs", runs=listed, refresh=ACTIVE_RUN_REFRESH_S if active else None)
 
+    def run(request: Request, run_id: str) -> Response:
+        record = api_routes["get_training_run"](run_id)
+        active = record["status"] in {"running", "submitted"}
+        return _page(context, "run.html", run_id, run=record, logs=api_routes["training_run_logs"](run_id),
+                     refresh=ACTIVE_RUN_REFRESH_S if active else None)
+
     def deployments(request: Request) -> Response:
         return _page(context, "deployments.html", "Deployments", deployments=api_routes["list_deployments"]())
 
     def monitoring(request: Request, name: str) -> Response:
         from cupola.monitoring.live import LiveMetrics
-        from cupola.stores.monitoring.base import MonitoringStore
         from cupola.monitoring.summary import breaches
+        from cupola.stores.monitoring.base import MonitoringStore
 
         context.model_versions(name)
         store = MonitoringStore.from_settings(settings)
@@ -182,6 +187,7 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
     ui.add_api_route("/ui/features", page("read", features), methods=["GET"])
     ui.add_api_route("/ui/features/{name}", page("read", feature_group), methods=["GET"])
     ui.add_api_route("/ui/runs", page("read", runs), methods=["GET"])
+    ui.add_api_route("/ui/runs/{run_id}", page("read", run), methods=["GET"])
     ui.add_api_route("/ui/deployments", page("read", deployments), methods=["GET"])
 
     @ui.get("/")

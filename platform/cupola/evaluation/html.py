@@ -204,6 +204,12 @@ def _partition_table(report: dict[str, Any]) -> str:
     return f'<table class="partitions"><tr><th>partition</th><th>served by</th><th>{html.escape(metric)}</th><th>test rows</th></tr>{"".join(rows)}</table>'
 
 
+
+def _row_counts(rows: dict[str, int]) -> str:
+    """`{"train": 70000, "validation": 15000}` as `train 70,000 · validation 15,000`."""
+    return " · ".join(f"{split} {count:,}" for split, count in rows.items())
+
+
 def render_report_html(version: Any, report: dict[str, Any], production: dict[str, Any] | None = None) -> str:
     """The page for a model version, or for a draft about to be registered (no number yet: titled by its run).
 
@@ -234,7 +240,7 @@ def render_report_html(version: Any, report: dict[str, Any], production: dict[st
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="meta">{html.escape(report['task'])} · trained by {html.escape(version.created_by)} · {html.escape(registered)} · run {html.escape(version.run_id)} · optimized {html.escape(report['metric'])}{threshold}</p>
-<p class="meta">training data {html.escape(str(version.data.get('training_set', '')))} · fingerprint {html.escape(str(version.data.get('fingerprint', ''))[:16])} · rows {html.escape(str(version.data.get('rows', '')))}</p>
+<p class="meta">training data {html.escape(str(version.data.get('training_set', '')))} · fingerprint {html.escape(str(version.data.get('fingerprint', ''))[:16])} · rows {html.escape(_row_counts(version.data.get('rows', {})))}</p>
 <h2>Test metrics</h2>
 <p>Green: this version is better than that column; red: worse. Baseline: {html.escape(report['baseline']['description'])}.</p>
 {_metric_table(report, production)}

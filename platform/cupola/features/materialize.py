@@ -7,9 +7,9 @@ import ray
 
 from cupola.features.offline_store import OfflineStore
 from cupola.features.pipeline import Progress
-from cupola.stores.online.base import OnlineStore
 from cupola.specs.feature_group import FeatureGroupSpec
 from cupola.stores.datalake import Datalake
+from cupola.stores.online.base import OnlineStore
 
 
 @ray.remote

@@ -12,13 +12,13 @@ import pandas as pd
 
 from cupola.config import Settings
 from cupola.features.offline_store import OfflineStore
-from cupola.stores.online.base import OnlineStore, create_online_store
 from cupola.features.pipeline import BuildResult, Progress, build_feature_group
 from cupola.features.registry import FeatureRegistry
 from cupola.features.training_sets import TrainingSet, build_training_set
-from cupola.specs.feature_group import feature_column
 from cupola.runtime import ensure_ray
+from cupola.specs.feature_group import feature_column
 from cupola.stores.datalake import Datalake
+from cupola.stores.online.base import OnlineStore, create_online_store
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import ray
 
 from cupola.config import Settings
 from cupola.monitoring.live import LiveMetrics
-from cupola.stores.monitoring.base import MonitoringStore
 from cupola.stores.models import create_repository
+from cupola.stores.monitoring.base import MonitoringStore
 
 NAMESPACE = "cupola"
 logger = logging.getLogger(__name__)

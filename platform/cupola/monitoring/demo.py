@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.stores.datalake import Datalake
 from cupola.examples.delivery import request_row
 from cupola.monitoring.live import ALL_UNITS
-from cupola.stores.monitoring.base import MonitoringStore, event_key
 from cupola.monitoring.summary import Breach, monitor_summary
-from cupola.stores.models import ModelVersion
 from cupola.serving.predictor import version_spec
+from cupola.stores.datalake import Datalake
+from cupola.stores.models import ModelVersion
+from cupola.stores.monitoring.base import MonitoringStore, event_key
 
 PHASE_ROWS = 300
 PLANTED_DELAY_MINUTES = 20.0

@@ -15,10 +15,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from cupola.stores.monitoring.base import MonitoringStore
-from cupola.stores.models import ModelRepository
-from cupola.stores.deployments.base import Deployments
 from cupola.serving.predictor import version_spec
+from cupola.stores.deployments.base import Deployments
+from cupola.stores.models import ModelRepository
+from cupola.stores.monitoring.base import MonitoringStore
 
 LIVE_LABELS = ["model", "version", "partition", "window"]
 LIVE_NAMES = {"sampled": "cupola_live_sampled_predictions", "outcomes": "cupola_live_outcomes"}

@@ -16,10 +16,10 @@ import pyarrow.compute as pc
 
 from cupola.config import Settings
 from cupola.features.timeutil import to_utc
-from cupola.stores.monitoring.base import MonitoringStore, OutcomeReceipt, event_key
-from cupola.stores.models import create_repository
 from cupola.serving.predictor import version_spec
 from cupola.stores.datalake import Datalake
+from cupola.stores.models import create_repository
+from cupola.stores.monitoring.base import MonitoringStore, OutcomeReceipt, event_key
 
 
 def join_outcomes(settings: Settings, model: str, since: datetime, until: datetime | None = None, version: int | str = "production") -> OutcomeReceipt:

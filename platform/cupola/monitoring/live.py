@@ -25,10 +25,10 @@ import pandas as pd
 
 from cupola.evaluation import metrics
 from cupola.evaluation.distributions import bin_counts
-from cupola.stores.monitoring.base import MAX_WINDOW_S, LiveMetric, MonitoringStore
-from cupola.stores.models import ModelRepository, ModelVersion
 from cupola.serving.predictor import version_spec
 from cupola.specs.model import ModelSpec
+from cupola.stores.models import ModelRepository, ModelVersion
+from cupola.stores.monitoring.base import MAX_WINDOW_S, LiveMetric, MonitoringStore
 
 ALL_UNITS = "all"
 PSI_FLOOR = 1e-4

@@ -25,8 +25,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from cupola.stores.monitoring.base import event_key
 from cupola.serving.predictor import Predictions
+from cupola.stores.monitoring.base import event_key
 
 FLUSH_INTERVAL_S = 0.25
 SEND_TIMEOUT_S = 10.0

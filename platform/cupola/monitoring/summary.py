@@ -13,8 +13,8 @@ import pandas as pd
 
 from cupola.config import Settings
 from cupola.monitoring.live import ALL_UNITS, LiveMetrics
-from cupola.stores.monitoring.base import LiveMetric, MonitoringStore
 from cupola.stores.models import create_repository
+from cupola.stores.monitoring.base import LiveMetric, MonitoringStore
 
 SPARK = "▁▂▃▄▅▆▇█"
 

@@ -42,12 +42,12 @@ from ray import serve
 from cupola.config import Settings
 from cupola.monitoring.exporter import monitoring_registry
 from cupola.monitoring.sampler import PredictionSampler, count_answer, count_refusal, mark_served
-from cupola.stores.monitoring.base import MonitoringStore, event_key, request_key
-from cupola.stores.models import create_repository
-from cupola.stores.deployments.base import Canary, DeploymentConflict, Deployments
 from cupola.serving.embedded import load_predictor
 from cupola.serving.predictor import MAX_ROWS_PER_REQUEST, Predictions, Predictor
 from cupola.serving.requests import RequestError
+from cupola.stores.deployments.base import Canary, DeploymentConflict, Deployments
+from cupola.stores.models import create_repository
+from cupola.stores.monitoring.base import MonitoringStore, event_key, request_key
 
 CONFIG_TTL_S = 0.5
 MODELS_PER_REPLICA = 8

@@ -24,10 +24,10 @@ import ray
 
 from cupola.config import Settings
 from cupola.model_inputs import raw_columns
-from cupola.stores.models import ArtifactStore, create_repository
 from cupola.runtime import ensure_ray
 from cupola.serving.predictor import Predictor, version_spec
 from cupola.stores.datalake import Datalake
+from cupola.stores.models import ArtifactStore, create_repository
 from cupola.training.algorithms import import_xgboost_without_sklearn
 
 BATCH_ROWS = 65_536

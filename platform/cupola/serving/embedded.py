@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from cupola.config import Settings
 from cupola.features.offline_store import OfflineStore
-from cupola.stores.online.base import create_online_store
 from cupola.features.registry import FeatureRegistry
-from cupola.stores.models import ArtifactStore, ModelRepository, create_repository
 from cupola.serving.predictor import Predictor, version_spec
 from cupola.stores.datalake import Datalake
+from cupola.stores.models import ArtifactStore, ModelRepository, create_repository
+from cupola.stores.online.base import create_online_store
 
 
 def load_predictor(settings: Settings, repository: ModelRepository, name: str, version_or_alias: int | str) -> Predictor:

@@ -18,13 +18,13 @@ import pandas as pd
 import pyarrow as pa
 
 from cupola import dsl
-from cupola.stores.online.base import OnlineStore
 from cupola.model_inputs import input_matrix, raw_columns, with_transforms
-from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion
 from cupola.routing import predict_routed
 from cupola.serving.requests import RequestError, column
 from cupola.specs.feature_group import FeatureGroupSpec, feature_column
 from cupola.specs.model import ModelSpec
+from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion
+from cupola.stores.online.base import OnlineStore
 from cupola.training.algorithms import get_algorithm
 
 MAX_ROWS_PER_REQUEST = 1000

@@ -1,21 +1,31 @@
-"""Validated declarations (pydantic): feature groups now, model specs later."""
+"""Validated declarations (pydantic): feature groups and model specs.
 
-from cupola.specs.errors import SpecError
-from cupola.specs.feature_group import (
-    Aggregation,
-    EntityKey,
-    Feature,
-    FeatureGroupSpec,
-    Source,
-    load_feature_group,
-)
+Exports load lazily (PEP 562), so importing `cupola.specs.errors` (as the CLI does for every
+command) does not import the transform DSL and pandas behind the feature-group models.
+"""
 
-__all__ = [
-    "Aggregation",
-    "EntityKey",
-    "Feature",
-    "FeatureGroupSpec",
-    "Source",
-    "SpecError",
-    "load_feature_group",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "SpecError": "cupola.specs.errors",
+    "Aggregation": "cupola.specs.feature_group",
+    "EntityKey": "cupola.specs.feature_group",
+    "Feature": "cupola.specs.feature_group",
+    "FeatureGroupSpec": "cupola.specs.feature_group",
+    "Source": "cupola.specs.feature_group",
+    "load_feature_group": "cupola.specs.feature_group",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from cupola.specs.errors import SpecError
+    from cupola.specs.feature_group import Aggregation, EntityKey, Feature, FeatureGroupSpec, Source, load_feature_group
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cupola.specs' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

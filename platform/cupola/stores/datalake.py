@@ -10,8 +10,8 @@ standard AWS chain, so nothing secret travels with a Datalake.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.dataset as pds

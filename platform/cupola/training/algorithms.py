@@ -328,7 +328,7 @@ def _tensorflow_loop(config: dict[str, Any]) -> None:
                 per_row = loss(batch_label, model(batch_features, training=True))
                 mean_loss = tf.nn.compute_average_loss(per_row)  # divided by the global batch: the all-reduce sums
             gradients = tape.gradient(mean_loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
 
         strategy.run(on_replica, args=(batch_features, batch_label))
 

@@ -19,7 +19,6 @@ from cupola.routing import FALLBACK
 from cupola.specs.model import ModelSpec
 
 
-
 @dataclass(frozen=True)
 class Split:
     features: np.ndarray

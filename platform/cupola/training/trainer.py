@@ -26,11 +26,11 @@ from cupola.evaluation.report import build_report
 from cupola.features import FeatureStore
 from cupola.features.training_sets import TrainingSet
 from cupola.model_inputs import request_fields
-from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion, NewModelVersion, create_repository
 from cupola.runtime import ensure_ray
 from cupola.specs.model import ModelSpec
-from cupola.stores.datalake import Datalake
 from cupola.stores import open_store
+from cupola.stores.datalake import Datalake
+from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion, NewModelVersion, create_repository
 from cupola.stores.runs import TrainingRun, TrainingRuns
 from cupola.training.algorithms import get_algorithm
 from cupola.training.dataset import PreparedData, build_training_data, prepare

@@ -25,6 +25,7 @@ from cupola.config import Settings
 from cupola.stores import open_store
 from cupola.stores.models import ModelRepository
 
+
 class DeploymentConflict(RuntimeError):
     """The deployment changed since it was read; nothing was written."""
 
@@ -148,5 +149,6 @@ class Deployments(ABC):
                     version = move.version
         return ServingAt(at, current.target, version, current.canary, current.shadow_version)
 
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""

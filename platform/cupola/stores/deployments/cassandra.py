@@ -14,8 +14,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
-from cupola.stores.deployments.base import Deployment, DeploymentConfig, DeploymentConflict, DeploymentEvent, Deployments, max_difference
 from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
+from cupola.stores.deployments.base import (
+    Deployment,
+    DeploymentConfig,
+    DeploymentConflict,
+    DeploymentEvent,
+    Deployments,
+    max_difference,
+)
 
 MAX_ATTEMPTS = 100
 SHADOW_DAYS_LISTED = 30
@@ -116,3 +123,6 @@ class CassandraDeployments(Deployments):
                              "at": row.at_text, "primary_predictions": row.primary_predictions, "shadow_predictions": row.shadow_predictions,
                              "max_abs_difference": row.max_abs_difference, "error": row.error})
         return rows
+
+    def close(self) -> None:
+        """The session is shared by the process (`cassandra_session`); nothing to release here."""

@@ -10,7 +10,14 @@ from typing import Any
 
 from cupola.config import Settings
 from cupola.stores.deployments.base import (
-    Deployment, DeploymentConfig, DeploymentConflict, DeploymentEvent, Deployments, deployment_from_text, max_difference, utc_now,
+    Deployment,
+    DeploymentConfig,
+    DeploymentConflict,
+    DeploymentEvent,
+    Deployments,
+    deployment_from_text,
+    max_difference,
+    utc_now,
 )
 from cupola.stores.sqlite_db import SqliteDatabase
 

@@ -6,8 +6,8 @@ from datetime import datetime
 from pathlib import Path
 
 from cupola.config import Settings
-from cupola.stores.sqlite_db import SqliteDatabase
 from cupola.stores.jobs.base import JobAttempts, SubmittedJob, latest_per_run
+from cupola.stores.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS submitted_jobs (

@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
+from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
 from cupola.stores.models.base import AliasMove, ModelRepository, ModelVersion, NewModelVersion, alias_conflict
 from cupola.stores.models.records import decode_record, encode_record
-from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
 
 MAX_ATTEMPTS = 200
 

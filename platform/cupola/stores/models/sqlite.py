@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cupola.config import Settings
-from cupola.stores.sqlite_db import SqliteDatabase
 from cupola.stores.models.base import AliasMove, ModelRepository, ModelVersion, NewModelVersion, alias_conflict
 from cupola.stores.models.records import decode_record, encode_record
+from cupola.stores.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_versions (

@@ -116,5 +116,6 @@ class MonitoringStore(ABC):
     def prune(self, model: str, before: float) -> None:
         """Delete a model's sampled predictions, outcomes and history older than `before` (retention)."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""

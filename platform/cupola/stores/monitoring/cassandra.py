@@ -26,8 +26,15 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.stores.monitoring.base import MAX_WINDOW_S, LiveMetric, MonitoringStore, OutcomeReceipt, parse_request_key, request_key
 from cupola.stores.cassandra_db import cassandra_session, consistency
+from cupola.stores.monitoring.base import (
+    MAX_WINDOW_S,
+    LiveMetric,
+    MonitoringStore,
+    OutcomeReceipt,
+    parse_request_key,
+    request_key,
+)
 
 HOUR_S = 3600
 DAY_S = 86_400
@@ -164,3 +171,6 @@ class CassandraMonitoringStore(MonitoringStore):
 
     def prune(self, model: str, before: float) -> None:
         """Nothing to do: every row was written with a TTL of the retention period."""
+
+    def close(self) -> None:
+        """The session is shared by the process (`cassandra_session`); nothing to release here."""

@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.stores import open_store
 from cupola.specs.feature_group import FeatureGroupSpec
+from cupola.stores import open_store
 
 EntityKey = tuple[Any, ...]
 

@@ -28,9 +28,9 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.stores.online.base import EntityKey, OnlineRow, OnlineStore, encode_entity_key, json_value
 from cupola.specs.feature_group import FeatureGroupSpec
 from cupola.stores.cassandra_db import cassandra_session, consistency
+from cupola.stores.online.base import EntityKey, OnlineRow, OnlineStore, encode_entity_key, json_value
 
 READ_CHUNK = 100
 READ_CONCURRENCY = 8

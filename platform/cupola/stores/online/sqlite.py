@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from cupola.config import Settings
-from cupola.stores.online.base import EntityKey, OnlineRow, OnlineStore, encode_entity_key, json_value
 from cupola.specs.feature_group import FeatureGroupSpec
+from cupola.stores.online.base import EntityKey, OnlineRow, OnlineStore, encode_entity_key, json_value
 from cupola.stores.sqlite_db import SqliteDatabase
 
 SCHEMA = """
@@ -63,7 +63,7 @@ class SqliteOnlineStore(OnlineStore):
                 )
                 for i in range(begin, end)
             ]
-            self.database.write(lambda connection: connection.executemany(UPSERT, records))
+            self.database.write(lambda connection, records=records: connection.executemany(UPSERT, records))
         return len(rows)
 
     def read(self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from cupola.config import Settings
-from cupola.stores.sqlite_db import SqliteDatabase
 from cupola.stores.runs.base import TrainingRun, TrainingRuns, changed_columns, decode_run, now_text
+from cupola.stores.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS training_runs (

@@ -6,8 +6,8 @@ from datetime import datetime
 from pathlib import Path
 
 from cupola.config import Settings
-from cupola.stores.sqlite_db import SqliteDatabase
 from cupola.stores.schedules.base import Decision, ScheduleDecisions, decision_from_text, newest_first
+from cupola.stores.sqlite_db import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedule_decisions (
