@@ -15,8 +15,10 @@ unpickles files, and nothing a worker can write is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -126,6 +129,25 @@ class _TrialRecorder(tune.Callback):
         self.on_trial(trial.config["trial"], {"score": result["score"], "unit_scores": result["unit_scores"]})
 
 
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Tune's console output and its default loggers off while cupola searches: the trainer reports progress itself,
+    so the experiment table Tune prints even at verbose=0, and the TensorboardX warning its default loggers raise
+    (`_run_trials` adds the JSON logger its result grid reads), tell a user nothing to act on. Tune reads both
+    variables when a run starts; they are restored afterwards."""
+    quiet = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    previous = {name: os.environ.get(name) for name in quiet}
+    os.environ.update(quiet)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _run_trials(
     spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]], pending: list[int], max_concurrent: int,
     on_trial: Callable[[int, TrialResult], None],
@@ -144,10 +166,14 @@ def _run_trials(
                 scheduler=_scheduler(spec, len(data.units)),
                 reuse_actors=True,
             ),
-            run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0, callbacks=[_TrialRecorder(on_trial)]),
+            run_config=tune.RunConfig(
+                name="search", storage_path=storage, verbose=0, callbacks=[_TrialRecorder(on_trial), JsonLoggerCallback()]
+            ),
         )
         results: dict[int, TrialResult] = {}
-        for result in tuner.fit():
+        with _quiet_tune():
+            grid = tuner.fit()
+        for result in grid:
             if result.error is not None:
                 raise RuntimeError(f"a search trial failed: {result.error}")
             results[result.config["trial"]] = {"score": result.metrics["score"], "unit_scores": result.metrics["unit_scores"]}
