@@ -22,10 +22,6 @@ def ensure_ray(settings: Settings) -> None:
             f"Ray's bootstrap file names a cluster at {stale} (the last `ray start` on this machine) and nothing answers "
             "there: run `ray stop` to clear it, or set CUPOLA_RAY_ADDRESS=local to start a new local Ray"
         )
-    if settings.ray_address == "local":
-        # A new local Ray turns token authentication on by itself and says so on every start; saying it ourselves
-        # keeps the same behaviour without the notice.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(address=settings.ray_address or None, log_to_driver=False, configure_logging=True, logging_level="WARNING")
 
 
