@@ -6,7 +6,9 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, Self, TypeVar
+
+from cupola.config import Settings
 
 Result = TypeVar("Result")
 
@@ -49,3 +51,25 @@ class SqliteDatabase:
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+class SqliteStore:
+    """What every SQLite store shares: its schema in one database file, opened from settings, closed once.
+    A subclass sets `SCHEMA`, and overrides `database_path` when its file is not the records database."""
+
+    SCHEMA: ClassVar[str]
+
+    def __init__(self, path: Path) -> None:
+        self.database = SqliteDatabase(path, self.SCHEMA)
+
+    @classmethod
+    def database_path(cls, settings: Settings) -> Path:
+        return settings.resolved_records_path()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(cls.database_path(settings))
+
+    def close(self) -> None:
+        self.database.close()
+

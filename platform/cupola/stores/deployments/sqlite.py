@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from cupola.config import Settings
 from cupola.stores.deployments.base import (
     Deployment,
     DeploymentConfig,
@@ -19,7 +17,7 @@ from cupola.stores.deployments.base import (
     max_difference,
     utc_now,
 )
-from cupola.stores.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -52,15 +50,10 @@ CREATE TABLE IF NOT EXISTS shadow_predictions (
 """
 
 
-class SqliteDeployments(Deployments):
+class SqliteDeployments(SqliteStore, Deployments):
     """Deployment records in the records database (SQLite)."""
 
-    def __init__(self, path: Path) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "SqliteDeployments":
-        return cls(settings.resolved_records_path())
+    SCHEMA = SCHEMA
 
     def get(self, model: str) -> Deployment | None:
         row = self.database.connection().execute(
@@ -132,6 +125,3 @@ class SqliteDeployments(Deployments):
             "INSERT INTO deployment_events (model, action, config, reason, by, at) VALUES (?, ?, ?, ?, ?, ?)",
             (model, action, config.model_dump_json() if config else None, reason, by, at.isoformat()),
         )
-
-    def close(self) -> None:
-        self.database.close()

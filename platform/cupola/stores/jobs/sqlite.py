@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
-from cupola.config import Settings
 from cupola.stores.jobs.base import JobAttempts, SubmittedJob, latest_per_run
-from cupola.stores.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS submitted_jobs (
@@ -23,13 +21,8 @@ CREATE TABLE IF NOT EXISTS submitted_jobs (
 COLUMNS = "run_id, job_id, kind, target, submitted_by, submitted_at, trigger"
 
 
-class SqliteJobAttempts(JobAttempts):
-    def __init__(self, path: Path) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "SqliteJobAttempts":
-        return cls(settings.resolved_records_path())
+class SqliteJobAttempts(SqliteStore, JobAttempts):
+    SCHEMA = SCHEMA
 
     def record(self, job: SubmittedJob) -> None:
         self.database.write(lambda c: c.execute(
@@ -44,8 +37,6 @@ class SqliteJobAttempts(JobAttempts):
     def list(self, kind: str | None = None, target: str | None = None) -> list[SubmittedJob]:
         return latest_per_run([_decode(row) for row in self.database.connection().execute(f"SELECT {COLUMNS} FROM submitted_jobs")], kind, target)
 
-    def close(self) -> None:
-        self.database.close()
 
 
 def _decode(row: tuple[str, ...]) -> SubmittedJob:

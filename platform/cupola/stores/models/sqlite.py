@@ -9,12 +9,10 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import asdict
 from datetime import datetime, timezone
-from pathlib import Path
 
-from cupola.config import Settings
 from cupola.stores.models.base import AliasMove, ModelRepository, ModelVersion, NewModelVersion, alias_conflict
 from cupola.stores.models.records import decode_record, encode_record
-from cupola.stores.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_versions (
@@ -46,15 +44,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class SqliteModelRepository(ModelRepository):
+class SqliteModelRepository(SqliteStore, ModelRepository):
     """One SQLite file; a connection per thread; every write is one IMMEDIATE transaction."""
 
-    def __init__(self, path: Path) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "SqliteModelRepository":
-        return cls(settings.resolved_records_path())
+    SCHEMA = SCHEMA
 
     def register(self, draft: NewModelVersion) -> ModelVersion:
         record, registered_at = encode_record(draft), _now().isoformat()
@@ -135,6 +128,3 @@ class SqliteModelRepository(ModelRepository):
             "SELECT name, alias, version, previous_version, moved_by, moved_at FROM model_alias_history WHERE name = ? ORDER BY id", (name,)
         )
         return [AliasMove(n, a, v, p, by, datetime.fromisoformat(at)) for n, a, v, p, by, at in rows]
-
-    def close(self) -> None:
-        self.database.close()

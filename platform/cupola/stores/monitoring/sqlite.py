@@ -12,7 +12,7 @@ import pandas as pd
 
 from cupola.config import Settings
 from cupola.stores.monitoring.base import LOG_COLUMNS, LiveMetric, MonitoringStore, OutcomeReceipt, parse_request_key
-from cupola.stores.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prediction_log (
@@ -61,15 +61,14 @@ CREATE INDEX IF NOT EXISTS live_metrics_by_time ON live_metrics (model, at);
 """
 
 
-class SqliteMonitoringStore(MonitoringStore):
+class SqliteMonitoringStore(SqliteStore, MonitoringStore):
     """Prediction log, outcomes, serving counters and live-metric history in one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
+    SCHEMA = SCHEMA
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SqliteMonitoringStore":
-        return cls(settings.resolved_monitoring_path())
+    def database_path(cls, settings: Settings) -> Path:
+        return settings.resolved_monitoring_path()
 
     def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
         rows = [tuple(record[c] if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records]
@@ -153,6 +152,3 @@ class SqliteMonitoringStore(MonitoringStore):
             connection.execute("DELETE FROM live_metrics WHERE model = ? AND at < ?", (model, before))
 
         self.database.write(delete)
-
-    def close(self) -> None:
-        self.database.close()

@@ -15,7 +15,7 @@ import pandas as pd
 from cupola.config import Settings
 from cupola.specs.feature_group import FeatureGroupSpec
 from cupola.stores.online.base import EntityKey, OnlineRow, OnlineStore, encode_entity_key, json_value
-from cupola.stores.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS online_features (
@@ -36,16 +36,14 @@ SQLITE_MAX_VARIABLES = 30_000
 WRITE_CHUNK_ROWS = 50_000
 
 
-class SqliteOnlineStore(OnlineStore):
+class SqliteOnlineStore(SqliteStore, OnlineStore):
     """SQLite with WAL: many readers alongside one writer."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.database = SqliteDatabase(path, SCHEMA)
+    SCHEMA = SCHEMA
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SqliteOnlineStore":
-        return cls(settings.resolved_online_store_path())
+    def database_path(cls, settings: Settings) -> Path:
+        return settings.resolved_online_store_path()
 
     def write(self, group: FeatureGroupSpec, rows: pd.DataFrame) -> int:
         keys, features = group.entity_names, group.feature_names
@@ -91,6 +89,3 @@ class SqliteOnlineStore(OnlineStore):
 
     def delete_group(self, group: str) -> None:
         self.database.connection().execute("DELETE FROM online_features WHERE feature_group = ?", (group,))
-
-    def close(self) -> None:
-        self.database.close()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from cupola.config import Settings
 from cupola.stores.runs.base import TrainingRun, TrainingRuns, changed_columns, decode_run, now_text
-from cupola.stores.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS training_runs (
@@ -32,13 +30,8 @@ CREATE TABLE IF NOT EXISTS training_run_logs (
 COLUMNS = "run_id, model, status, created_by, started_at, ended_at, progress, version, error, state"
 
 
-class SqliteTrainingRuns(TrainingRuns):
-    def __init__(self, path: Path) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "SqliteTrainingRuns":
-        return cls(settings.resolved_records_path())
+class SqliteTrainingRuns(SqliteStore, TrainingRuns):
+    SCHEMA = SCHEMA
 
     def start(self, run_id: str, model: str, created_by: str) -> TrainingRun:
         self.database.write(
@@ -72,6 +65,3 @@ class SqliteTrainingRuns(TrainingRuns):
     def list(self, model: str | None = None) -> list[TrainingRun]:
         query = f"SELECT {COLUMNS} FROM training_runs" + (" WHERE model = ?" if model else "") + " ORDER BY started_at"
         return [decode_run(*row) for row in self.database.connection().execute(query, (model,) if model else ())]
-
-    def close(self) -> None:
-        self.database.close()

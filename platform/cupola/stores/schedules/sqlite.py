@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
-from cupola.config import Settings
 from cupola.stores.schedules.base import Decision, ScheduleDecisions, decision_from_text, newest_first
-from cupola.stores.sqlite_db import SqliteDatabase
+from cupola.stores.sqlite_db import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedule_decisions (
@@ -22,13 +20,8 @@ CREATE TABLE IF NOT EXISTS schedule_decisions (
 """
 
 
-class SqliteScheduleDecisions(ScheduleDecisions):
-    def __init__(self, path: Path) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "SqliteScheduleDecisions":
-        return cls(settings.resolved_records_path())
+class SqliteScheduleDecisions(SqliteStore, ScheduleDecisions):
+    SCHEMA = SCHEMA
 
     def decided(self, model: str, due_at: datetime) -> bool:
         query = "SELECT 1 FROM schedule_decisions WHERE model = ? AND due_at = ?"
@@ -44,6 +37,3 @@ class SqliteScheduleDecisions(ScheduleDecisions):
     def decisions(self, model: str | None = None) -> list[Decision]:
         query = "SELECT model, due_at, decided_at, decision, run_id, reason FROM schedule_decisions" + (" WHERE model = ?" if model else "")
         return newest_first([decision_from_text(*row) for row in self.database.connection().execute(query, (model,) if model else ())])
-
-    def close(self) -> None:
-        self.database.close()
