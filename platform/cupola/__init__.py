@@ -7,8 +7,9 @@ modules that function needs. Ray itself is initialized on first use, from `Setti
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cupola.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -37,10 +38,4 @@ if TYPE_CHECKING:
     from cupola.specs.model import ModelSpec, load_model_spec
     from cupola.training.trainer import train
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'cupola' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -32,7 +32,7 @@ def train_command(
     run_id: Annotated[Optional[str], typer.Option(help="resume (or name) this run; an interrupted run resumes its search")] = None,
 ) -> None:
     """Search hyperparameters per partition with Ray Tune, train, and register a new model version."""
-    from cupola.specs.errors import SpecError
+    from cupola.specs.errors import SpecError, read_spec_text
     from cupola.specs.model import parse_model_spec
     from cupola.stores.datalake import Datalake
     from cupola.training.trainer import train
@@ -44,10 +44,7 @@ def train_command(
             if text is None:
                 raise SpecError(f"{spec_path}: no such spec in the datalake")
         else:
-            try:
-                text = Path(spec_path).read_text()
-            except OSError as error:
-                raise SpecError(f"{spec_path}: cannot be read: {error.strerror}") from None
+            text = read_spec_text(Path(spec_path))
         spec = parse_model_spec(text, spec_path)
         client = remote(settings)
         if client is not None:

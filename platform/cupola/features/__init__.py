@@ -6,8 +6,7 @@ registry without importing the Ray pipelines.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cupola.lazy import lazy_exports
 
 _EXPORTS = {
     "FeatureStore": "cupola.features.store",
@@ -18,8 +17,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'cupola.features' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

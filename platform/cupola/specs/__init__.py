@@ -6,8 +6,9 @@ command) does not import the transform DSL and pandas behind the feature-group m
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cupola.lazy import lazy_exports
 
 _EXPORTS = {
     "SpecError": "cupola.specs.errors",
@@ -24,8 +25,4 @@ if TYPE_CHECKING:
     from cupola.specs.errors import SpecError
     from cupola.specs.feature_group import Aggregation, EntityKey, Feature, FeatureGroupSpec, Source, load_feature_group
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'cupola.specs' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -65,13 +65,17 @@ def spec_error_from_validation(
     return SpecError(f"{source}: " + ("\n  ".join(lines) if len(lines) == 1 else "\n  " + "\n  ".join(lines)))
 
 
-def load_spec(path: Path, model: type[SpecModel], expected: str) -> SpecModel:
-    """Read one YAML declaration and validate it as `model`; `expected` lists its main keys for the error."""
+def read_spec_text(path: Path) -> str:
+    """A declaration file's text; SpecError naming the file when it cannot be read."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as error:
         raise SpecError(f"{path}: cannot be read: {error.strerror}") from None
-    return parse_spec(text, path, model, expected)
+
+
+def load_spec(path: Path, model: type[SpecModel], expected: str) -> SpecModel:
+    """Read one YAML declaration and validate it as `model`; `expected` lists its main keys for the error."""
+    return parse_spec(read_spec_text(path), path, model, expected)
 
 
 def parse_spec(text: str, source: Path | str, model: type[SpecModel], expected: str) -> SpecModel:
