@@ -394,10 +394,11 @@ def build_router(context: Context) -> APIRouter:
         scheduler = Scheduler(context.jobs)
         now = datetime.now(timezone.utc)
         return [
-            {"model": model, "schedule": spec.schedule, "from_run": run_id, "next_due": croniter(spec.schedule, now).get_next(datetime).isoformat(),
+            {"model": model, "schedule": schedule.spec.schedule, "from_run": schedule.source_run,
+             "next_due": croniter(schedule.spec.schedule, now).get_next(datetime).isoformat(),
              "decisions": [{"due_at": d.due_at.isoformat(), "decided_at": d.decided_at.isoformat(), "decision": d.decision, "run_id": d.run_id, "reason": d.reason}
                            for d in scheduler.decisions(model)[:20]]}
-            for model, (spec, run_id) in sorted(scheduler.schedules().items())
+            for model, schedule in sorted(scheduler.schedules().items())
         ]
 
     # --- monitoring -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from croniter import croniter
@@ -26,14 +27,24 @@ RECENT_RUNS_CHECKED = 20  # a run older than the model's last 20 is not still go
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A model's scheduled retraining: the spec that carries the cron, the run it was submitted with, and its text
+    (what each scheduled run is submitted with, unchanged)."""
+
+    spec: ModelSpec
+    source_run: str
+    text: str
+
+
 class Scheduler:
     def __init__(self, jobs: RayJobs) -> None:
         self.jobs = jobs
         self.records: ScheduleDecisions = open_store("schedules", jobs.settings)
 
-    def schedules(self) -> dict[str, tuple[ModelSpec, str]]:
+    def schedules(self) -> dict[str, Schedule]:
         """Each model's latest submitted spec that carries a schedule, with the run id it came from."""
-        found: dict[str, tuple[ModelSpec, str]] = {}
+        found: dict[str, Schedule] = {}
         for job in self.jobs.records.list(kind="train"):  # newest first
             if job.target in found or job.trigger == "schedule":
                 continue
@@ -42,32 +53,32 @@ class Scheduler:
                 continue
             spec = parse_model_spec(text, f"the spec of run {job.run_id}")
             if spec.schedule:
-                found[job.target] = (spec, job.run_id)
+                found[job.target] = Schedule(spec, job.run_id, text)
         return found
 
     def tick(self, now: datetime | None = None) -> list[Decision]:
         """Decide every model that is due now (`now` is injectable so tests need not wait for the clock)."""
         now = now or datetime.now(timezone.utc)
         decisions = []
-        for model, (spec, source_run) in sorted(self.schedules().items()):
-            due = croniter(spec.schedule, now).get_prev(datetime)
+        for model, schedule in sorted(self.schedules().items()):
+            due = croniter(schedule.spec.schedule, now).get_prev(datetime)
             if self.records.decided(model, due):
                 continue
-            decisions.append(self._decide(model, spec, source_run, due, now))
+            decisions.append(self._decide(model, schedule, due, now))
         return decisions
 
-    def _decide(self, model: str, spec: ModelSpec, source_run: str, due: datetime, now: datetime) -> Decision:
+    def _decide(self, model: str, schedule: Schedule, due: datetime, now: datetime) -> Decision:
         recent = self.jobs.records.list(kind="train", target=model)[:RECENT_RUNS_CHECKED]
         active = [job for job in recent if self.jobs.state(job.job_id) in ACTIVE_STATES]
         if active:
             return self._record(Decision(model, due, now, "skipped", None, f"run {active[0].run_id} is still {self.jobs.state(active[0].job_id).lower()}"))
         run_id = f"{model}-scheduled-{due:%Y%m%dT%H%M}"
         try:
-            uri = self.jobs.save_spec(run_id, self.jobs.spec_text(source_run) or "")
+            uri = self.jobs.save_spec(run_id, schedule.text)
             self.jobs.submit(run_id, "train", model, ["train", uri, "--run-id", run_id], SCHEDULER_USER, trigger="schedule")
         except Exception as error:  # recorded, and the next due time tries again
             return self._record(Decision(model, due, now, "failed", run_id, f"submission failed: {error}"))
-        return self._record(Decision(model, due, now, "submitted", run_id, f"due at {due.isoformat()} ({spec.schedule})"))
+        return self._record(Decision(model, due, now, "submitted", run_id, f"due at {due.isoformat()} ({schedule.spec.schedule})"))
 
     def _record(self, decision: Decision) -> Decision:
         """Keep the decision; when another scheduler decided this due time first, that one stands."""
