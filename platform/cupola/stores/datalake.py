@@ -52,8 +52,12 @@ class Datalake:
         return (Datalake, (self.root_uri, self.s3_endpoint_url))
 
     def path(self, relative: str) -> str:
-        """Filesystem path for a path relative to the root; a full URI of the same store passes through."""
+        """Filesystem path for a path relative to the root; a full URI of the same store passes through (one under
+        the root without building a filesystem client: on S3 that is an AWS client per call)."""
         if "://" in relative:
+            root = self.root_uri.rstrip("/")
+            if relative == root or relative.startswith(f"{root}/"):
+                return self.root_path + relative[len(root):]
             _, path = open_filesystem(relative, self.s3_endpoint_url)
             return path
         return f"{self.root_path}/{relative.strip('/')}" if relative else self.root_path
