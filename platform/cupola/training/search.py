@@ -118,6 +118,11 @@ def _scheduler(spec: ModelSpec, units: int) -> ASHAScheduler | None:
     return ASHAScheduler(time_attr="training_iteration", max_t=units, grace_period=max(1, units // 4), reduction_factor=2)
 
 
+def _trial_result(metrics: dict[str, Any]) -> TrialResult:
+    """What is kept of a trial's last report (Tune adds its own bookkeeping keys)."""
+    return {"score": metrics["score"], "unit_scores": metrics["unit_scores"]}
+
+
 class _TrialRecorder(tune.Callback):
     """Hands each finished trial (run to the end, or stopped by ASHA) to `on_trial(index, result)` in the driver."""
 
@@ -125,8 +130,7 @@ class _TrialRecorder(tune.Callback):
         self.on_trial = on_trial
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.last_result
-        self.on_trial(trial.config["trial"], {"score": result["score"], "unit_scores": result["unit_scores"]})
+        self.on_trial(trial.config["trial"], _trial_result(trial.last_result))
 
 
 @contextlib.contextmanager
@@ -176,7 +180,7 @@ def _run_trials(
         for result in grid:
             if result.error is not None:
                 raise RuntimeError(f"a search trial failed: {result.error}")
-            results[result.config["trial"]] = {"score": result.metrics["score"], "unit_scores": result.metrics["unit_scores"]}
+            results[result.config["trial"]] = _trial_result(result.metrics)
         return results
     finally:
         shutil.rmtree(storage, ignore_errors=True)
