@@ -55,8 +55,8 @@ def client_rows(frame: pd.DataFrame) -> list[dict]:
 
 def run_monitoring_demo(settings: Settings, url: str, version: ModelVersion) -> list[Phase]:
     """Two phases of traffic and outcomes against a running endpoint; the live metrics after each."""
-    filesystem, path = Datalake.from_settings(settings).locate(version.data["training_set"])
-    frame = pd.read_parquet(path, filesystem=filesystem).sample(2 * PHASE_ROWS, random_state=7)  # like live traffic: no drift
+    training_set = Datalake.from_settings(settings).parquet_dataset(version.data["training_set"]).to_table().to_pandas()
+    frame = training_set.sample(2 * PHASE_ROWS, random_state=7)  # like live traffic: no drift
     label = version.spec["label"]
     window = version_spec(version).monitoring.window_names()[0]
     store = MonitoringStore.from_settings(settings)
