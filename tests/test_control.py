@@ -30,6 +30,7 @@ from cupola.serving.endpoint import free_port
 from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.stores.models import create_repository
 from cupola.stores.monitoring.base import MonitoringStore
+from tests.conftest import OUTCOME_AUTH
 from tests.test_jobs import head_node  # noqa: F401  (a module-scoped fixture: a real `ray start --head`)
 from tests.test_serving import serving, small_delivery_document, trained_versions, wait_until
 
@@ -80,7 +81,7 @@ def endpoint(lake: Settings) -> Iterator[str]:
         store = MonitoringStore.from_settings(lake)
         wait_until(lambda: store.database.connection().execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0] >= 80)  # type: ignore[attr-defined]
         outcomes = [{"keys": {"order_id": int(o)}, "label": float(y)} for o, y in zip(frame["order_id"], frame["delivery_minutes"], strict=True)]
-        assert requests.post(f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, timeout=60).status_code == 200
+        assert requests.post(f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, headers=OUTCOME_AUTH, timeout=60).status_code == 200
         assert monitor_summary(lake, NAME).latest  # computed and kept in the history the UI draws
         yield url
 

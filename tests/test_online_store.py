@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from cupola import FeatureStore, Settings
+from cupola.errors import InvalidInput
 from cupola.examples import EXAMPLE_FEATURES
 from cupola.specs import FeatureGroupSpec
 from cupola.stores.online.base import OnlineStore, create_online_store
@@ -122,10 +123,17 @@ def test_online_lookup_through_the_feature_store(example_lake: tuple[Settings, p
     assert result.rows[0]["city_demand__orders_1h"] >= 1
     assert all(value is None for value in result.rows[1].values())
     assert {(m["row"], m["feature_group"]) for m in result.missing} == {(1, "restaurant_prep"), (1, "city_demand")}
-    with pytest.raises(KeyError, match="entity row 0 has no 'city'"):
+    with pytest.raises(InvalidInput, match=r"entity_rows\[0\] is missing the entity key 'city' \(string\): add it"):
         store.get_online_features(["city_demand.orders_1h"], [{"restaurant_id": 1}])
-    with pytest.raises(ValueError, match="'restaurant_id' must be an integer, got 'abc'"):
-        store.get_online_features(["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": "abc"}])
+    # one entity-key rule for the feature store and the predictor (EntityKey.value_of): an int64 key takes an
+    # integer or a string of ASCII digits within int64, nothing else
+    as_text = store.get_online_features(["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": str(known["restaurant_id"])}]).rows
+    as_number = store.get_online_features(["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": int(known["restaurant_id"])}]).rows
+    assert as_text == as_number and as_number[0]["restaurant_prep__orders_picked_up_7d"] is not None
+    for refused in ("abc", "²", "17.0", 17.5, True, 2**63, None):
+        with pytest.raises(InvalidInput, match=r"entity_rows\[0\]\.restaurant_id") as error:
+            store.get_online_features(["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": refused}])
+        assert error.value.field == "restaurant_id" and error.value.status == 422
 
 
 def test_materialize_before_build_is_refused(store: FeatureStore) -> None:

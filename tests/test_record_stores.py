@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cupola import Settings
+from cupola.errors import Conflict
 from cupola.stores import STORE_DOMAINS, open_store
 from cupola.stores.jobs import JobAttempts, SubmittedJob
 from cupola.stores.runs import TrainingRuns
@@ -54,9 +55,9 @@ def test_restarting_a_run_keeps_its_state_and_clears_its_end(runs: TrainingRuns)
 def test_a_run_id_of_another_model_is_refused_and_the_run_is_left_as_it_was(runs: TrainingRuns) -> None:
     runs.start("r1", "eta", "ada")
     runs.update("r1", status="failed", error="boom")
-    with pytest.raises(ValueError, match="run id 'r1' belongs to model 'eta', not 'other': choose another run id"):
+    with pytest.raises(Conflict, match="run id 'r1' belongs to model 'eta', not 'other': choose another run id") as refused:
         runs.start("r1", "other", "ada")
-    assert runs.get("r1").status == "failed"
+    assert refused.value.status == 409 and runs.get("r1").status == "failed"
 
 
 def test_runs_are_listed_by_model_oldest_first_and_logs_keep_their_order(runs: TrainingRuns) -> None:

@@ -8,13 +8,21 @@ from urllib.parse import quote
 
 import requests
 
+from cupola.errors import CupolaError, Unavailable
 
-class ApiError(RuntimeError):
-    """A 4xx/5xx answer; `status`, `field` and the server's message."""
+
+class ApiError(CupolaError):
+    """A 4xx/5xx answer of the control plane: the server's status, message and field."""
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status, self.message, self.field = status, message, field
+        super().__init__(message, field)
+        self.status = status  # type: ignore[misc]  # the server's status, not the class's
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.message, self.field))
 
 
 class Client:
@@ -30,7 +38,7 @@ class Client:
         try:
             response = self.session.request(method, f"{self.url}/api/v1{path}", timeout=self.timeout_s, **kwargs)
         except requests.RequestException as error:
-            raise ConnectionError(f"the control plane at {self.url} did not answer ({type(error).__name__}): start it with `cupola ui` or fix CUPOLA_API_URL") from None
+            raise Unavailable(f"the control plane at {self.url} did not answer ({type(error).__name__}): start it with `cupola ui` or fix CUPOLA_API_URL") from None
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]

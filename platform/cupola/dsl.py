@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cupola.errors import InvalidInput
 
-class ExpressionError(ValueError):
+
+class ExpressionError(InvalidInput):
     """An expression is malformed or uses something the language does not have."""
 
 

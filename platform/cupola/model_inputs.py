@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from cupola import dsl
+from cupola.errors import InvalidInput
 from cupola.specs.model import ModelSpec
 
 
@@ -62,7 +63,7 @@ def input_matrix(spec: ModelSpec, columns: Mapping[str, Any], rows: int) -> np.n
             if values.dtype.kind == "O":
                 values = _numeric_objects(spec, column, values)
             else:
-                raise TypeError(_not_numeric(spec, column, values.dtype))
+                raise InvalidInput(_not_numeric(spec, column, values.dtype))
         matrix[:, index] = values
     return matrix
 
@@ -72,7 +73,7 @@ def _numeric_objects(spec: ModelSpec, column: str, values: np.ndarray) -> np.nda
     try:
         return np.array([np.nan if v is None else v for v in values], dtype="float64")
     except (TypeError, ValueError):
-        raise TypeError(_not_numeric(spec, column, values.dtype)) from None
+        raise InvalidInput(_not_numeric(spec, column, values.dtype)) from None
 
 
 def _not_numeric(spec: ModelSpec, column: str, dtype: Any) -> str:

@@ -8,6 +8,7 @@ import socket
 import ray
 
 from cupola.config import Settings
+from cupola.errors import Unavailable
 
 BOOTSTRAP_ANSWER_S = 5.0  # how long a cluster named by Ray's bootstrap file gets to answer
 
@@ -18,11 +19,14 @@ def ensure_ray(settings: Settings) -> None:
         return
     stale = _silent_bootstrap_address(settings)
     if stale is not None:
-        raise ConnectionError(
+        raise Unavailable(
             f"Ray's bootstrap file names a cluster at {stale} (the last `ray start` on this machine) and nothing answers "
             "there: run `ray stop` to clear it, or set CUPOLA_RAY_ADDRESS=local to start a new local Ray"
         )
-    ray.init(address=settings.ray_address or None, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    try:
+        ray.init(address=settings.ray_address or None, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    except ConnectionError as error:
+        raise Unavailable(f"{error}: start Ray there, or set CUPOLA_RAY_ADDRESS (\"local\" starts a Ray in this process)") from None
 
 
 def _silent_bootstrap_address(settings: Settings) -> str | None:

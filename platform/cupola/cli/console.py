@@ -10,31 +10,21 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cupola.client import ApiError, Client
-from cupola.config import Settings, SettingsError
-from cupola.specs.errors import SpecError
+from cupola.client import Client
+from cupola.config import Settings
+from cupola.errors import CupolaError
 
 console = Console()
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """The errors shown as a message; imported only when one is raised, so `cupola --help` stays fast."""
-    from cupola.stores.models import AliasConflict, ArtifactIntegrityError
-
-    return (
-        SpecError, SettingsError, ValidationError, ValueError, KeyError, TypeError, FileNotFoundError, NotImplementedError,
-        AliasConflict, ArtifactIntegrityError, ConnectionError, ApiError,
-    )
-
-
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Show a bad-input error as one clear message and exit 2, never as a stack trace."""
+    """Show a `CupolaError` (and a settings or record value pydantic refuses) as one clear message and exit 2;
+    anything else is a bug and keeps its traceback."""
     try:
         yield
-    except _user_error_types() as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    except (CupolaError, ValidationError) as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 

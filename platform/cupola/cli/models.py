@@ -10,6 +10,7 @@ import typer
 from rich.table import Column, Table
 
 from cupola.cli.console import console, load_settings, remote, user_errors
+from cupola.errors import NotFound
 
 if TYPE_CHECKING:
     from cupola.config import Settings
@@ -135,7 +136,7 @@ def list_versions(name: str) -> None:
         repository = open_repository()
         versions = repository.versions(name)
         if not versions:
-            raise KeyError(f"model '{name}' has no versions; models: {', '.join(repository.models()) or 'none'}")
+            raise NotFound(f"model '{name}' has no versions; models: {', '.join(repository.models()) or 'none'}")
         aliases = repository.aliases(name)
     table = Table("version", "aliases", "trained by", "ended (UTC)", "run", "test metrics (overall)")
     for version in versions:

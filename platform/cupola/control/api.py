@@ -8,6 +8,7 @@ outside the data root.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Callable
@@ -17,18 +18,19 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cupola.config import Settings
 from cupola.control import auth
 from cupola.control.jobs import RUN_ID, RayJobs
-from cupola.specs import SpecError
+from cupola.errors import CupolaError, NotFound, error_body
 from cupola.stores import open_store
-from cupola.stores.deployments.base import Canary, DeploymentConfig, DeploymentConflict, Deployments
-from cupola.stores.models import AliasConflict, ModelRepository, create_repository
+from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
+from cupola.stores.models import ModelRepository, create_repository
 from cupola.stores.runs import TrainingRuns
 
+logger = logging.getLogger(__name__)
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 ALIAS = r"^[a-z][a-z0-9_-]{0,63}$"
 REFERENCE = r"^([1-9][0-9]{0,8}|latest|[a-z][a-z0-9_-]{0,63})$"
@@ -38,14 +40,14 @@ VersionRef = Annotated[str, PathParam(pattern=REFERENCE, description="version nu
 RunId = Annotated[str, PathParam(pattern=RUN_ID.pattern, description="training run id")]
 
 
-class ApiError(BaseModel):
+class ErrorDetail(BaseModel):
     status: int
     message: str
     field: str | None = None
 
 
 class ErrorBody(BaseModel):
-    error: ApiError
+    error: ErrorDetail
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422, 503)}
@@ -108,10 +110,10 @@ class Context:
         return self._jobs
 
     def model_versions(self, name: str) -> list[Any]:
-        """Every version of the model, oldest first; KeyError (a 404) for a model with none."""
+        """Every version of the model, oldest first; NotFound (a 404) for a model with none."""
         versions = self.repository.versions(name)
         if not versions:
-            raise KeyError(f"no model '{name}' in the repository")
+            raise NotFound(f"no model '{name}' in the repository")
         return versions
 
     def feature_store(self) -> Any:
@@ -131,7 +133,8 @@ def _problem(status: int, message: str, field: str | None = None) -> JSONRespons
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every failure becomes the one JSON error shape; library errors map to the 4xx they mean."""
+    """Every failure becomes the one JSON error shape: a `CupolaError` answers with its own status; a request
+    pydantic refuses is a 422; anything else is a bug of this server, a 500 logged with its traceback."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -153,23 +156,21 @@ def install_error_handlers(app: FastAPI) -> None:
         field = ".".join(str(part) for part in first["loc"][1:]) or None
         return _problem(422, f"{field or 'request'}: {first['msg']}", field)
 
-    @app.exception_handler(KeyError)
-    async def missing(request: Request, error: KeyError) -> JSONResponse:
-        return _problem(404, str(error.args[0]) if error.args else "not found")
+    @app.exception_handler(ValidationError)
+    async def invalid_model(request: Request, error: ValidationError) -> JSONResponse:
+        """A record built from request values (a deployment config, a canary) that its model refuses."""
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid"}
+        field = ".".join(str(part) for part in first["loc"]) or None
+        return _problem(422, f"{field or 'request'}: {first['msg']}", field)
 
-    @app.exception_handler(AliasConflict)
-    @app.exception_handler(DeploymentConflict)
-    async def conflict(request: Request, error: Exception) -> JSONResponse:
-        return _problem(409, str(error))
+    @app.exception_handler(CupolaError)
+    async def refused(request: Request, error: CupolaError) -> JSONResponse:
+        return JSONResponse(error_body(error), status_code=error.status)
 
-    @app.exception_handler(SpecError)
-    @app.exception_handler(ValueError)
-    async def unprocessable(request: Request, error: Exception) -> JSONResponse:
-        return _problem(422, str(error))
-
-    @app.exception_handler(ConnectionError)
-    async def unavailable(request: Request, error: Exception) -> JSONResponse:
-        return _problem(503, str(error))
+    @app.exception_handler(Exception)
+    async def bug(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return _problem(500, f"internal error ({type(error).__name__}): the control plane logged it; please report it")
 
 
 def _version_summary(version: Any, aliases: dict[str, int]) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def _run_view(context: Context, run_id: str) -> dict[str, Any]:
     record = context.runs.find(run_id)
     job = context.jobs.records.find(run_id)
     if record is None and job is None:
-        raise KeyError(f"no training run '{run_id}': list runs at GET /api/v1/training-runs")
+        raise NotFound(f"no training run '{run_id}': list runs at GET /api/v1/training-runs")
     job_state = context.jobs.state(job.job_id) if job else None
     status = record.status if record else "submitted"
     if job_state in {"FAILED", "STOPPED"} and status in {"running", "submitted"}:
@@ -284,7 +285,7 @@ def build_router(context: Context) -> APIRouter:
     def cancel_training_run(run_id: RunId) -> dict[str, Any]:
         job = context.jobs.records.find(run_id)
         if job is None:
-            raise KeyError(f"run '{run_id}' was not submitted through this control plane: stop it with `ray job stop`")
+            raise NotFound(f"run '{run_id}' was not submitted through this control plane: stop it with `ray job stop`")
         stopped = context.jobs.stop(job.job_id)
         return {"run_id": run_id, "job_id": job.job_id, "stopped": stopped}
 
@@ -324,7 +325,7 @@ def build_router(context: Context) -> APIRouter:
         """The evaluation report's data: metrics, chart points, importance, distributions."""
         record = context.repository.resolve(name, version)
         if not record.report:
-            raise KeyError(f"{name} version {record.version} has no evaluation report: retrain it")
+            raise NotFound(f"{name} version {record.version} has no evaluation report: retrain it")
         return record.report
 
     @api.get("/models/{name}/versions/{version}/artifacts", dependencies=read, tags=["models"])
@@ -354,7 +355,7 @@ def build_router(context: Context) -> APIRouter:
             config = deployment.config
             try:
                 version = context.repository.resolve(config.model, config.target).version
-            except KeyError:
+            except NotFound:
                 version = None
             answers.append({"model": config.model, "target": config.target, "version": version, "canary": config.canary.model_dump() if config.canary else None,
                             "shadow_version": config.shadow_version, "sample_percent": config.sample_percent, "revision": deployment.revision,

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
+from cupola.errors import Unavailable
 from cupola.stores import open_store
 from cupola.stores.datalake import Datalake
 from cupola.stores.jobs import JobAttempts, SubmittedJob
@@ -38,7 +39,7 @@ class RayJobs:
             try:
                 self._client = JobSubmissionClient(self.settings.dashboard_url)
             except Exception as error:
-                raise ConnectionError(f"the Ray Jobs API at {self.settings.dashboard_url} did not answer ({error}): start Ray or set CUPOLA_DASHBOARD_URL") from None
+                raise Unavailable(f"the Ray Jobs API at {self.settings.dashboard_url} did not answer ({error}): start Ray or set CUPOLA_DASHBOARD_URL") from None
         return self._client
 
     def save_spec(self, run_id: str, text: str) -> str:

@@ -11,6 +11,7 @@ from cupola.control.api import create_api
 from cupola.control.auth import tokens_configured
 from cupola.control.scheduler import Scheduler, SchedulerThread
 from cupola.control.ui import mount_ui
+from cupola.errors import InvalidInput
 
 LOOPBACK_NAMES = {"localhost"}
 SCHEDULER_INTERVAL_S = 30.0
@@ -36,7 +37,7 @@ def check_bind_address(settings: Settings, host: str) -> None:
     except ValueError:
         loopback = host in LOOPBACK_NAMES
     if not loopback:
-        raise ValueError(
+        raise InvalidInput(
             f"refusing to listen on {host} without tokens: set CUPOLA_API_READ_TOKEN and CUPOLA_API_WRITE_TOKEN, "
             "or listen on 127.0.0.1"
         )

@@ -20,9 +20,11 @@ import pandas as pd
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from matplotlib.dates import DateFormatter
+from pydantic import ValidationError
 
 from cupola.control import auth
 from cupola.control.api import Context, metric_view
+from cupola.errors import CupolaError, NotFound
 from cupola.evaluation.html import BLUE, CSS, GREY, ORANGE, chart_figure, figure, format_number, svg_markup
 
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
@@ -113,8 +115,8 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
                 return refused
             try:
                 return render(request, **request.path_params)
-            except KeyError as error:
-                return _page(context, "base.html", "Not found", status=404, message=str(error.args[0]) if error.args else "not found")
+            except NotFound as error:
+                return _page(context, "base.html", "Not found", status=404, message=error.message)
         return handler
 
     def models(request: Request) -> Response:
@@ -216,9 +218,8 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
         try:
             body = AliasMoveRequest(version=version_number, expected_version=shown.get(alias))
             api_routes["move_alias"](name, alias, body, request)
-        except Exception as error:  # shown on the page: a conflict, an unknown version, a bad alias name
-            message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-            return model(request, name, message=f"alias not moved: {message}")
+        except (CupolaError, ValidationError) as error:  # shown on the page: a conflict, an unknown version, a bad alias name
+            return model(request, name, message=f"alias not moved: {error}")
         return RedirectResponse(f"/ui/models/{name}?notice={quote(f'{alias} now points to v{version_number}')}", status_code=303)
 
     @ui.get("/ui/login")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cupola.errors import NotFound
 from cupola.evaluation.html import render_report_html
 from cupola.evaluation.report import production_summary
 from cupola.stores.models import ModelRepository, ModelVersion
@@ -14,7 +15,7 @@ def version_report_html(repository: ModelRepository, name: str, version_or_alias
     """A version's report page, compared with the version under `production` *now* (which may have moved since training)."""
     version = repository.resolve(name, version_or_alias)
     if not version.report:
-        raise ValueError(f"{name} version {version.version} has no evaluation report (it was registered before reports existed): retrain it")
+        raise NotFound(f"{name} version {version.version} has no evaluation report (it was registered before reports existed): retrain it")
     production = repository.aliases(name).get("production")
     current = production_summary(repository.get(name, production)) if production is not None else None
     return version, render_report_html(version, version.report, current)

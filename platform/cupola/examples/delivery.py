@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
 
+from cupola.errors import InvalidInput
 from cupola.stores.datalake import Datalake
 
 LATE_AFTER_MINUTES = 45.0
@@ -72,7 +73,7 @@ def _orders_in_last(times_ns: np.ndarray, groups: np.ndarray, window_ns: int) ->
 def generate_orders(rows: int, seed: int = 7, days: int = 30) -> pd.DataFrame:
     """Make `rows` orders over `days` days; the same (rows, seed, days) gives the same frame."""
     if rows < 1:
-        raise ValueError("rows must be at least 1")
+        raise InvalidInput("rows must be at least 1")
     rng = np.random.default_rng(seed)
     cities = _cities(rng)
     n_restaurants = int(np.clip(rows // 200, 20, 50_000))

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import ray
 
+from cupola.errors import InvalidInput
 from cupola.features.aggregations import apply_row_transforms, compute_windows, to_declared_types
 from cupola.features.offline_store import OfflineStore
 from cupola.features.sharding import normalize_keys, split_by_bucket
@@ -31,7 +32,7 @@ from cupola.stores.datalake import Datalake
 Progress = Callable[[str, int, int], None]
 
 
-class BuildError(ValueError):
+class BuildError(InvalidInput):
     """A build cannot start; the message says why and what to change."""
 
 

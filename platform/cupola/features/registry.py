@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cupola.errors import InvalidInput, NotFound
 from cupola.features.offline_store import OfflineStore
 from cupola.specs import FeatureGroupSpec, SpecError, load_feature_group
 
@@ -45,7 +46,7 @@ class FeatureRegistry:
         registered = self._groups.get(name)
         if registered is None:
             known = ", ".join(self.names()) or "none"
-            raise KeyError(f"unknown feature group '{name}' in {self.repo}; known groups: {known}")
+            raise NotFound(f"unknown feature group '{name}' in {self.repo}; known groups: {known}")
         return registered.spec
 
     def resolve(self, references: list[str]) -> list[tuple[FeatureGroupSpec, list[str]]]:
@@ -54,12 +55,12 @@ class FeatureRegistry:
         for reference in references:
             group_name, dot, feature = reference.partition(".")
             if not dot or not feature:
-                raise ValueError(f"feature reference '{reference}' must look like 'group.feature' or 'group.*'")
+                raise InvalidInput(f"feature reference '{reference}' must look like 'group.feature' or 'group.*'")
             spec = self.get(group_name)
             names = spec.feature_names if feature == "*" else [feature]
             for name in names:
                 if name not in spec.feature_names:
-                    raise KeyError(f"feature group '{group_name}' has no feature '{name}'; it has: {', '.join(spec.feature_names)}")
+                    raise NotFound(f"feature group '{group_name}' has no feature '{name}'; it has: {', '.join(spec.feature_names)}")
                 if name not in wanted.setdefault(group_name, []):
                     wanted[group_name].append(name)
         return [(self.get(group), features) for group, features in wanted.items()]

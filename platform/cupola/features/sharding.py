@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cupola.errors import InvalidInput
 from cupola.specs.feature_group import EntityKey
 
 
@@ -19,11 +20,11 @@ def normalize_keys(frame: pd.DataFrame, entities: Sequence[EntityKey], where: st
     """Cast entity columns to their declared type, so the same entity hashes the same everywhere."""
     for entity in entities:
         if entity.name not in frame.columns:
-            raise KeyError(f"{where} has no entity column '{entity.name}': add it (columns: {', '.join(frame.columns)})")
+            raise InvalidInput(f"{where} has no entity column '{entity.name}': add it (columns: {', '.join(frame.columns)})")
         column = frame[entity.name]
         if entity.dtype == "int64":
             if column.isna().any():
-                raise ValueError(f"{where}: entity column '{entity.name}' has missing values: drop or fill those rows")
+                raise InvalidInput(f"{where}: entity column '{entity.name}' has missing values: drop or fill those rows")
             frame[entity.name] = column.astype("int64")
         else:
             frame[entity.name] = column.astype(str)

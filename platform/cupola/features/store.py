@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from cupola.config import Settings
+from cupola.errors import InvalidInput
 from cupola.features.offline_store import OfflineStore
 from cupola.features.pipeline import BuildResult, Progress, build_feature_group
 from cupola.features.registry import FeatureRegistry
@@ -59,7 +60,7 @@ class FeatureStore:
         specs = [self.registry.get(name) for name in chosen]
         for spec in specs:
             if not self.offline.dates(spec.name):
-                raise ValueError(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")
+                raise InvalidInput(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")
         ensure_ray(self.settings)
         return {spec.name: materialize_group(spec, self.datalake, self.online, progress) for spec in specs}
 
@@ -68,7 +69,7 @@ class FeatureStore:
         stages = self.registry.resolve(list(features))
         for spec, _ in stages:
             if not self.offline.dates(spec.name):
-                raise ValueError(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")
+                raise InvalidInput(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")
         ensure_ray(self.settings)
         return build_training_set(name, labels, event_time, stages, self.datalake, progress)
 
@@ -77,7 +78,7 @@ class FeatureStore:
         rows: list[dict[str, Any]] = [{} for _ in entity_rows]
         missing: list[dict[str, Any]] = []
         for spec, names in self.registry.resolve(list(features)):
-            keys = [tuple(_entity_value(row, entity.name, entity.dtype, index) for entity in spec.entities) for index, row in enumerate(entity_rows)]
+            keys = [tuple(entity.value_of(row, f"entity_rows[{index}]") for entity in spec.entities) for index, row in enumerate(entity_rows)]
             found = self.online.read(spec, keys, names)
             for index, (key, hit) in enumerate(zip(keys, found, strict=True)):
                 for name in names:
@@ -85,15 +86,3 @@ class FeatureStore:
                 if hit is None:
                     missing.append({"row": index, "feature_group": spec.name, "entity": dict(zip(spec.entity_names, key, strict=True))})
         return OnlineFeatures(rows, missing)
-
-
-def _entity_value(row: dict[str, Any], key: str, dtype: str, index: int) -> Any:
-    if key not in row:
-        raise KeyError(f"entity row {index} has no '{key}': add it (row keys: {', '.join(row) or 'none'})")
-    value = row[key]
-    if dtype == "int64":
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"entity row {index}: '{key}' must be an integer, got {value!r}") from None
-    return str(value)

@@ -6,6 +6,8 @@ from datetime import date, datetime, timezone
 
 import pandas as pd
 
+from cupola.errors import InvalidInput
+
 
 def to_utc(column: pd.Series, where: str) -> pd.Series:
     """Normalize a timestamp column to datetime64[us, UTC]; naive values are taken as UTC."""
@@ -13,7 +15,7 @@ def to_utc(column: pd.Series, where: str) -> pd.Series:
         try:
             column = pd.to_datetime(column, utc=True)
         except (ValueError, TypeError):
-            raise ValueError(f"{where}: column '{column.name}' must hold timestamps (got {column.dtype})") from None
+            raise InvalidInput(f"{where}: column '{column.name}' must hold timestamps (got {column.dtype})") from None
     if column.dt.tz is None:
         column = column.dt.tz_localize("UTC")
     return column.dt.tz_convert("UTC").dt.as_unit("us")

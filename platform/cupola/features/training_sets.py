@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from cupola.errors import InvalidInput, NotFound
 from cupola.features.offline_store import OfflineStore, part_name
 from cupola.features.pipeline import Progress, wait_all
 from cupola.features.sharding import normalize_keys, split_by_bucket
@@ -60,11 +61,11 @@ class _Stage:
 
 def _prepare_labels(frame: pd.DataFrame, event_time: str) -> pd.DataFrame:
     if event_time not in frame.columns:
-        raise KeyError(f"labels have no event-time column '{event_time}': pass event_time= the label timestamp column")
+        raise InvalidInput(f"labels have no event-time column '{event_time}': pass event_time= the label timestamp column")
     frame = frame.reset_index(drop=True)
     frame[event_time] = to_utc(frame[event_time], "labels")
     if frame[event_time].isna().any():
-        raise ValueError(f"labels: column '{event_time}' has missing timestamps: drop or fill those rows")
+        raise InvalidInput(f"labels: column '{event_time}' has missing timestamps: drop or fill those rows")
     return frame
 
 
@@ -126,7 +127,7 @@ def _label_sources(labels: pd.DataFrame | str, datalake: Datalake) -> list[pd.Da
         return [labels.iloc[i : i + LABEL_CHUNK_ROWS] for i in range(0, max(len(labels), 1), LABEL_CHUNK_ROWS)]
     files = [p for p in datalake.list_files(labels, recursive=True) if p.endswith(".parquet")]
     if not files:
-        raise FileNotFoundError(f"no Parquet label files under {datalake.uri(labels)}: write the label events there first")
+        raise NotFound(f"no Parquet label files under {datalake.uri(labels)}: write the label events there first")
     return files
 
 
@@ -140,7 +141,7 @@ def build_training_set(
 ) -> TrainingSet:
     """Join `stages` (feature group, its requested features) onto `labels` as of `event_time`."""
     if not stages:
-        raise ValueError("a training set needs at least one feature: pass features=['group.feature', ...]")
+        raise InvalidInput("a training set needs at least one feature: pass features=['group.feature', ...]")
     began = time.perf_counter()
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     output = f"training_sets/{name}/{run_id}"

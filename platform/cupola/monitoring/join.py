@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from cupola.config import Settings
+from cupola.errors import InvalidInput
 from cupola.features.timeutil import to_utc
 from cupola.serving.predictor import version_spec
 from cupola.stores.datalake import Datalake
@@ -27,13 +28,13 @@ def join_outcomes(settings: Settings, model: str, since: datetime, until: dateti
     spec = version_spec(create_repository(settings).resolve(model, version))
     keys = spec.monitoring.outcome_keys
     if not keys:
-        raise ValueError(f"model '{model}' sets no monitoring.outcome_keys, so label events cannot be matched to predictions: add e.g. `outcome_keys: [order_id]`")
+        raise InvalidInput(f"model '{model}' sets no monitoring.outcome_keys, so label events cannot be matched to predictions: add e.g. `outcome_keys: [order_id]`")
     datalake = Datalake.from_settings(settings)
     uri = datalake.uri(spec.training_data.labels)
     dataset = datalake.parquet_dataset(uri, partitioning=None)
     absent = [c for c in (*keys, spec.label, spec.event_time) if c not in dataset.schema.names]
     if absent:
-        raise KeyError(f"label events at {uri} have no column(s) {', '.join(absent)}; columns: {', '.join(dataset.schema.names)}")
+        raise InvalidInput(f"label events at {uri} have no column(s) {', '.join(absent)}; columns: {', '.join(dataset.schema.names)}")
     event_time = pc.field(spec.event_time)
     window = event_time >= pd.Timestamp(since)
     if until is not None:

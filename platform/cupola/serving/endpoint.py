@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import ray
 
 from cupola.config import Settings
+from cupola.errors import Unavailable
 
 APP_NAME = "cupola"
 
@@ -27,7 +28,7 @@ def ensure_endpoint(settings: Settings, host: str = "127.0.0.1", port: int = 800
         try:
             ray.init(address=settings.ray_address or "auto", log_to_driver=False, logging_level="WARNING")
         except ConnectionError:
-            raise ConnectionError(
+            raise Unavailable(
                 "no Ray cluster to run the endpoint on: start one with `ray start --head` (or set CUPOLA_RAY_ADDRESS), "
                 "or serve in the foreground with `serve run cluster/serve.yaml`; the deployment itself is recorded"
             ) from None

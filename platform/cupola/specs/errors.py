@@ -8,10 +8,12 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from cupola.errors import InvalidInput
+
 SpecModel = TypeVar("SpecModel", bound=BaseModel)
 
 
-class SpecError(ValueError):
+class SpecError(InvalidInput):
     """A declaration is invalid. The message names the file, the field and the fix."""
 
 

@@ -9,17 +9,21 @@ of one event time, which is what point-in-time joins and materialization need.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from cupola import dsl
+from cupola.errors import InvalidInput
 from cupola.specs.durations import Duration
 from cupola.specs.errors import load_spec
 
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,63}")
+INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")  # ASCII only: str.isdigit() also accepts "²"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 IDENTIFIER_HINT = "use lower case letters, digits and _ (start with a letter, at most 64 characters)"
 
 
@@ -43,6 +47,26 @@ class EntityKey(_Strict):
 
     name: Identifier
     dtype: Literal["int64", "string"] = "int64"
+
+    def value_of(self, row: Mapping[str, Any], where: str) -> int | str:
+        """This key's value in a request or entity row, by the one rule every lookup uses: an int64 key takes an
+        integer within int64's range, or a string of ASCII digits (JSON clients often send ids as strings),
+        never a boolean or a float; a string key takes a string or an integer (kept as its decimal text).
+        `where` names the row in the error (`rows[3]`)."""
+        if self.name not in row:
+            raise InvalidInput(f"{where} is missing the entity key '{self.name}' ({self.dtype}): add it", self.name)
+        value = row[self.name]
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InvalidInput(f"{where}.{self.name} must be {'an integer' if self.dtype == 'int64' else 'a string'} entity key, got {value!r}", self.name)
+        if self.dtype == "string":
+            return value if isinstance(value, str) else str(value)
+        if isinstance(value, str):
+            if not INTEGER_TEXT.fullmatch(value):
+                raise InvalidInput(f"{where}.{self.name} must be an integer entity key, got {value!r}", self.name)
+            value = int(value)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInput(f"{where}.{self.name} = {value} is outside the int64 range of entity keys", self.name)
+        return value
 
 
 class Source(_Strict):

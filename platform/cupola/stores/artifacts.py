@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 
+from cupola.errors import ServerFault
 from cupola.stores.datalake import Datalake
 
 
-class ArtifactIntegrityError(RuntimeError):
+class ArtifactIntegrityError(ServerFault):
     """An artifact's bytes do not match the checksum recorded with its model version."""
 
 

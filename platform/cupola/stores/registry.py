@@ -6,6 +6,7 @@ import importlib
 from typing import Any, Literal
 
 from cupola.config import Settings
+from cupola.errors import InvalidInput
 
 Domain = Literal["online", "models", "deployments", "monitoring", "runs", "jobs", "schedules"]
 
@@ -47,6 +48,6 @@ def open_store(domain: Domain, settings: Settings) -> Any:
     backends = STORE_CLASSES[domain]
     qualified = backends.get(settings.backend)
     if qualified is None:
-        raise NotImplementedError(f"no '{settings.backend}' {domain} store: use CUPOLA_BACKEND={' or '.join(sorted(backends))}")
+        raise InvalidInput(f"no '{settings.backend}' {domain} store: use CUPOLA_BACKEND={' or '.join(sorted(backends))}")
     module_name, class_name = qualified.rsplit(".", 1)
     return getattr(importlib.import_module(module_name), class_name).from_settings(settings)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow.fs as pafs
 
+from cupola.errors import InvalidInput
 from cupola.evaluation.metrics import SCORERS
 
 
@@ -382,7 +383,7 @@ def _mlp_forward(layers: list[tuple[str, list[np.ndarray]]], features: np.ndarra
         elif activation == "sigmoid":
             values = np.float32(1) / (np.float32(1) + np.exp(-values))
         elif activation != "linear":
-            raise NotImplementedError(f"activation '{activation}' is not supported by the numpy forward pass")
+            raise InvalidInput(f"activation '{activation}' is not supported by the numpy forward pass")
     return values.reshape(-1).astype("float64")
 
 
@@ -392,7 +393,7 @@ REQUIRED_MODULE = {"xgboost": "xgboost", "tensorflow": "tensorflow"}
 
 def get_algorithm(name: str) -> Algorithm:
     if name not in ALGORITHMS:
-        raise NotImplementedError(f"algorithm '{name}' is not available; use one of: {', '.join(ALGORITHMS)}")
+        raise InvalidInput(f"algorithm '{name}' is not available; use one of: {', '.join(ALGORITHMS)}")
     if importlib.util.find_spec(REQUIRED_MODULE[name]) is None:
-        raise NotImplementedError(f"algorithm '{name}' needs the '{name}' extra: pip install 'cupola[{name}]'")
+        raise InvalidInput(f"algorithm '{name}' needs the '{name}' extra: pip install 'cupola[{name}]'")
     return ALGORITHMS[name]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cupola import dsl
+from cupola.errors import InvalidInput
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.timeutil import day_start, to_utc
 from cupola.model_inputs import input_matrix
@@ -54,11 +55,11 @@ def load_labels(spec: ModelSpec, store: FeatureStore) -> pd.DataFrame:
     try:
         table = store.datalake.parquet_dataset(uri, partitioning=None).to_table()
     except (FileNotFoundError, OSError) as error:
-        raise FileNotFoundError(f"model '{spec.name}': training_data.labels {uri} cannot be read: {error}") from None
+        raise InvalidInput(f"model '{spec.name}': training_data.labels {uri} cannot be read: {error}") from None
     labels = table.to_pandas()
     for column in (spec.event_time, spec.label):
         if column not in labels.columns:
-            raise KeyError(f"model '{spec.name}': labels at {uri} have no column '{column}'; columns: {', '.join(labels.columns)}")
+            raise InvalidInput(f"model '{spec.name}': labels at {uri} have no column '{column}'; columns: {', '.join(labels.columns)}")
     labels[spec.event_time] = to_utc(labels[spec.event_time], "labels")
     window = pd.Series(True, index=labels.index)
     if spec.training_data.start:
@@ -72,10 +73,10 @@ def build_training_data(spec: ModelSpec, store: FeatureStore, run_id: str) -> Tr
     """The point-in-time training set of a model (immutable, fingerprinted)."""
     labels = load_labels(spec, store)
     if labels.empty:
-        raise ValueError(f"model '{spec.name}': no label events in the training window {spec.training_data.start}..{spec.training_data.end}")
+        raise InvalidInput(f"model '{spec.name}': no label events in the training window {spec.training_data.start}..{spec.training_data.end}")
     missing = [f for f in spec.request_features() if f not in labels.columns]
     if missing:
-        raise KeyError(f"model '{spec.name}': request features {', '.join(missing)} are not columns of the labels")
+        raise InvalidInput(f"model '{spec.name}': request features {', '.join(missing)} are not columns of the labels")
     return store.training_set(f"{spec.name}-{run_id}", labels, spec.event_time, spec.store_features())
 
 
@@ -104,7 +105,7 @@ def prepare(spec: ModelSpec, frame: pd.DataFrame) -> PreparedData:
     valid_start = int(round(n * (1 - spec.split.test - spec.split.validation)))
     partition_column = spec.partition.column if spec.partition else None
     if partition_column and partition_column not in frame.columns:
-        raise KeyError(f"model '{spec.name}': partition column '{partition_column}' is not in the training data")
+        raise InvalidInput(f"model '{spec.name}': partition column '{partition_column}' is not in the training data")
 
     def split(rows: slice) -> Split:
         part = frame.iloc[rows]

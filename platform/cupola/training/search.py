@@ -31,6 +31,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from cupola.errors import ServerFault
 from cupola.specs.model import Distribution, ModelSpec
 from cupola.training.algorithms import get_algorithm, import_xgboost_without_sklearn
 from cupola.training.dataset import PreparedData
@@ -179,7 +180,7 @@ def _run_trials(
             grid = tuner.fit()
         for result in grid:
             if result.error is not None:
-                raise RuntimeError(f"a search trial failed: {result.error}")
+                raise ServerFault(f"a search trial failed: {result.error}")
             results[result.config["trial"]] = _trial_result(result.metrics)
         return results
     finally:

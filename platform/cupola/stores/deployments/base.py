@@ -22,11 +22,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cupola.config import Settings
+from cupola.errors import Conflict
 from cupola.stores import open_store
 from cupola.stores.models import ModelRepository
 
 
-class DeploymentConflict(RuntimeError):
+class DeploymentConflict(Conflict):
     """The deployment changed since it was read; nothing was written."""
 
 

@@ -7,6 +7,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from cupola.errors import NotFound
 from cupola.stores.deployments.base import (
     Deployment,
     DeploymentConfig,
@@ -90,7 +91,7 @@ class SqliteDeployments(SqliteStore, Deployments):
 
         def delete(connection: sqlite3.Connection) -> None:
             if connection.execute("DELETE FROM deployments WHERE model = ?", (model,)).rowcount == 0:
-                raise KeyError(f"model '{model}' is not deployed")
+                raise NotFound(f"model '{model}' is not deployed")
             self._event(connection, model, "undeploy", None, reason, by, at)
 
         self.database.write(delete)

@@ -15,11 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from cupola.config import Settings
+from cupola.errors import Conflict, NotFound
 from cupola.stores import open_store
 from cupola.stores.artifacts import ArtifactRef
 
 
-class AliasConflict(RuntimeError):
+class AliasConflict(Conflict):
     """An alias did not point to the version the caller expected; nothing was moved."""
 
 
@@ -107,12 +108,12 @@ class ModelRepository(ABC):
         if version_or_alias == "latest":
             versions = self.versions(name)
             if not versions:
-                raise KeyError(f"model '{name}' has no versions: train it first (`cupola train SPEC`)")
+                raise NotFound(f"model '{name}' has no versions: train it first (`cupola train SPEC`)")
             return versions[-1]
         current = self.aliases(name)
         if version_or_alias not in current:
             known = ", ".join(f"{a}→{v}" for a, v in sorted(current.items())) or "none"
-            raise KeyError(f"model '{name}' has no alias '{version_or_alias}'; aliases: {known}")
+            raise NotFound(f"model '{name}' has no alias '{version_or_alias}'; aliases: {known}")
         return self.get(name, current[version_or_alias])
 
     @abstractmethod

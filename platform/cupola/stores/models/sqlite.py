@@ -10,6 +10,7 @@ import sqlite3
 from dataclasses import asdict
 from datetime import datetime, timezone
 
+from cupola.errors import NotFound
 from cupola.stores.models.base import AliasMove, ModelRepository, ModelVersion, NewModelVersion, alias_conflict
 from cupola.stores.models.records import decode_record, encode_record
 from cupola.stores.sqlite_db import SqliteStore
@@ -70,7 +71,7 @@ class SqliteModelRepository(SqliteStore, ModelRepository):
         if row is None:
             existing = [v.version for v in self.versions(name)]
             hint = f"versions: {existing[0]}..{existing[-1]}" if existing else "the model has no versions"
-            raise KeyError(f"model '{name}' has no version {version}; {hint}")
+            raise NotFound(f"model '{name}' has no version {version}; {hint}")
         return decode_record(*row)
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -110,7 +111,7 @@ class SqliteModelRepository(SqliteStore, ModelRepository):
         def delete(connection: sqlite3.Connection) -> AliasMove:
             row = connection.execute("SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
             if row is None:
-                raise KeyError(f"model '{name}' has no alias '{alias}'")
+                raise NotFound(f"model '{name}' has no alias '{alias}'")
             connection.execute("DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias))
             connection.execute(
                 "INSERT INTO model_alias_history (name, alias, version, previous_version, moved_by, moved_at) VALUES (?, ?, NULL, ?, ?, ?)",

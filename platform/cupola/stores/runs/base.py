@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from cupola.errors import Conflict, NotFound
+
 STATUSES = ("running", "succeeded", "failed")
 TERMINAL = ("succeeded", "failed")
 
@@ -91,13 +93,13 @@ class TrainingRuns(ABC):
         """One run; KeyError with the command that lists runs when unknown."""
         run = self.find(run_id)
         if run is None:
-            raise KeyError(f"no training run '{run_id}': list runs with `cupola runs list`")
+            raise NotFound(f"no training run '{run_id}': list runs with `cupola runs list`")
         return run
 
     @staticmethod
     def check_model(run: TrainingRun, model: str) -> TrainingRun:
         if run.model != model:
-            raise ValueError(f"run id '{run.run_id}' belongs to model '{run.model}', not '{model}': choose another run id")
+            raise Conflict(f"run id '{run.run_id}' belongs to model '{run.model}', not '{model}': choose another run id")
         return run
 
 
