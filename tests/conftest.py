@@ -19,12 +19,15 @@ EXAMPLE_ROWS = 6_000
 # Credentials for the local S3 server (which accepts any), set before Ray starts so every worker has them: an
 # s3:// datalake takes its credentials from each process's environment, as on a real cluster's nodes.
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "cupola-test", "AWS_SECRET_ACCESS_KEY": "cupola-test", "AWS_REGION": "us-east-1"}
+# The token POST /v1/outcomes requires; Serve replicas read it from their node's environment, as in production.
+OUTCOME_TOKEN = "outcome-test-token"
+OUTCOME_AUTH = {"authorization": f"Bearer {OUTCOME_TOKEN}"}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def ray_session() -> Iterator[None]:
     """One Ray instance for the whole session (starting Ray costs seconds; tests share it)."""
-    for name, value in S3_CREDENTIALS.items():
+    for name, value in {**S3_CREDENTIALS, "CUPOLA_OUTCOME_TOKEN": OUTCOME_TOKEN}.items():
         os.environ.setdefault(name, value)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield

@@ -30,6 +30,7 @@ from cupola.specs.model import ModelSpec
 from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.stores.models import create_repository
 from cupola.stores.monitoring.sqlite import SqliteMonitoringStore
+from tests.conftest import OUTCOME_AUTH
 from tests.test_serving import serving, small_delivery_document, trained_versions, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +119,7 @@ def predict(url: str, rows: list[dict], request_id: str | None = None, session: 
 
 
 def post_outcomes(url: str, outcomes: list[dict]) -> dict:
-    answer = requests.post(f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, timeout=60)
+    answer = requests.post(f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, headers=OUTCOME_AUTH, timeout=60)
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -182,10 +183,33 @@ def test_late_duplicate_orphan_and_early_outcomes(lake: Settings, endpoint: str,
     computed = LiveMetrics(store, create_repository(lake)).compute(NAME, time.time())
     y = np.append(labels[:39], 30.0)
     y[0] += 50
-    p = np.append(predictions, store.logged(NAME).set_index("request_id").loc["early-request", "prediction"])
+    p = np.append(predictions, store.logged(NAME).set_index("client_request_id").loc["early-request", "prediction"])
     hour, day = live_values(computed, "1h"), live_values(computed, "1d")
     assert hour["outcomes"] == 40 and hour["rmse"] == pytest.approx(metrics.rmse(y, p), rel=1e-12)  # latest label wins; orphans count nowhere
     assert day["outcomes"] == 41 and day["rmse"] == pytest.approx(metrics.rmse(np.append(y, 26.0), np.append(p, 20.0)), rel=1e-12)
+
+
+def test_a_reused_client_request_id_logs_every_prediction_and_outcomes_need_the_token(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
+    """The log's key is the server's id: a client sending another request's x-request-id neither overwrites nor
+    suppresses its record; outcomes without the outcome token are refused and store nothing."""
+    deploy(lake, endpoint, 100.0)
+    rows, labels = traffic(lake, 2, seed=5)
+    first, second = predict(endpoint, rows[:1], request_id="reused-id"), predict(endpoint, rows[1:], request_id="reused-id")
+    assert first["request_id"] != second["request_id"] and first["client_request_id"] == second["client_request_id"] == "reused-id"
+    wait_until(lambda: len(store.logged(NAME).query("client_request_id == 'reused-id'")) == 2)
+    logged = store.logged(NAME).query("client_request_id == 'reused-id'")
+    assert set(logged["request_id"]) == {first["request_id"], second["request_id"]}
+    assert sorted(logged["prediction"]) == sorted([first["predictions"][0]["prediction"], second["predictions"][0]["prediction"]])
+
+    body = {"model": NAME, "outcomes": [{"request_id": first["request_id"], "label": float(labels[0])}]}
+    for headers in ({}, {"authorization": "Bearer not-the-token"}, {"authorization": OUTCOME_AUTH["authorization"].removeprefix("Bearer ")}):
+        refused = requests.post(f"{endpoint}/v1/outcomes", json=body, headers=headers, timeout=30)
+        assert refused.status_code == 401 and refused.json()["error"]["field"] == "authorization", refused.text
+    key = f"request:{first['request_id']}:0"
+    assert store.database.connection().execute("SELECT COUNT(*) FROM outcomes WHERE key = ?", (key,)).fetchone()[0] == 0
+    assert post_outcomes(endpoint, body["outcomes"])["matched"] == 1  # the server's id names exactly one record
+    labelled = store.logged(NAME).set_index("request_id").loc[[first["request_id"], second["request_id"]], "label"]
+    assert labelled.iloc[0] == float(labels[0]) and np.isnan(labelled.iloc[1])
 
 
 def test_sampling_percentage_holds_within_statistical_bounds(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
@@ -314,8 +338,8 @@ def test_bad_outcomes_get_a_4xx_naming_the_field(lake: Settings, endpoint: str, 
         ({"model": NAME, "outcomes": []}, 422, "outcomes"),
     ]
     for body, status, field in cases:
-        answer = requests.post(f"{endpoint}/v1/outcomes", json=body, timeout=30)
-        assert (answer.status_code, answer.json()["field"]) == (status, field), answer.text
+        answer = requests.post(f"{endpoint}/v1/outcomes", json=body, headers=OUTCOME_AUTH, timeout=30)
+        assert (answer.status_code, answer.json()["error"]["field"]) == (status, field), answer.text
     assert store.database.connection().execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 0
 
 

@@ -42,7 +42,7 @@ def stack(cassandra: dict[str, object], tmp_path_factory: pytest.TempPathFactory
         "CUPOLA_CASSANDRA_PORT": str(cassandra["cassandra_port"]), "CUPOLA_CASSANDRA_KEYSPACE": KEYSPACE,
         "CUPOLA_CASSANDRA_STORAGE_PORT": os.environ.get("CUPOLA_CASSANDRA_STORAGE_PORT", "7000"),
         "CUPOLA_STACK_RAY_PORT": str(free_port()), "CUPOLA_DASHBOARD_PORT": str(free_port()), "CUPOLA_SERVE_PORT": str(free_port()),
-        "CUPOLA_UI_PORT": str(free_port()), "CUPOLA_PROMETHEUS_PORT": str(free_port()),
+        "CUPOLA_UI_PORT": str(free_port()), "CUPOLA_PROMETHEUS_PORT": str(free_port()), "CUPOLA_OUTCOME_TOKEN": "stack-outcome-token",
     }
     from cassandra.cluster import Cluster
 
@@ -141,7 +141,9 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
            "basket_size": int(rows.iloc[-1]["basket_size"]), "order_ts": rows.iloc[-1]["order_ts"].isoformat(), "order_id": int(rows.iloc[-1]["order_id"])}
     answer = wait_until(lambda: (r := requests.post(f"{serve_url}/v1/models/delivery_minutes:predict", json={"row": row}, timeout=30)).status_code == 200 and r.json(), timeout=120)
     assert answer["version"] == 1 and answer["predictions"][0]["prediction"] > 0
-    stored = requests.post(f"{serve_url}/v1/outcomes", json={"model": "delivery_minutes", "outcomes": [{"request_id": answer["request_id"], "row": 0, "label": 31.0}]}, timeout=30)
+    outcome = {"model": "delivery_minutes", "outcomes": [{"request_id": answer["request_id"], "row": 0, "label": 31.0}]}
+    assert requests.post(f"{serve_url}/v1/outcomes", json=outcome, timeout=30).status_code == 401  # no outcome token
+    stored = requests.post(f"{serve_url}/v1/outcomes", json=outcome, headers={"authorization": f"Bearer {stack['CUPOLA_OUTCOME_TOKEN']}"}, timeout=30)
     assert stored.status_code == 200 and stored.json()["stored"] == 1, stored.text
 
     prometheus = f"http://127.0.0.1:{stack['CUPOLA_PROMETHEUS_PORT']}"

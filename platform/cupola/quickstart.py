@@ -3,7 +3,11 @@ an online endpoint answering over HTTP, and live monitoring with a planted drop 
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass
+
+from pydantic import SecretStr
 
 from cupola.config import Settings
 from cupola.examples import (
@@ -41,7 +45,18 @@ class QuickstartSummary:
     monitoring: list[Phase]
 
 
+def with_outcome_token(settings: Settings) -> Settings:
+    """The settings with an outcome token: the configured one, else one made for this run and put in this process's
+    environment before Ray starts, so the endpoint's replicas (started by this process's Ray) read the same one."""
+    if settings.outcome_token.get_secret_value():
+        return settings
+    token = secrets.token_urlsafe(24)
+    os.environ["CUPOLA_OUTCOME_TOKEN"] = token
+    return settings.model_copy(update={"outcome_token": SecretStr(token)})
+
+
 def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress | None = None) -> QuickstartSummary:
+    settings = with_outcome_token(settings)
     store = FeatureStore(settings)
     orders = write_example(store.datalake, rows, seed=seed)
     builds = store.build(progress=progress)

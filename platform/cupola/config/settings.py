@@ -24,6 +24,8 @@ from pydantic_settings import (
     SettingsError as PydanticSettingsError,
 )
 
+from cupola.errors import InvalidInput
+
 ENV_PREFIX = "CUPOLA_"
 # What `for_workers` forwards for Cassandra: everything but the password, which a job or replica reads from its
 # node (CUPOLA_CASSANDRA_PASSWORD in the environment Ray was started with, or CUPOLA_CONFIG_FILE), never from a
@@ -34,7 +36,7 @@ CASSANDRA_FIELDS = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(InvalidInput):
     """Raised when settings are invalid; the message names the variable and the fix."""
 
 
@@ -183,6 +185,34 @@ class Settings(BaseSettings):
     api_token: SecretStr = Field(
         default=SecretStr(""), description="The token the CLI and Client send to CUPOLA_API_URL. Env: CUPOLA_API_TOKEN."
     )
+    outcome_token: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Bearer token that POST /v1/outcomes on the prediction endpoint requires (the control plane's write token "
+            "is accepted too); with neither set, outcomes are refused. Read by each Serve replica from its node, "
+            "never forwarded. Env: CUPOLA_OUTCOME_TOKEN."
+        ),
+    )
+    predict_token: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Bearer token that :predict on the prediction endpoint requires; empty: predictions are open to whoever "
+            "reaches Serve (keep Serve on loopback or a private network then). Env: CUPOLA_PREDICT_TOKEN."
+        ),
+    )
+    max_request_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the prediction endpoint reads; larger ones get 413. Env: CUPOLA_MAX_REQUEST_BYTES.",
+    )
+    batch_local_max_rows: int = Field(
+        default=2_000_000,
+        ge=0,
+        description=(
+            "`cupola predict batch --engine auto` predicts inputs of up to this many rows in its own process and larger "
+            "ones with Ray Data over the cluster. Env: CUPOLA_BATCH_LOCAL_MAX_ROWS."
+        ),
+    )
     dashboard_url: str = Field(
         default="http://127.0.0.1:8265",
         description="Ray dashboard / Jobs API that the control plane submits training and feature jobs to. Env: CUPOLA_DASHBOARD_URL.",
@@ -298,6 +328,7 @@ class Settings(BaseSettings):
             "sample_percent": str(self.sample_percent),
             "monitoring_interval_s": str(self.monitoring_interval_s),
             "monitoring_retention_days": str(self.monitoring_retention_days),
+            "max_request_bytes": str(self.max_request_bytes),
         }
         if self.user:
             overrides["user"] = self.user

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cupola.config import Settings
+from cupola.errors import ServerFault
 from cupola.examples.delivery import request_row
 from cupola.monitoring.live import ALL_UNITS
 from cupola.monitoring.summary import Breach, monitor_summary
@@ -36,8 +37,9 @@ class Phase:
     breaches: list[Breach]
 
 
-def _post(url: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(f"{url}{path}", json.dumps(body).encode(), {"content-type": "application/json"})
+def _post(url: str, path: str, body: dict, token: str = "") -> dict:
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"{url}{path}", json.dumps(body).encode(), headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -69,7 +71,7 @@ def run_monitoring_demo(settings: Settings, url: str, version: ModelVersion) -> 
         order_ids = [row["order_id"] for row in rows]
         _wait_until_logged(store, version.name, order_ids)
         outcomes = [{"keys": {"order_id": order_id}, "label": float(value) + delay} for order_id, value in zip(order_ids, part[label], strict=True)]
-        _post(url, "/v1/outcomes", {"model": version.name, "outcomes": outcomes})
+        _post(url, "/v1/outcomes", {"model": version.name, "outcomes": outcomes}, settings.outcome_token.get_secret_value())
         summary = monitor_summary(settings, version.name)
         latest = {m.metric: m.value for m in summary.latest if m.unit == ALL_UNITS and m.window == window and m.metric != "psi"}
         phases.append(Phase(name, latest, summary.breaches))
@@ -83,5 +85,5 @@ def _wait_until_logged(store: MonitoringStore, model: str, order_ids: list[int],
     deadline = time.monotonic() + timeout_s
     while not wanted <= set(store.logged(model)["outcome_key"]):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"sampled predictions of {model} did not reach the prediction log within {timeout_s:.0f} s")
+            raise ServerFault(f"sampled predictions of {model} did not reach the prediction log within {timeout_s:.0f} s")
         time.sleep(0.1)

@@ -80,6 +80,7 @@ class SampledRequest:
     model: str
     version: int
     request_id: str
+    client_request_id: str | None
     at: float
     rows: Sequence[dict[str, Any]]
     predictions: Predictions
@@ -101,6 +102,7 @@ class SampledRequest:
                 "prediction": float(self.predictions.values[index]),
                 "inputs": _finite(self.predictions.inputs[index].tolist()),
                 "outcome_key": event_key(keys) if self.outcome_keys and len(keys) == len(self.outcome_keys) else None,
+                "client_request_id": self.client_request_id,
             })
         return result
 
@@ -117,7 +119,17 @@ class PredictionSampler:
         self._last_snapshot: dict[str, float] = {}
         self._flusher: asyncio.Task[None] | None = None
 
-    def sample(self, model: str, version: int, request_id: str, rows: Sequence[dict[str, Any]], predictions: Predictions, percent: float, outcome_keys: Sequence[str]) -> None:
+    def sample(
+        self,
+        model: str,
+        version: int,
+        request_id: str,
+        client_request_id: str | None,
+        rows: Sequence[dict[str, Any]],
+        predictions: Predictions,
+        percent: float,
+        outcome_keys: Sequence[str],
+    ) -> None:
         """Buffer the chosen rows of one answered request (each row independently with probability `percent`).
 
         Also starts the background sender, which reports this replica's counters even when nothing is sampled."""
@@ -132,7 +144,7 @@ class PredictionSampler:
         room = max(0, MAX_BUFFERED - self._buffered[model])
         kept = chosen[:room]
         if kept:
-            self.buffers[model].append(SampledRequest(model, version, request_id, time.time(), rows, predictions, kept, outcome_keys))
+            self.buffers[model].append(SampledRequest(model, version, request_id, client_request_id, time.time(), rows, predictions, kept, outcome_keys))
             self._buffered[model] += len(kept)
         SAMPLED.labels(model).inc(len(chosen))
         if len(chosen) > room:

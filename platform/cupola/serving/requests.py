@@ -14,39 +14,50 @@ from typing import Any
 
 import numpy as np
 
+from cupola.errors import InvalidInput
 
-class RequestError(ValueError):
-    """A request the predictor cannot answer: a 4xx, never a 500. `field` names what to fix."""
-
-    def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status = status
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+EARLIEST, LATEST = datetime(1900, 1, 1), datetime(2262, 4, 11)  # numpy's datetime64[ns] ends in 2262
 
 
 def _timestamp(value: Any, where: str) -> np.datetime64:
     if not isinstance(value, str):
-        raise RequestError(f"{where} must be an ISO 8601 timestamp string such as '2026-01-05T12:30:00Z', got {value!r}", where)
+        raise InvalidInput(f"{where} must be an ISO 8601 timestamp string such as '2026-01-05T12:30:00Z', got {value!r}", where)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise RequestError(f"{where} must be an ISO 8601 timestamp such as '2026-01-05T12:30:00Z', got {value!r}", where) from None
+        raise InvalidInput(f"{where} must be an ISO 8601 timestamp such as '2026-01-05T12:30:00Z', got {value!r}", where) from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    if not EARLIEST <= parsed < LATEST:
+        raise InvalidInput(f"{where} = {value!r} is outside {EARLIEST.year}..{LATEST.year - 1}: send a real event time", where)
     return np.datetime64(parsed, "us")
 
 
 def _check_number(value: Any, where: str, integer: bool) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         expected = "an integer" if integer else "a number"
-        raise RequestError(f"{where} must be {expected}, got {value!r}", where)
+        raise InvalidInput(f"{where} must be {expected}, got {value!r}", where)
     if integer and isinstance(value, float):
-        if not value.is_integer():
-            raise RequestError(f"{where} must be an integer, got {value!r}", where)
+        if not math.isfinite(value) or not value.is_integer():
+            raise InvalidInput(f"{where} must be an integer, got {value!r}", where)
         value = int(value)
-    if not integer and not math.isfinite(value):
-        raise RequestError(f"{where} must be a finite number, got {value!r} (send null for a missing value)", where)
-    return value
+    if integer:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInput(f"{where} = {value} is outside the int64 range the model was trained on", where)
+        return value
+    return finite_float(value, where)
+
+
+def finite_float(value: int | float, where: str) -> float:
+    """A JSON number as a float64, refusing infinities, NaN and integers too large for a float (10**400)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidInput(f"{where} must be a finite number, got {'a number too large' if isinstance(value, int) else repr(value)} (send null for a missing value)", where)
+    return number
 
 
 def column(rows: Sequence[dict[str, Any]], name: str, kind: str, required: bool) -> np.ndarray | None:
@@ -54,7 +65,7 @@ def column(rows: Sequence[dict[str, Any]], name: str, kind: str, required: bool)
     if required:
         for index, row in enumerate(rows):
             if name not in row:
-                raise RequestError(f"row {index} is missing '{name}' ({kind}): add it to the row", name)
+                raise InvalidInput(f"row {index} is missing '{name}' ({kind}): add it to the row", name)
     elif not any(name in row for row in rows):
         return None
     values = [row.get(name) for row in rows]
@@ -62,7 +73,7 @@ def column(rows: Sequence[dict[str, Any]], name: str, kind: str, required: bool)
     if kind == "timestamp":
         for value, at in zip(values, where, strict=True):
             if value is None:
-                raise RequestError(f"{at} is null: send the event time as an ISO 8601 timestamp", name)
+                raise InvalidInput(f"{at} is null: send the event time as an ISO 8601 timestamp", name)
         return np.array([_timestamp(v, at) for v, at in zip(values, where, strict=True)], dtype="datetime64[us]")
     if kind in ("number", "integer"):
         checked = [None if v is None else _check_number(v, at, kind == "integer") for v, at in zip(values, where, strict=True)]
@@ -72,9 +83,11 @@ def column(rows: Sequence[dict[str, Any]], name: str, kind: str, required: bool)
     if kind == "boolean":
         for value, at in zip(values, where, strict=True):
             if not isinstance(value, bool):
-                raise RequestError(f"{at} must be true or false, got {value!r}", name)
+                raise InvalidInput(f"{at} must be true or false, got {value!r}", name)
         return np.array(values, dtype=bool)
     for value, at in zip(values, where, strict=True):
-        if value is not None and not isinstance(value, str | int):
-            raise RequestError(f"{at} must be a string, got {value!r}", name)
+        if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)):
+            raise InvalidInput(f"{at} must be a string, got {value!r}", name)
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInput(f"{at} = {value} is too large for a category: send it as a string", name)
     return np.array([None if v is None else str(v) for v in values], dtype=object)

@@ -25,6 +25,13 @@ class SqliteDatabase:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.executescript(schema)
 
+    def add_column(self, table: str, column: str, declaration: str) -> None:
+        """Add a column that a newer schema declares to a table created by an older one (SQLite has no
+        `ADD COLUMN IF NOT EXISTS`); a no-op when it is there."""
+        connection = self.connection()
+        if not any(row[1] == column for row in connection.execute(f"PRAGMA table_info({table})")):
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
     def connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:

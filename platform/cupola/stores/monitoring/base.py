@@ -4,9 +4,11 @@ Backends: SQLite (embedded; one file, `Settings.resolved_monitoring_path`, apart
 repository's file so that the write-heavy prediction log never holds the records' write lock)
 and Cassandra (`cassandra.py`, time-bucketed partitions).
 
-How outcomes meet predictions: a sampled prediction is logged with its request id and row
-index, and with its outcome keys (the spec's `monitoring.outcome_keys` taken from the request
-row) when the row carried them. An outcome names either a request id (+ row) or those keys.
+How outcomes meet predictions: a sampled prediction is logged with its request id (made by the
+server, so no client can overwrite another's record), the client's own x-request-id if it sent one,
+the row index, and with its outcome keys (the spec's `monitoring.outcome_keys` taken from the request
+row) when the row carried them. An outcome names either a request id (+ row; the server's or the
+client's: a client id reused by several requests labels each of them) or those keys.
 The join happens when metrics are computed, not when records arrive, so an outcome may come
 before its prediction's record, hours after it, or twice (the latest label wins).
 """
@@ -24,7 +26,7 @@ import pandas as pd
 from cupola.config import Settings
 from cupola.stores import open_store
 
-LOG_COLUMNS = ("model", "request_id", "row_index", "version", "unit", "partition_value", "at", "prediction", "inputs", "outcome_key")
+LOG_COLUMNS = ("model", "request_id", "row_index", "version", "unit", "partition_value", "at", "prediction", "inputs", "outcome_key", "client_request_id")
 
 
 def request_key(request_id: str, row: int) -> str:

@@ -40,7 +40,7 @@ HOUR_S = 3600
 DAY_S = 86_400
 KEYS_PER_QUERY = 100
 IN_FLIGHT = 16
-LOGGED_COLUMNS = ["request_id", "row_index", "version", "unit", "partition_value", "at", "prediction", "inputs", "outcome_key", "label"]
+LOGGED_COLUMNS = ["request_id", "row_index", "version", "unit", "partition_value", "at", "prediction", "inputs", "outcome_key", "client_request_id", "label"]
 HISTORY_COLUMNS = ["at", "version", "unit", "window", "metric", "feature", "value"]
 
 
@@ -53,12 +53,12 @@ class CassandraMonitoringStore(MonitoringStore):
         self.session = session
         self.ttl = int(settings.monitoring_retention_days * DAY_S)
         texts = {
-            "log": "INSERT INTO prediction_log (model, hour, at, request_id, row_index, version, unit, partition_value, prediction, inputs, outcome_key) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+            "log": "INSERT INTO prediction_log (model, hour, at, request_id, row_index, version, unit, partition_value, prediction, inputs, outcome_key, "
+                   "client_request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
             "by_request": "INSERT INTO prediction_by_request (model, request_id, row_index, at) VALUES (?, ?, ?, ?) USING TTL ?",
             "by_key": "INSERT INTO prediction_by_key (model, outcome_key, request_id, row_index) VALUES (?, ?, ?, ?) USING TTL ?",
             "counters": "INSERT INTO serving_counters (model, replica, families, updated_at) VALUES (?, ?, ?, ?)",
-            "read_hour": "SELECT request_id, row_index, version, unit, partition_value, at, prediction, inputs, outcome_key FROM prediction_log "
+            "read_hour": "SELECT request_id, row_index, version, unit, partition_value, at, prediction, inputs, outcome_key, client_request_id FROM prediction_log "
                          "WHERE model = ? AND hour = ? AND at > ? AND at <= ?",
             "labels": "SELECT key, label FROM outcomes WHERE model = ? AND key IN ?",
             "outcome": "SELECT updates FROM outcomes WHERE model = ? AND key = ?",
@@ -92,8 +92,10 @@ class CassandraMonitoringStore(MonitoringStore):
         log, by_request, by_key = [], [], []
         for r in records:
             log.append((model, int(r["at"] // HOUR_S), r["at"], r["request_id"], r["row_index"], r["version"], r["unit"], r["partition_value"],
-                        r["prediction"], json.dumps(r["inputs"]), r["outcome_key"], self.ttl))
+                        r["prediction"], json.dumps(r["inputs"]), r["outcome_key"], r.get("client_request_id"), self.ttl))
             by_request.append((model, r["request_id"], r["row_index"], r["at"], self.ttl))
+            if r.get("client_request_id"):  # an outcome may name the client's id: "is it logged?" answers for it too
+                by_request.append((model, r["client_request_id"], r["row_index"], r["at"], self.ttl))
             if r["outcome_key"] is not None:
                 by_key.append((model, r["outcome_key"], r["request_id"], r["row_index"], self.ttl))
         for name, parameters in (("log", log), ("by_request", by_request), ("by_key", by_key)):
@@ -109,10 +111,12 @@ class CassandraMonitoringStore(MonitoringStore):
         rows = [row for result in self._concurrently("read_hour", [(model, hour, since, until) for hour in hours]) for row in result]
         frame = pd.DataFrame([r._asdict() for r in rows], columns=LOGGED_COLUMNS[:-1]).sort_values("at", kind="stable").reset_index(drop=True)
         request_keys = [request_key(r, i) for r, i in zip(frame["request_id"], frame["row_index"], strict=True)]
-        labels = self._labels(model, [*request_keys, *frame["outcome_key"].dropna()])
+        client_keys = [request_key(c, i) if isinstance(c, str) else None for c, i in zip(frame["client_request_id"], frame["row_index"], strict=True)]
+        labels = self._labels(model, [*request_keys, *(k for k in client_keys if k), *frame["outcome_key"].dropna()])
         by_request = pd.Series([labels.get(k) for k in request_keys], dtype="float64")
+        by_client = pd.Series([labels.get(k) if k else None for k in client_keys], dtype="float64")
         by_key = pd.Series([labels.get(k) if isinstance(k, str) else None for k in frame["outcome_key"]], dtype="float64")
-        return frame.assign(label=by_request.fillna(by_key))
+        return frame.assign(label=by_request.fillna(by_client).fillna(by_key))
 
     def _labels(self, model: str, keys: Sequence[str]) -> dict[str, float]:
         unique = list(dict.fromkeys(keys))

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS prediction_log (
     prediction REAL NOT NULL,
     inputs TEXT NOT NULL,
     outcome_key TEXT,
+    client_request_id TEXT,
     PRIMARY KEY (model, request_id, row_index)
 );
 CREATE INDEX IF NOT EXISTS prediction_log_by_time ON prediction_log (model, at);
@@ -66,12 +67,17 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
 
     SCHEMA = SCHEMA
 
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.database.add_column("prediction_log", "client_request_id", "TEXT")  # files written before clients' ids were kept
+        self.database.connection().execute("CREATE INDEX IF NOT EXISTS prediction_log_by_client_id ON prediction_log (model, client_request_id)")
+
     @classmethod
     def database_path(cls, settings: Settings) -> Path:
         return settings.resolved_monitoring_path()
 
     def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
-        rows = [tuple(record[c] if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records]
+        rows = [tuple(record.get(c) if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records]
 
         def write(connection: sqlite3.Connection) -> int:
             connection.executemany(f"INSERT OR IGNORE INTO prediction_log VALUES ({', '.join('?' * len(LOG_COLUMNS))})", rows)
@@ -85,10 +91,11 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
 
     def logged(self, model: str, since: float | None = None, until: float | None = None) -> pd.DataFrame:
         query = (
-            "SELECT p.request_id, p.row_index, p.version, p.unit, p.partition_value, p.at, p.prediction, p.inputs, p.outcome_key, "
-            "COALESCE(r.label, k.label) AS label "
+            "SELECT p.request_id, p.row_index, p.version, p.unit, p.partition_value, p.at, p.prediction, p.inputs, p.outcome_key, p.client_request_id, "
+            "COALESCE(r.label, c.label, k.label) AS label "
             "FROM prediction_log p "
             "LEFT JOIN outcomes r ON r.model = p.model AND r.key = 'request:' || p.request_id || ':' || p.row_index "
+            "LEFT JOIN outcomes c ON c.model = p.model AND c.key = 'request:' || p.client_request_id || ':' || p.row_index "
             "LEFT JOIN outcomes k ON k.model = p.model AND k.key = p.outcome_key "
             "WHERE p.model = ? AND p.at > ? AND p.at <= ? ORDER BY p.at"
         )
@@ -117,7 +124,10 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
     def _has_prediction(connection: sqlite3.Connection, model: str, key: str) -> bool:
         request = parse_request_key(key)
         if request is not None:
-            found = connection.execute("SELECT 1 FROM prediction_log WHERE model = ? AND request_id = ? AND row_index = ?", (model, *request))
+            found = connection.execute(
+                "SELECT 1 FROM prediction_log WHERE model = ? AND row_index = ? AND (request_id = ? OR client_request_id = ?) LIMIT 1",
+                (model, request[1], request[0], request[0]),
+            )
         else:
             found = connection.execute("SELECT 1 FROM prediction_log WHERE model = ? AND outcome_key = ? LIMIT 1", (model, key))
         return found.fetchone() is not None
