@@ -12,10 +12,11 @@ import yaml
 
 from cupola import FeatureStore, Settings, load_model
 from cupola.evaluation.evaluate import evaluate
+from cupola.serving.predictor import Predictor
 from cupola.specs.model import ModelSpec
 from cupola.stores.models import ArtifactStore, create_repository
 from cupola.training.dataset import prepare
-from cupola.training.trainer import load_models, train
+from cupola.training.trainer import train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 
@@ -50,11 +51,11 @@ def test_keras_models_train_per_partition_and_reload_identically(example_lake: t
     assert 0.5 < version.metrics["overall"]["auc"] <= 1.0  # better than chance: the features carry signal
 
     repository = create_repository(settings)
-    models = load_models(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake))
+    models = Predictor.from_version(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake)).models
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
     metrics = evaluate(spec, data, models).metrics
     assert metrics["overall"] == version.metrics["overall"]
-    again = load_models(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake))
+    again = Predictor.from_version(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake)).models
     for unit, model in models.items():
         np.testing.assert_array_equal(np.asarray(model(data.test.features)), np.asarray(again[unit](data.test.features)))
 
@@ -84,7 +85,7 @@ def test_large_keras_units_are_fitted_data_parallel_with_ray_train(example_lake:
     assert all(version.metrics[f"unit:{u}"]["trained_with"] == "in-process" for u in units[1:])
     assert version.metrics[f"unit:{units[0]}"]["iterations"] >= 1
 
-    models = load_models(version, ArtifactStore(FeatureStore(settings).datalake))
+    models = Predictor.from_version(version, ArtifactStore(FeatureStore(settings).datalake)).models
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
     evaluation = evaluate(spec, data, models)
     assert evaluation.metrics["overall"] == version.metrics["overall"]  # the registered model is the one evaluated

@@ -12,13 +12,15 @@ import pytest
 import yaml
 
 from cupola import FeatureStore, Settings
+from cupola.errors import Conflict, InvalidInput
 from cupola.evaluation.evaluate import evaluate
+from cupola.serving.predictor import Predictor
 from cupola.specs.model import ModelSpec
 from cupola.stores import open_store
 from cupola.stores.models import ArtifactIntegrityError, ArtifactStore, create_repository
 from cupola.training.dataset import FALLBACK, build_training_data, prepare
 from cupola.training.search import evaluate_config, search
-from cupola.training.trainer import load_models, train
+from cupola.training.trainer import train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 
@@ -85,19 +87,19 @@ def test_same_seed_reproduces_configs_and_models_and_reload_is_bit_identical(lak
 
     repository = create_repository(lake)
     artifacts = ArtifactStore(FeatureStore(lake).datalake)
-    reloaded = load_models(repository.get(spec.name, 1), artifacts)
+    reloaded = Predictor.from_version(repository.get(spec.name, 1), artifacts).models
     data = prepare(spec, pd.read_parquet(first.version.data["training_set"].removeprefix("file://")))
     metrics = evaluate(spec, data, reloaded).metrics
     assert metrics["overall"] == first.version.metrics["overall"]
     for unit, model in reloaded.items():
-        again = load_models(repository.get(spec.name, 2), artifacts)[unit]
+        again = Predictor.from_version(repository.get(spec.name, 2), artifacts).models[unit]
         np.testing.assert_array_equal(model.inplace_predict(data.test.features), again.inplace_predict(data.test.features))
 
     tampered = next(iter(first.version.artifacts.values()))
     path = Path(tampered.uri.removeprefix("file://"))
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ArtifactIntegrityError):
-        load_models(repository.get(spec.name, 1), artifacts)
+        Predictor.from_version(repository.get(spec.name, 1), artifacts)
 
 
 def test_runs_record_status_and_logs(lake: Settings) -> None:
@@ -107,10 +109,10 @@ def test_runs_record_status_and_logs(lake: Settings) -> None:
     run = runs.get("recorded-run")
     assert run.status == "succeeded" and run.version == result.version.version and run.ended_at is not None
     assert any("registered delivery_minutes version" in message for _, message in runs.logs("recorded-run"))
-    with pytest.raises(ValueError, match="run 'recorded-run' already succeeded and registered delivery_minutes version"):
+    with pytest.raises(Conflict, match="run 'recorded-run' already succeeded and registered delivery_minutes version"):
         train(spec, lake, run_id="recorded-run")
     broken = small_spec(training_data={"labels": "labels/absent"})
-    with pytest.raises(FileNotFoundError, match="training_data.labels"):
+    with pytest.raises(InvalidInput, match="training_data.labels"):
         train(broken, lake, run_id="broken-run")
     failed = runs.get("broken-run")
     assert failed.status == "failed" and "training_data.labels" in failed.error
@@ -146,7 +148,7 @@ def test_large_units_are_fitted_data_parallel_with_ray_train(lake: Settings) -> 
     version = train(spec, lake).version
     assert version.metrics[f"unit:{FALLBACK}"]["trained_with"] == "ray-train xgboost, 2 workers"  # all rows: above 2000
     assert all(version.metrics[f"unit:{u}"]["trained_with"] == "in-process" for u in version.summary["units"][1:])
-    reloaded = load_models(version, ArtifactStore(FeatureStore(lake).datalake))
+    reloaded = Predictor.from_version(version, ArtifactStore(FeatureStore(lake).datalake)).models
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
     evaluation = evaluate(spec, data, reloaded)
     assert evaluation.metrics["overall"] == version.metrics["overall"]

@@ -4,7 +4,11 @@ A `Predictor` holds every unit of a model version (each partition's model and th
 the spec's transforms, and optionally the online store for feature lookups. JSON rows
 (online, embedded) and DataFrames (batch) become the same numpy columns, then go through
 `model_inputs.input_matrix` and `routing.predict_routed`: the same version gives the same
-numbers for the same row whichever way it is deployed. Nothing here needs Ray.
+numbers for the same row whichever way it is deployed, for calls of the same size class. An
+XGBoost version whose units compiled to ONNX with parity (`compiled_trees`) is predicted by
+onnxruntime for calls of up to COMPILED_MAX_ROWS rows (online requests, embedded calls) and by its
+boosters above that (batch blocks): the two agree within the tolerance checked at registration
+(largest difference recorded in the version), not bit for bit. Nothing here needs Ray.
 """
 
 from __future__ import annotations
@@ -18,16 +22,20 @@ import pandas as pd
 import pyarrow as pa
 
 from cupola import dsl
+from cupola.compiled_trees import COMPILED_MAX_ROWS, CompiledScorer, CompiledUnit
+from cupola.errors import InvalidInput, PayloadTooLarge
 from cupola.model_inputs import input_matrix, raw_columns, with_transforms
 from cupola.routing import predict_routed
-from cupola.serving.requests import RequestError, column
+from cupola.serving.requests import column, finite_float
 from cupola.specs.feature_group import FeatureGroupSpec, feature_column
 from cupola.specs.model import ModelSpec
-from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion
+from cupola.stores.artifacts import ArtifactRef
+from cupola.stores.models import ArtifactStore, ModelVersion
 from cupola.stores.online.base import OnlineStore
 from cupola.training.algorithms import get_algorithm
 
 MAX_ROWS_PER_REQUEST = 1000
+COMPILED = CompiledScorer()
 
 
 @dataclass(frozen=True)
@@ -56,11 +64,13 @@ class Predictor:
         models: dict[str, Any],
         online: OnlineStore | None = None,
         feature_groups: Sequence[tuple[FeatureGroupSpec, list[str]]] = (),
+        compiled: dict[str, CompiledUnit] | None = None,
     ) -> None:
         self.version = version
         self.spec = version_spec(version)
         self.algorithm = get_algorithm(self.spec.algorithm.name)
         self.models = models
+        self.compiled = compiled or {}
         self.threshold: float | None = version.report.get("threshold") if version.report else None
         self.fields: dict[str, str] = version.data.get("request_fields", {})
         self.online = online
@@ -75,18 +85,6 @@ class Predictor:
         return self.version.name
 
     @classmethod
-    def load(
-        cls,
-        repository: ModelRepository,
-        artifacts: ArtifactStore,
-        name: str,
-        version_or_alias: int | str = "production",
-        online: OnlineStore | None = None,
-        feature_groups: Sequence[tuple[FeatureGroupSpec, list[str]]] = (),
-    ) -> "Predictor":
-        return cls.from_version(repository.resolve(name, version_or_alias), artifacts, online, feature_groups)
-
-    @classmethod
     def from_version(
         cls,
         version: ModelVersion,
@@ -94,20 +92,26 @@ class Predictor:
         online: OnlineStore | None = None,
         feature_groups: Sequence[tuple[FeatureGroupSpec, list[str]]] = (),
     ) -> "Predictor":
-        """A predictor for a version record already read, its artifacts checked against their sha256."""
+        """A predictor for a version record already read, its artifacts checked against their sha256; with the
+        units compiled at registration when their parity held (`data["serving_runtime"]`)."""
         algorithm = get_algorithm(version.spec["algorithm"]["name"])
         models = {unit: algorithm.deserialize(artifacts.get(ref)) for unit, ref in version.artifacts.items()}
-        return cls(version, models, online, feature_groups)
+        runtime = version.data.get("serving_runtime", {})
+        compiled = None
+        if runtime.get("runtime") == "onnxruntime":
+            task = version.spec["task"]
+            compiled = {unit: CompiledUnit(artifacts.get(ArtifactRef(**ref)), task) for unit, ref in runtime["units"].items()}
+        return cls(version, models, online, feature_groups, compiled)
 
     def predict_records(self, rows: Sequence[dict[str, Any]]) -> Predictions:
-        """Predict JSON-like rows (online and embedded). Raises RequestError for bad input."""
+        """Predict JSON-like rows (online and embedded). Raises InvalidInput for bad input."""
         if not isinstance(rows, list | tuple) or not rows:
-            raise RequestError("send a non-empty list of rows (objects of feature values)", "rows")
+            raise InvalidInput("send a non-empty list of rows (objects of feature values)", "rows")
         if len(rows) > MAX_ROWS_PER_REQUEST:
-            raise RequestError(f"{len(rows)} rows in one request; at most {MAX_ROWS_PER_REQUEST}: split the batch", "rows", status=413)
+            raise PayloadTooLarge(f"{len(rows)} rows in one request; at most {MAX_ROWS_PER_REQUEST}: split the batch", "rows")
         for index, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise RequestError(f"rows[{index}] must be an object of feature values, got {type(row).__name__}", f"rows[{index}]")
+                raise InvalidInput(f"rows[{index}] must be an object of feature values, got {type(row).__name__}", f"rows[{index}]")
         columns: dict[str, Any] = {}
         for name in self.request_columns:
             columns[name] = column(rows, name, self.fields.get(name, "number"), required=True)
@@ -136,7 +140,7 @@ class Predictor:
         needed = [*self.request_columns, *self.store_columns, *([self.spec.partition.column] if self.spec.partition else [])]
         absent = [c for c in needed if c not in present]
         if absent:
-            raise RequestError(
+            raise InvalidInput(
                 f"the batch has no column(s) {', '.join(absent)}: add them, or build store features from the offline store "
                 "(`cupola predict batch --features-from-offline-store`)",
                 absent[0],
@@ -149,9 +153,12 @@ class Predictor:
     def _predict(self, columns: dict[str, Any], rows: int, partitions: np.ndarray, missing: list[dict[str, Any]] | None = None) -> Predictions:
         try:
             matrix = input_matrix(self.spec, with_transforms(self.spec, columns, rows), rows)
-        except (TypeError, dsl.ExpressionError) as error:
-            raise RequestError(f"the rows do not fit the model's inputs: {error}") from None
-        values, units = predict_routed(self.algorithm, self.models, matrix, partitions)
+        except InvalidInput as error:
+            raise InvalidInput(f"the rows do not fit the model's inputs: {error}", error.field) from None
+        if self.compiled and rows <= COMPILED_MAX_ROWS:
+            values, units = predict_routed(COMPILED, self.compiled, matrix, partitions)
+        else:
+            values, units = predict_routed(self.algorithm, self.models, matrix, partitions)
         return Predictions(values, units, matrix, partitions, missing or [])
 
     def _partitions(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -179,8 +186,8 @@ class Predictor:
             columns.update(values)
             if to_look_up:
                 if self.online is None:
-                    raise RequestError(f"send {', '.join(group_columns)} in each row: this predictor has no online store", group_columns[0])
-                keys = [tuple(_entity(rows[i], entity.name, entity.dtype, i) for entity in group.entities) for i in to_look_up]
+                    raise InvalidInput(f"send {', '.join(group_columns)} in each row: this predictor has no online store", group_columns[0])
+                keys = [tuple(entity.value_of(rows[i], f"rows[{i}]") for entity in group.entities) for i in to_look_up]
                 lookups.append((group, names, group_columns, to_look_up, keys))
         if not lookups:
             return missing
@@ -201,18 +208,5 @@ def _float(value: Any, where: str) -> float:
     if value is None:
         return np.nan
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError(f"{where} must be a number or null, got {value!r}", where.rsplit(".", 1)[-1])
-    return float(value)
-
-
-def _entity(row: dict[str, Any], key: str, dtype: str, index: int) -> Any:
-    if key not in row:
-        raise RequestError(f"row {index} is missing the entity key '{key}' needed to look up online features: add it", key)
-    value = row[key]
-    if dtype == "int64":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RequestError(f"rows[{index}].{key} must be an integer entity key, got {value!r}", key)
-        return value
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        raise RequestError(f"rows[{index}].{key} must be a string entity key, got {value!r}", key)
-    return str(value)
+        raise InvalidInput(f"{where} must be a number or null, got {value!r}", where.rsplit(".", 1)[-1])
+    return finite_float(value, where)

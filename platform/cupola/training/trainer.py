@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import ray
 
+from cupola.compiled_trees import ARTIFACT_FORMAT as COMPILED_FORMAT
+from cupola.compiled_trees import FILE_SUFFIX as COMPILED_SUFFIX
 from cupola.config import Settings
+from cupola.errors import Conflict
 from cupola.evaluation.evaluate import evaluate
 from cupola.evaluation.html import render_report_html
 from cupola.evaluation.report import build_report
@@ -33,6 +36,7 @@ from cupola.stores.datalake import Datalake
 from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion, NewModelVersion, create_repository
 from cupola.stores.runs import TrainingRun, TrainingRuns
 from cupola.training.algorithms import get_algorithm
+from cupola.training.compile import compile_for_serving
 from cupola.training.dataset import PreparedData, build_training_data, prepare
 from cupola.training.search import TrialResult, planned_configs, search
 
@@ -95,7 +99,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
     if previous is not None and previous.status == "succeeded":
         runs.close()
         repository.close()
-        raise ValueError(f"run '{run_id}' already succeeded and registered {previous.model} version {previous.version}: omit --run-id to train again")
+        raise Conflict(f"run '{run_id}' already succeeded and registered {previous.model} version {previous.version}: omit --run-id to train again")
     run = runs.start(run_id, spec.name, user)
     started = datetime.now(timezone.utc)
     try:
@@ -128,6 +132,11 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
             unit: artifacts.put(spec.name, attempt, f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}", blob, algorithm.artifact_format)
             for index, (unit, (blob, _, _)) in enumerate(zip(data.units, fitted, strict=True))
         }
+        serving_runtime = compile_for_serving(
+            spec, models, data.test.features,
+            lambda index, unit, model: artifacts.put(spec.name, attempt, f"{index:04d}-{_safe(unit)}{COMPILED_SUFFIX}", model, COMPILED_FORMAT),
+        )
+        runs.log(run_id, f"serving runtime: {serving_runtime['runtime']}" + (f" ({serving_runtime['reason']})" if "reason" in serving_runtime else ""))
         production = _production(repository, spec.name)
         report = build_report(spec, data, models, evaluation, outcome.trials, production)
         draft = NewModelVersion(
@@ -145,6 +154,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
                 "rows": {"train": len(data.train.label), "validation": len(data.valid.label), "test": len(data.test.label)},
                 "inputs": data.inputs,
                 "request_fields": request_fields(spec, frame.dtypes.to_dict()),
+                "serving_runtime": serving_runtime,
             },
             artifacts=refs,
             summary={"units": data.units, "trials": outcome.trials, "label_mean": float(np.mean(data.train.label)) if len(data.train.label) else None},
@@ -210,9 +220,3 @@ class _TrialRecorder:
 
 def _safe(unit: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in unit)
-
-
-def load_models(version: ModelVersion, artifacts: ArtifactStore) -> dict[str, Any]:
-    """Every unit's model of a version, each checked against its sha256."""
-    algorithm = get_algorithm(version.spec["algorithm"]["name"])
-    return {unit: algorithm.deserialize(artifacts.get(ref)) for unit, ref in version.artifacts.items()}
