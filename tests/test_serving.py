@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,7 @@ import yaml
 from ray import serve
 
 from cupola import Settings, load_model
+from cupola.compiled_trees import COMPILED_MAX_ROWS, RELATIVE_TOLERANCE
 from cupola.features import FeatureStore
 from cupola.routing import FALLBACK, route
 from cupola.serving.app import build_app
@@ -29,6 +32,7 @@ from cupola.specs.model import ModelSpec
 from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
 from cupola.stores.models import create_repository
 from cupola.training.trainer import train
+from tests.conftest import OUTCOME_AUTH
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 NAME = "delivery_minutes"
@@ -139,19 +143,32 @@ def test_batch_online_and_embedded_give_identical_predictions_and_route_partitio
     frame = pd.DataFrame(rows).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True))
     frame.to_parquet(tmp_path / "rows.parquet")
     reader = ray.data.DataContext.get_current().use_datasource_v2
-    result = predict_batch(lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "out"))
+    spread = predict_batch(lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "out"), engine="ray-data")
     assert ray.data.DataContext.get_current().use_datasource_v2 == reader  # the job reads with V1 and gives the setting back
-    batch = pds.dataset(result.output_uri.removeprefix("file://"), format="parquet").to_table().to_pandas()
-    batch = batch.set_index(["restaurant_id", "order_ts", "distance_km"]).loc[list(zip(frame["restaurant_id"], frame["order_ts"], frame["distance_km"], strict=True))]
+    result = predict_batch(lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "local"))  # auto: 40 rows stay in this process
+    assert (spread.engine, result.engine, spread.rows, result.rows) == ("ray-data", "local", len(rows), len(rows))
+    key = ["restaurant_id", "order_ts", "distance_km"]
+    order = list(zip(frame["restaurant_id"], frame["order_ts"], frame["distance_km"], strict=True))
+    batch = pds.dataset(result.output_uri.removeprefix("file://"), format="parquet").to_table().to_pandas().set_index(key).loc[order]
+    spread_batch = pds.dataset(spread.output_uri.removeprefix("file://"), format="parquet").to_table().to_pandas().set_index(key).loc[order]
+    pd.testing.assert_frame_equal(batch.drop(columns="prediction_run_id"), spread_batch.drop(columns="prediction_run_id"), check_categorical=False)
 
     np.testing.assert_array_equal(online, embedded.values)  # bit-identical, not approximately equal
+    # a call of up to COMPILED_MAX_ROWS rows runs the units compiled at registration; a larger one the boosters,
+    # which agree within the tolerance checked then (the largest difference is recorded in the version)
+    runtime = create_repository(lake).get(NAME, 1).data["serving_runtime"]
+    assert runtime["runtime"] == "onnxruntime" and runtime["rows_checked"] > 0
+    predictor = load_model(NAME, "production", lake)
+    large = predictor.predict_records(rows * (COMPILED_MAX_ROWS // len(rows) + 1)).values[: len(rows)]
+    np.testing.assert_allclose(large, embedded.values, rtol=RELATIVE_TOLERANCE, atol=RELATIVE_TOLERANCE)
     np.testing.assert_array_equal(batch["prediction"].to_numpy(), embedded.values)
     units = create_repository(lake).get(NAME, 1).summary["units"]
     expected = [row["city"] if row["city"] in units else FALLBACK for row in rows]
     assert [p["partition_model"] for p in body["predictions"]] == expected == batch["partition_model"].tolist()
     assert expected[0] == FALLBACK and any(city != FALLBACK for city in expected)
     assert set(batch["model_version"]) == {1} and set(batch["prediction_run_id"]) == {result.run_id}
-    assert body["request_id"] and answer.headers["x-request-id"] == body["request_id"]
+    # the server names the request; the x-request-id it arrived with (Serve's proxy makes one when the client sends none) is kept
+    assert re.fullmatch(r"[0-9a-f]{32}", body["request_id"]) and body["client_request_id"] == answer.headers["x-request-id"] != body["request_id"]
 
 
 def test_rows_route_to_their_partition_model_and_null_or_unknown_partitions_to_the_fallback() -> None:
@@ -214,36 +231,109 @@ def test_alias_move_during_a_stream_of_requests_drops_none(lake: Settings, endpo
     assert len(versions) <= 3000 and versions[-30:] == [2] * 30  # the move took effect while every request was answered
 
 
-BAD_REQUESTS = [
-    (b"{not json", 400, "body"),
-    (json.dumps({"row": {"distance_km": "far"}}).encode(), 422, None),
-    (json.dumps({"rows": []}).encode(), 422, "rows"),
-    (json.dumps({"nothing": 1}).encode(), 422, "rows"),
-    (json.dumps({"rows": [{"a": 1}] * 1001}).encode(), 413, "rows"),
-    (json.dumps({"row": {}, "version": 99}).encode(), 404, "version"),
-    (json.dumps({"row": {}, "version": "canary-that-does-not-exist"}).encode(), 404, "version"),
+def lookup_row(lake: Settings) -> dict:
+    """A valid row without its store features, so the replica looks them up by the entity key."""
+    return {k: v for k, v in client_rows(lake, 2)[1].items() if "__" not in k}
+
+
+# Each body answered by a 500 before the serving path bounded its numbers, versions and times
+# (entity keys: the online store's lookup; the other fields: the request's typed columns).
+ADVERSARIAL = [
+    ({"restaurant_id": 2**63}, 422, "restaurant_id"),
+    ({"restaurant_id": -(10**30)}, 422, "restaurant_id"),
+    ({"restaurant_id": "²"}, 422, "restaurant_id"),
+    ({"restaurant_id": True}, 422, "restaurant_id"),
+    ({"distance_km": 10**400}, 422, "rows[0].distance_km"),
+    ({"basket_size": 1e308}, 422, "rows[0].basket_size"),
+    ({"order_ts": "0001-01-01T00:00:00"}, 422, "rows[0].order_ts"),
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "field"), BAD_REQUESTS)
-def test_bad_input_gets_a_4xx_naming_the_field_and_the_replica_stays_healthy(lake: Settings, endpoint: str, deployments: Deployments, body: bytes, status: int, field: str | None) -> None:
-    answer = requests.post(f"{endpoint}/v1/models/{NAME}:predict", data=body, headers={"content-type": "application/json"}, timeout=30)
-    assert answer.status_code == status, answer.text
-    problem = answer.json()
-    assert problem["error"] and problem["request_id"]
-    if field:
-        assert problem["field"] == field
+def _bad_requests(lake: Settings) -> list[tuple[bytes, int, str | None]]:
+    return [
+        (b"{not json", 400, "body"),
+        (json.dumps({"row": {"distance_km": "far"}}).encode(), 422, None),
+        (json.dumps({"rows": []}).encode(), 422, "rows"),
+        (json.dumps({"nothing": 1}).encode(), 422, "rows"),
+        (json.dumps({"rows": [{"a": 1}] * 1001}).encode(), 413, "rows"),
+        (json.dumps({"row": {}, "version": 99}).encode(), 404, "version"),
+        (json.dumps({"row": {}, "version": "canary-that-does-not-exist"}).encode(), 404, "version"),
+        (json.dumps({"row": {}, "version": True}).encode(), 422, "version"),  # was served as version 1
+        (json.dumps({"row": {}, "version": "²"}).encode(), 422, "version"),
+        (b'{"row": {"pad": "' + b"x" * (5 * 1024 * 1024) + b'"}}', 413, "body"),  # over CUPOLA_MAX_REQUEST_BYTES (4 MiB)
+        *[(json.dumps({"row": {**lookup_row(lake), **changes}}).encode(), status, field) for changes, status, field in ADVERSARIAL],
+    ]
+
+
+def test_bad_input_gets_a_4xx_naming_the_field_and_the_replica_stays_healthy(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    for body, status, field in _bad_requests(lake):
+        answer = requests.post(f"{endpoint}/v1/models/{NAME}:predict", data=body, headers={"content-type": "application/json"}, timeout=30)
+        assert answer.status_code == status, (body[:120], answer.text)
+        problem = answer.json()
+        assert problem["error"]["status"] == status and problem["error"]["message"] and re.fullmatch(r"[0-9a-f]{32}", problem["request_id"])
+        if field:
+            assert problem["error"]["field"] == field, (body[:120], problem)
     assert post(endpoint, {"row": client_rows(lake, 2)[1]}).status_code == 200
+
+
+def test_generated_requests_never_get_a_5xx(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    """Over 500 generated requests, none answered 5xx: schemathesis from the app's OpenAPI spec for every operation,
+    then valid rows (with and without store features) and outcomes with fields replaced by hostile JSON values."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, strategies
+    from hypothesis import settings as hypothesis_settings
+    from schemathesis.checks import not_a_server_error
+
+    statuses: list[int] = []
+    fuzzing = hypothesis_settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    for result in schemathesis.openapi.from_url(f"{endpoint}/openapi.json").get_all_operations():
+        operation = result.ok()
+
+        @hypothesis_settings(fuzzing, max_examples=40)
+        @given(case=operation.as_strategy())
+        def from_the_spec(case: Any) -> None:
+            statuses.append(case.call_and_validate(base_url=endpoint, headers=OUTCOME_AUTH, checks=[not_a_server_error]).status_code)
+
+        from_the_spec()
+
+    edge_values = strategies.sampled_from([10**400, -(2**63) - 1, 2**64, "²", "1e308", "0001-01-01T00:00:00", "9999-12-31T23:59:59", "", "-0", 1e308])
+    hostile = strategies.recursive(
+        strategies.none() | strategies.booleans() | strategies.integers() | strategies.floats() | strategies.text(max_size=12) | edge_values,
+        lambda inner: strategies.lists(inner, max_size=3) | strategies.dictionaries(strategies.text(max_size=4), inner, max_size=3),
+        max_leaves=4,
+    )
+
+    def mutated(row: dict) -> Any:
+        return strategies.fixed_dictionaries({key: strategies.just(value) | hostile for key, value in row.items()})
+
+    def send(path: str, body: dict) -> None:
+        answer = requests.post(f"{endpoint}{path}", data=json.dumps(body), headers={"content-type": "application/json", **OUTCOME_AUTH}, timeout=30)
+        assert answer.status_code < 500, (body, answer.text)
+        statuses.append(answer.status_code)
+
+    @hypothesis_settings(fuzzing, max_examples=300)
+    @given(row=mutated(client_rows(lake, 2)[1]) | mutated(lookup_row(lake)), version=strategies.none() | hostile)
+    def predictions(row: dict, version: Any) -> None:
+        send(f"/v1/models/{NAME}:predict", {"row": row, **({} if version is None else {"version": version})})
+
+    @hypothesis_settings(fuzzing, max_examples=100)
+    @given(outcome=mutated({"request_id": "some-request", "row": 0, "label": 31.5, "observed_at": "2026-01-05T12:30:00Z"}))
+    def outcomes(outcome: dict) -> None:
+        send("/v1/outcomes", {"model": NAME, "outcomes": [outcome]})
+
+    predictions()
+    outcomes()
+    assert len(statuses) >= 500 and {200, 404, 422} <= set(statuses)
 
 
 def test_missing_feature_wrong_type_and_unknown_model(lake: Settings, endpoint: str, deployments: Deployments) -> None:
     row = client_rows(lake, 2)[1]
     missing = post(endpoint, {"row": {k: v for k, v in row.items() if k != "basket_size"}})
-    assert missing.status_code == 422 and missing.json()["field"] == "basket_size" and "add it" in missing.json()["error"]
+    assert missing.status_code == 422 and missing.json()["error"]["field"] == "basket_size" and "add it" in missing.json()["error"]["message"]
     wrong = post(endpoint, {"row": {**row, "order_ts": "yesterday"}})
-    assert wrong.status_code == 422 and "ISO 8601" in wrong.json()["error"]
+    assert wrong.status_code == 422 and "ISO 8601" in wrong.json()["error"]["message"]
     unknown = requests.post(f"{endpoint}/v1/models/ghost:predict", json={"row": row}, timeout=30)
-    assert unknown.status_code == 404 and "cupola deploy ghost" in unknown.json()["error"]
+    assert unknown.status_code == 404 and "cupola deploy ghost" in unknown.json()["error"]["message"]
     assert requests.get(f"{endpoint}/healthz", timeout=10).status_code == 200
     assert NAME in requests.get(f"{endpoint}/readyz", timeout=10).json()["deployed_models"]
     assert "/v1/models/{name}:predict" in requests.get(f"{endpoint}/openapi.json", timeout=10).json()["paths"]
@@ -287,6 +377,21 @@ def test_shadow_predictions_are_logged_and_never_returned(lake: Settings, endpoi
         assert json.loads(record["primary_predictions"]) == primary_v1
         assert json.loads(record["shadow_predictions"]) == shadow_v2
         assert record["max_abs_difference"] == pytest.approx(max(abs(a - b) for a, b in zip(primary_v1, shadow_v2, strict=True)))
+
+
+def test_bad_input_never_counts_against_a_canary(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+    """Only the canary's own faults count: requests refused for their input (here the bodies that were 500s once)
+    leave a canary with a zero error budget in place."""
+    deployments.put(DeploymentConfig(model=NAME, canary=Canary(version=2, percent=50, max_error_rate=0.0, min_requests=3)), "canary", "tester")
+    revision = deployments.get(NAME).revision
+    row = client_rows(lake, 2)[1]
+    wait_until(lambda: post(endpoint, {"row": row}).json()["served_by"] == "canary")
+    hostile = [{**row, **changes} for changes, _, _ in ADVERSARIAL if "restaurant_id" not in changes]
+    with requests.Session() as session:
+        refused = {post(endpoint, {"row": bad}, session).status_code for bad in hostile for _ in range(10)}
+        served = [post(endpoint, {"row": row}, session).json()["served_by"] for _ in range(40)]
+    assert refused == {422} and "canary" in served
+    assert deployments.get(NAME).revision == revision and deployments.get(NAME).config.canary is not None
 
 
 def test_failing_canary_is_rolled_back_automatically_and_recorded(lake: Settings, endpoint: str, deployments: Deployments) -> None:

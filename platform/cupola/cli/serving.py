@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cupola.cli.console import console, load_settings, remote, user_errors
+from cupola.errors import InvalidInput, NotFound
 
 deployments_app = typer.Typer(help="Online deployments: what serves, canaries, shadows, history.", no_args_is_help=True)
 predict_app = typer.Typer(help="Predictions: batch over Parquet with Ray Data, or rows in-process.", no_args_is_help=True)
@@ -35,7 +36,7 @@ def deploy_command(
 
     with user_errors():
         if alias and version:
-            raise ValueError("give --alias or --version, not both")
+            raise InvalidInput("give --alias or --version, not both")
         settings = load_settings()
         target = str(version) if version else (alias or "production")
         canary = None
@@ -104,7 +105,7 @@ def history(name: str) -> None:
     with user_errors():
         events = Deployments.from_settings(load_settings()).events(name)
         if not events:
-            raise KeyError(f"model '{name}' was never deployed")
+            raise NotFound(f"model '{name}' was never deployed")
     table = Table("at (UTC)", "action", "target", "canary", "shadow", "by", "reason")
     for e in events:
         c = e.config
@@ -124,7 +125,7 @@ def served_at(name: str, at: Annotated[str, typer.Argument(help="ISO 8601 time, 
         settings = load_settings()
         serving = Deployments.from_settings(settings).serving_at(name, moment, create_repository(settings))
         if serving is None:
-            raise KeyError(f"model '{name}' was not deployed at {moment.isoformat()}")
+            raise NotFound(f"model '{name}' was not deployed at {moment.isoformat()}")
     canary = f", canary v{serving.canary.version} at {serving.canary.percent:g}%" if serving.canary else ""
     shadow = f", shadow v{serving.shadow_version}" if serving.shadow_version else ""
     console.print(f"{name} at {moment.isoformat()}: v{serving.version} (target {serving.target}){canary}{shadow}")
@@ -139,14 +140,15 @@ def batch(
     features_from_offline_store: Annotated[bool, typer.Option(help="the input has entity keys and event times: join store features point-in-time first")] = False,
     workers: Annotated[Optional[int], typer.Option(help="Ray Data actors (default: one per CPU; on nodes under 2 CPUs, one fewer than the nodes)")] = None,
     keep: Annotated[Optional[list[str]], typer.Option(help="input columns to write beside the predictions (repeat; default: all but joined store features)")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process), ray-data (over the cluster), or auto: local up to CUPOLA_BATCH_LOCAL_MAX_ROWS rows")] = "auto",
 ) -> None:
-    """Predict a Parquet dataset with Ray Data (model loaded once per worker) and write predictions to the datalake."""
+    """Predict a Parquet dataset (in this process or with Ray Data, by size) and write predictions to the datalake."""
     from cupola.serving.batch import predict_batch
 
     with user_errors():
         with console.status(f"batch prediction with {name} {version}"):
-            result = predict_batch(load_settings(), name, version, input_path, output, features_from_offline_store, workers, keep or None)
-    console.print(f"{result.rows:,} rows predicted by {result.model} v{result.version} in {result.seconds:.1f} s (run {result.run_id})")
+            result = predict_batch(load_settings(), name, version, input_path, output, features_from_offline_store, workers, keep or None, engine)  # type: ignore[arg-type]
+    console.print(f"{result.rows:,} rows predicted by {result.model} v{result.version} in {result.seconds:.1f} s with {result.engine} (run {result.run_id})")
     console.print(f"output: {result.output_uri}", highlight=False)
 
 

@@ -1,28 +1,39 @@
-"""Batch prediction: a Parquet dataset in, predictions back to the datalake, with Ray Data.
+"""Batch prediction: a Parquet dataset in, predictions back to the datalake, in one process or with Ray Data.
 
-Each Ray Data actor loads the model version once and then predicts batch after batch with the
-same `Predictor` that serves online requests. The version is resolved to a number before the
-job starts, so an alias moved mid-job cannot mix versions. Output rows carry the model name,
-the version, the partition model that answered and the batch run id.
+Two engines, the same `Predictor` that serves online requests and the same output:
+  local     this process reads the dataset batch by batch with pyarrow, predicts, and writes one
+            Parquet file; no Ray worker, no planning, no actor start-up.
+  ray-data  Ray Data reads in parallel, predicting actors load the version once each, and the
+            writes stream back: the work spreads over the cluster.
+`auto` (the default) counts the input rows from the Parquet footers and runs `local` up to
+`Settings.batch_local_max_rows`: Ray Data's fixed cost (actor processes, imports, planning) is
+seconds, which only a large input repays (see benchmarks/batch_predict.py).
+
+The version is resolved to a number before the job starts, so an alias moved mid-job cannot mix
+versions. Output rows carry the model name, the version, the partition model that answered and
+the batch run id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pds
+import pyarrow.parquet as pq
 import ray
 
 from cupola.config import Settings
+from cupola.errors import InvalidInput
 from cupola.model_inputs import raw_columns
 from cupola.runtime import ensure_ray
 from cupola.serving.predictor import Predictor, version_spec
@@ -38,6 +49,10 @@ BATCH_ROWS = 65_536
 ACTOR_CPUS = 0.5
 
 
+Engine = Literal["auto", "local", "ray-data"]
+ENGINES: tuple[str, ...] = ("auto", "local", "ray-data")
+
+
 @dataclass(frozen=True)
 class BatchResult:
     run_id: str
@@ -47,6 +62,7 @@ class BatchResult:
     output_uri: str
     rows: int
     seconds: float
+    engine: str
 
 
 class PredictBatches:
@@ -93,11 +109,14 @@ def predict_batch(
     features_from_offline_store: bool = False,
     workers: int | None = None,
     keep: list[str] | None = None,
+    engine: Engine = "auto",
 ) -> BatchResult:
     """Predict every row of the Parquet dataset at `input_path` (datalake path or URI) and write the result.
 
     The output keeps the `keep` input columns beside the predictions; by default every input column
     except the joined store features (`group__feature`), which would double the bytes written."""
+    if engine not in ENGINES:
+        raise InvalidInput(f"engine '{engine}' is not one of {', '.join(ENGINES)}", "engine")
     started = time.perf_counter()
     repository = create_repository(settings)
     try:
@@ -110,10 +129,10 @@ def predict_batch(
     try:
         source = datalake.parquet_dataset(input_uri)
     except (FileNotFoundError, OSError) as error:
-        raise FileNotFoundError(f"batch input {input_uri} cannot be read as Parquet: {error}") from None
-    ensure_ray(settings)
+        raise InvalidInput(f"batch input {input_uri} cannot be read as Parquet: {error}", "input") from None
     spec = version_spec(version)
     if features_from_offline_store:
+        ensure_ray(settings)
         input_uri = _join_offline_features(settings, spec, source, input_uri, run_id)
         source = datalake.parquet_dataset(input_uri)
 
@@ -122,6 +141,49 @@ def predict_batch(
     needed = [*raw_columns(spec), *([spec.partition.column] if spec.partition else [])]
     read = [c for c in columns if c in set(keys) | set(needed)]  # read only what is predicted from or written back
     output_uri = _uri(datalake, output_path or f"predictions/{name}/{run_id}")
+    chosen = engine if engine != "auto" else ("local" if source.count_rows() <= settings.batch_local_max_rows else "ray-data")
+    if chosen == "local":
+        _predict_locally(settings, version, source, read, keys, datalake, output_uri, run_id)
+    else:
+        _predict_with_ray_data(settings, name, version.version, input_uri, read, keys, datalake, output_uri, run_id, workers)
+    rows = datalake.parquet_dataset(output_uri).count_rows()
+    return BatchResult(run_id, name, version.version, input_uri, output_uri, rows, time.perf_counter() - started, chosen)
+
+
+def _predict_locally(
+    settings: Settings, version: Any, source: pds.Dataset, read: list[str], keep: list[str], datalake: Datalake, output_uri: str, run_id: str
+) -> None:
+    """The `local` engine: batches of BATCH_ROWS streamed from the dataset through the Predictor into one file."""
+    if version.spec["algorithm"]["name"] == "xgboost":
+        import_xgboost_without_sklearn()
+    predictor = Predictor.from_version(version, ArtifactStore(datalake))
+    if version.spec["algorithm"]["name"] == "xgboost":
+        for booster in predictor.models.values():  # a local job has this process's cores to itself, not one CPU's share
+            booster.set_param({"nthread": os.cpu_count() or 1})
+    filesystem, folder = datalake.locate(output_uri)
+    filesystem.create_dir(folder, recursive=True)
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in source.to_batches(columns=read, batch_size=BATCH_ROWS):
+            if batch.num_rows == 0:
+                continue
+            table = with_predictions(predictor, pa.Table.from_batches([batch]), run_id, keep)
+            if writer is None:
+                writer = pq.ParquetWriter(f"{folder}/part-00000.parquet", table.schema, filesystem=filesystem)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise InvalidInput("the batch input has no rows to predict", "input")
+
+
+def _predict_with_ray_data(
+    settings: Settings, name: str, version: int, input_uri: str, read: list[str], keep: list[str], datalake: Datalake, output_uri: str, run_id: str,
+    workers: int | None,
+) -> None:
+    """The `ray-data` engine: parallel read, one predicting actor per CPU (the version loaded once each), streamed writes."""
+    ensure_ray(settings)
     node_cpus = [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
     cpus = max(1, int(sum(node_cpus)))
     input_filesystem, input_path = datalake.locate(input_uri)
@@ -131,7 +193,7 @@ def predict_batch(
         )
     dataset = source_rows.map_batches(
         PredictBatches,
-        fn_constructor_kwargs={"settings": settings.for_workers(), "name": name, "version": version.version, "run_id": run_id, "keep": keys},
+        fn_constructor_kwargs={"settings": settings.for_workers(), "name": name, "version": version, "run_id": run_id, "keep": keep},
         batch_format="pyarrow",
         batch_size=BATCH_ROWS,
         compute=ray.data.ActorPoolStrategy(size=workers or default_workers(node_cpus)),
@@ -139,8 +201,6 @@ def predict_batch(
     )
     output_filesystem, output_path = datalake.locate(output_uri)
     dataset.write_parquet(output_path, filesystem=output_filesystem, ray_remote_args={"num_cpus": ACTOR_CPUS})
-    rows = datalake.parquet_dataset(output_uri).count_rows()
-    return BatchResult(run_id, name, version.version, input_uri, output_uri, rows, time.perf_counter() - started)
 
 
 def default_workers(node_cpus: list[float]) -> int:
@@ -190,7 +250,7 @@ def _join_offline_features(settings: Settings, spec: Any, source: pds.Dataset, i
     from cupola.features import FeatureStore
 
     if spec.event_time not in source.schema.names:
-        raise KeyError(f"batch input has no event time column '{spec.event_time}': features are joined as of that time")
+        raise InvalidInput(f"batch input has no event time column '{spec.event_time}': features are joined as of that time")
     if not spec.store_features():
         return input_uri
     frame = source.to_table().to_pandas()
