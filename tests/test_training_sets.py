@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from cupola import FeatureStore, Settings
+from cupola.errors import InvalidInput, NotFound
 from cupola.examples import EXAMPLE_FEATURES, LABEL_EVENT_TIME, LABELS_PATH
 from cupola.features.pipeline import build_feature_group
 from cupola.features.training_sets import build_training_set
@@ -117,11 +118,11 @@ def test_same_inputs_give_the_same_fingerprint(store: FeatureStore, scenario: di
 
 def test_bad_labels_get_clear_errors(store: FeatureStore, scenario: dict) -> None:
     stages = [(scenario["users"], ["value"])]
-    with pytest.raises(KeyError, match="no entity column 'user_id'"):
+    with pytest.raises(InvalidInput, match="no entity column 'user_id'"):
         build_training_set("bad", scenario["labels"].drop(columns="user_id"), "event_at", stages, store.datalake)
-    with pytest.raises(KeyError, match="no event-time column 'when'"):
+    with pytest.raises(InvalidInput, match="no event-time column 'when'"):
         build_training_set("bad", scenario["labels"], "when", stages, store.datalake)
-    with pytest.raises(FileNotFoundError, match="no Parquet label files"):
+    with pytest.raises(NotFound, match="no Parquet label files"):
         build_training_set("bad", "labels/absent", "event_at", stages, store.datalake)
 
 
