@@ -12,10 +12,15 @@ import json
 import random
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from cupola.config import Settings
+from cupola.errors import Conflict, InvalidInput, Unavailable
+
+Result = TypeVar("Result")
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "model repository", [
@@ -53,6 +58,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE TABLE IF NOT EXISTS schedule_decisions (model text, due_at text, decided_at text, decision text, run_id text, reason text, "
         "PRIMARY KEY (model, due_at))",
     ]),
+    (5, "clients' request ids beside the server's in the prediction log", [
+        "ALTER TABLE prediction_log ADD client_request_id text",
+    ]),
 ]
 _sessions: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -80,7 +88,7 @@ def _connect(settings: Settings) -> Any:
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
         from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
     except ImportError:
-        raise NotImplementedError("CUPOLA_BACKEND=cassandra needs cassandra-driver: pip install 'cupola[cassandra]'") from None
+        raise InvalidInput("CUPOLA_BACKEND=cassandra needs cassandra-driver: pip install 'cupola[cassandra]'") from None
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)),
         request_timeout=settings.cassandra_request_timeout_s,
@@ -97,10 +105,33 @@ def _connect(settings: Settings) -> Any:
         cluster.shutdown()
         addresses = ", ".join(f"{host}:{settings.cassandra_port}" for host in settings.cassandra_hosts)
         reasons = "; ".join(f"{type(reason).__name__}: {reason}" for reason in error.errors.values()) or str(error)
-        raise ConnectionError(
+        raise Unavailable(
             f"Cassandra is unreachable at {addresses} ({reasons}): start the local one with `cluster/cassandra/start`, "
             "or set CUPOLA_CASSANDRA_HOSTS and CUPOLA_CASSANDRA_PORT"
         ) from None
+
+
+LWT_ATTEMPTS = 200
+
+
+def until_applied(attempt: Callable[[], Result | None], what: str) -> Result:
+    """Repeat `attempt` (read, judge, conditional write; None when the write was not applied because another
+    writer got there first) until it applies, with a jittered back-off that grows 5 ms per try; Conflict
+    after LWT_ATTEMPTS. The one retry loop of the Cassandra stores' lightweight transactions."""
+    for tried in range(LWT_ATTEMPTS):
+        result = attempt()
+        if result is not None:
+            return result
+        time.sleep(random.uniform(0, 0.005 * (tried + 1)))
+    raise Conflict(f"could not {what} after {LWT_ATTEMPTS} conflicting attempts")
+
+
+def _in_keyspace(statement: str, keyspace: str) -> str:
+    """A migration's statement with its table named in the keyspace (migrations name tables without one)."""
+    for verb in ("CREATE TABLE IF NOT EXISTS ", "ALTER TABLE "):
+        if statement.startswith(verb):
+            return statement.replace(verb, f"{verb}{keyspace}.", 1)
+    return statement
 
 
 def migrate(session: Any, settings: Settings) -> list[int]:
@@ -115,7 +146,7 @@ def migrate(session: Any, settings: Settings) -> list[int]:
         if version in done:
             continue
         for statement in statements:
-            session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {keyspace}.", 1))
+            session.execute(_in_keyspace(statement, keyspace))
         session.execute(
             f"INSERT INTO {keyspace}.schema_migrations (version, description, applied_at) VALUES (%s, %s, %s)",
             (version, description, datetime.now(timezone.utc)),

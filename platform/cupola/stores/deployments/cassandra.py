@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
-from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
+from cupola.errors import NotFound
+from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid, until_applied
 from cupola.stores.deployments.base import (
     Deployment,
     DeploymentConfig,
@@ -24,7 +25,6 @@ from cupola.stores.deployments.base import (
     max_difference,
 )
 
-MAX_ATTEMPTS = 100
 SHADOW_DAYS_LISTED = 30
 
 
@@ -73,7 +73,7 @@ class CassandraDeployments(Deployments):
         return sorted((_deployment(row) for row in rows), key=lambda d: d.config.model)
 
     def put(self, config: DeploymentConfig, action: str, by: str, reason: str = "", expected_revision: int | None = None) -> Deployment:
-        for _ in range(MAX_ATTEMPTS):
+        def write() -> Deployment | None:  # None: another writer changed the deployment between the read and the write
             at = datetime.now(timezone.utc)
             current = self.get(config.model)
             revision = current.revision if current else 0
@@ -83,20 +83,24 @@ class CassandraDeployments(Deployments):
                 applied = self._run("create", config.model, config.model_dump_json(), by, at.isoformat()).was_applied
             else:
                 applied = self._run("update", config.model_dump_json(), revision + 1, by, at.isoformat(), config.model, revision).was_applied
-            if applied:
-                self._event(config.model, action, config, reason, by, at)
-                return Deployment(config, revision + 1, by, at)
-        raise RuntimeError(f"could not write the deployment of '{config.model}' after {MAX_ATTEMPTS} conflicting attempts")
+            if not applied:
+                return None
+            self._event(config.model, action, config, reason, by, at)
+            return Deployment(config, revision + 1, by, at)
+
+        return until_applied(write, f"write the deployment of '{config.model}'")
 
     def remove(self, model: str, by: str, reason: str = "") -> None:
-        for _ in range(MAX_ATTEMPTS):
+        def delete() -> bool | None:
             current = self.get(model)
             if current is None:
-                raise KeyError(f"model '{model}' is not deployed")
-            if self._run("delete", model, current.revision).was_applied:
-                self._event(model, "undeploy", None, reason, by, datetime.now(timezone.utc))
-                return
-        raise RuntimeError(f"could not undeploy '{model}' after {MAX_ATTEMPTS} conflicting attempts")
+                raise NotFound(f"model '{model}' is not deployed")
+            if not self._run("delete", model, current.revision).was_applied:
+                return None
+            self._event(model, "undeploy", None, reason, by, datetime.now(timezone.utc))
+            return True
+
+        until_applied(delete, f"undeploy '{model}'")
 
     def _event(self, model: str, action: str, config: DeploymentConfig | None, reason: str, by: str, at: datetime) -> None:
         self._run("event", model, timeuuid(at), action, config.model_dump_json() if config else None, reason, by, at.isoformat())

@@ -13,18 +13,15 @@ Artifacts stay in the datalake, referenced by URI and sha256, as on SQLite.
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
 from cupola.config import Settings
-from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid
+from cupola.errors import NotFound
+from cupola.stores.cassandra_db import cassandra_session, consistency, serial_consistency, timeuuid, until_applied
 from cupola.stores.models.base import AliasMove, ModelRepository, ModelVersion, NewModelVersion, alias_conflict
 from cupola.stores.models.records import decode_record, encode_record
-
-MAX_ATTEMPTS = 200
 
 
 def _now() -> datetime:
@@ -68,21 +65,23 @@ class CassandraModelRepository(ModelRepository):
 
     def register(self, draft: NewModelVersion) -> ModelVersion:
         record = encode_record(draft)
-        for attempt in range(MAX_ATTEMPTS):
+
+        def take_next_number() -> ModelVersion | None:  # None: another process took this number first
             latest = self._run("latest", draft.name).one()
             version = (latest.version if latest else 0) + 1
             registered_at = _now().isoformat()
-            if self._run("insert", draft.name, version, registered_at, record).was_applied:
-                return ModelVersion(**asdict(draft) | {"artifacts": draft.artifacts}, version=version, registered_at=datetime.fromisoformat(registered_at))
-            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # another process took this number: back off, read again
-        raise RuntimeError(f"could not register a version of '{draft.name}' after {MAX_ATTEMPTS} conflicting attempts")
+            if not self._run("insert", draft.name, version, registered_at, record).was_applied:
+                return None
+            return ModelVersion(**asdict(draft) | {"artifacts": draft.artifacts}, version=version, registered_at=datetime.fromisoformat(registered_at))
+
+        return until_applied(take_next_number, f"register a version of '{draft.name}'")
 
     def get(self, name: str, version: int) -> ModelVersion:
         row = self._run("get", name, version).one()
         if row is None:
             existing = [v.version for v in self.versions(name)]
             hint = f"versions: {existing[0]}..{existing[-1]}" if existing else "the model has no versions"
-            raise KeyError(f"model '{name}' has no version {version}; {hint}")
+            raise NotFound(f"model '{name}' has no version {version}; {hint}")
         return decode_record(row.version, row.registered_at, row.record)
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -93,25 +92,25 @@ class CassandraModelRepository(ModelRepository):
 
     def set_alias(self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None) -> AliasMove:
         self.get(name, version)
-        for attempt in range(MAX_ATTEMPTS):
+
+        def move() -> AliasMove | None:  # None: moved meanwhile, judge the precondition again
             row = self._run("alias", name, alias).one()
             current = row.version if row else None
             if expected_version is not None and (current or 0) != expected_version:
                 raise alias_conflict(name, alias, current, expected_version)
             result = self._run("create_alias", name, alias, version) if current is None else self._run("move_alias", version, name, alias, current)
-            if result.was_applied:
-                return self._record(name, alias, version, current, moved_by)
-            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # moved meanwhile: judge the precondition again
-        raise RuntimeError(f"could not move alias '{alias}' of '{name}' after {MAX_ATTEMPTS} conflicting attempts")
+            return self._record(name, alias, version, current, moved_by) if result.was_applied else None
+
+        return until_applied(move, f"move alias '{alias}' of '{name}'")
 
     def delete_alias(self, name: str, alias: str, moved_by: str) -> AliasMove:
-        for _ in range(MAX_ATTEMPTS):
+        def delete() -> AliasMove | None:
             row = self._run("alias", name, alias).one()
             if row is None:
-                raise KeyError(f"model '{name}' has no alias '{alias}'")
-            if self._run("delete_alias", name, alias, row.version).was_applied:
-                return self._record(name, alias, None, row.version, moved_by)
-        raise RuntimeError(f"could not delete alias '{alias}' of '{name}' after {MAX_ATTEMPTS} conflicting attempts")
+                raise NotFound(f"model '{name}' has no alias '{alias}'")
+            return self._record(name, alias, None, row.version, moved_by) if self._run("delete_alias", name, alias, row.version).was_applied else None
+
+        return until_applied(delete, f"delete alias '{alias}' of '{name}'")
 
     def _record(self, name: str, alias: str, version: int | None, previous: int | None, moved_by: str) -> AliasMove:
         moved_at = _now()
