@@ -54,6 +54,14 @@ def test_regression_metrics_match_scikit_learn(seed: int) -> None:
     assert m.regression_metrics(label - 50, predictions)["rmsle"] is None  # undefined with negative labels
 
 
+def test_logloss_of_confident_float32_probabilities_is_finite_and_matches_scikit_learn() -> None:
+    """XGBoost predicts float32: exact 0.0 and 1.0 for confident rows made log loss NaN once (float32 clipping)."""
+    label = np.array([1, 0, 1, 0, 1], dtype="float64")
+    scores = np.array([1.0, 0.0, 0.999999, 0.3, 0.7], dtype="float32")
+    got = m.logloss(label, scores)
+    assert np.isfinite(got) and got == pytest.approx(skm.log_loss(label, scores.astype("float64")), rel=1e-6)
+
+
 @pytest.mark.parametrize(("seed", "ties"), [(0, False), (1, False), (2, True), (3, True)])
 def test_binary_metrics_match_scikit_learn(seed: int, ties: bool) -> None:
     label, scores = random_binary(seed, ties=ties)

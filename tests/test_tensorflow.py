@@ -83,7 +83,7 @@ def test_large_keras_units_are_fitted_data_parallel_with_ray_train(example_lake:
     units = version.summary["units"]
     assert version.metrics[f"unit:{units[0]}"]["trained_with"] == "ray-train tensorflow, 2 workers"  # the fallback: every row
     assert all(version.metrics[f"unit:{u}"]["trained_with"] == "in-process" for u in units[1:])
-    assert version.metrics[f"unit:{units[0]}"]["iterations"] >= 1
+    assert 1 <= version.metrics[f"unit:{units[0]}"]["iterations"] <= 8  # early stopping within the 8 epochs asked
 
     models = Predictor.from_version(version, ArtifactStore(FeatureStore(settings).datalake)).models
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))

@@ -47,7 +47,9 @@ def mape(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def logloss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, EPSILON, 1 - EPSILON)
+    """Clipped in float64: models predict float32, where 1 - 1e-15 rounds to 1.0 and a confident right answer
+    became 0 * log(0) = NaN (half of a search's trials once scored NaN and were never chosen)."""
+    p = np.clip(np.asarray(p, dtype="float64"), EPSILON, 1 - EPSILON)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
