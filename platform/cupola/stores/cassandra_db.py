@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import ssl
 import threading
 import time
@@ -134,6 +135,20 @@ def _in_keyspace(statement: str, keyspace: str) -> str:
     return statement
 
 
+ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD (\w+) ")
+
+
+def _column_already_added(session: Any, keyspace: str, statement: str) -> bool:
+    """Whether an `ALTER TABLE t ADD c ...` was applied already (Cassandra has no ADD IF NOT EXISTS, and two
+    processes may migrate at once, or one may have stopped before recording the migration)."""
+    match = ADD_COLUMN.match(statement)
+    if match is None:
+        return False
+    table, column = match.groups()
+    query = "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND table_name = %s AND column_name = %s"
+    return session.execute(query, (keyspace, table, column)).one() is not None
+
+
 def migrate(session: Any, settings: Settings) -> list[int]:
     """Create the keyspace and apply every migration not yet recorded; returns the versions applied now."""
     keyspace = settings.cassandra_keyspace
@@ -146,7 +161,8 @@ def migrate(session: Any, settings: Settings) -> list[int]:
         if version in done:
             continue
         for statement in statements:
-            session.execute(_in_keyspace(statement, keyspace))
+            if not _column_already_added(session, keyspace, statement):
+                session.execute(_in_keyspace(statement, keyspace))
         session.execute(
             f"INSERT INTO {keyspace}.schema_migrations (version, description, applied_at) VALUES (%s, %s, %s)",
             (version, description, datetime.now(timezone.utc)),
