@@ -42,6 +42,7 @@ from cupola.stores.models import ArtifactStore, create_repository
 from cupola.training.algorithms import import_xgboost_without_sklearn
 
 BATCH_ROWS = 65_536
+LOCAL_BATCH_ROWS = 262_144  # in one process, fewer and larger batches: less per-batch overhead, the same memory bound
 # Each predicting actor, and each read and write task, reserves half a CPU: with whole CPUs, one actor
 # per CPU held every CPU and the tasks that feed them never got one (the job hung here on 2 cores); and
 # with whole-CPU tasks beside half-CPU actors, two 1-CPU nodes each kept half a CPU free that no task fit
@@ -153,7 +154,7 @@ def predict_batch(
 def _predict_locally(
     settings: Settings, version: Any, source: pds.Dataset, read: list[str], keep: list[str], datalake: Datalake, output_uri: str, run_id: str
 ) -> None:
-    """The `local` engine: batches of BATCH_ROWS streamed from the dataset through the Predictor into one file."""
+    """The `local` engine: batches of LOCAL_BATCH_ROWS streamed from the dataset through the Predictor into one file."""
     if version.spec["algorithm"]["name"] == "xgboost":
         import_xgboost_without_sklearn()
     predictor = Predictor.from_version(version, ArtifactStore(datalake))
@@ -164,7 +165,7 @@ def _predict_locally(
     filesystem.create_dir(folder, recursive=True)
     writer: pq.ParquetWriter | None = None
     try:
-        for batch in source.to_batches(columns=read, batch_size=BATCH_ROWS):
+        for batch in source.to_batches(columns=read, batch_size=LOCAL_BATCH_ROWS):
             if batch.num_rows == 0:
                 continue
             table = with_predictions(predictor, pa.Table.from_batches([batch]), run_id, keep)
