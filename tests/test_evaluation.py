@@ -16,8 +16,8 @@ from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 from cupola import Settings
+from cupola import metrics as m
 from cupola.cli.main import app
-from cupola.evaluation import metrics as m
 from cupola.evaluation.importance import permutation_importance
 from cupola.evaluation.publish import compare_versions, version_report_html
 from cupola.examples.delivery import CITY_NAMES

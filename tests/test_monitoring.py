@@ -20,8 +20,7 @@ import ray
 import requests
 import yaml
 
-from cupola import Settings
-from cupola.evaluation import metrics
+from cupola import Settings, metrics
 from cupola.monitoring.actor import NAMESPACE, actor_name
 from cupola.monitoring.demo import client_rows
 from cupola.monitoring.live import ALL_UNITS, LiveMetrics

@@ -163,7 +163,7 @@ def test_owned_workers_import_xgboost_without_scikit_learn() -> None:
     script = """
 import sys
 import numpy as np
-from cupola.training.algorithms import XGBoostAlgorithm, import_xgboost_without_sklearn
+from cupola.algorithms import XGBoostAlgorithm, import_xgboost_without_sklearn
 import_xgboost_without_sklearn()
 assert "xgboost" in sys.modules and "sklearn" not in sys.modules, sorted(m for m in sys.modules if "sklearn" in m)
 rng = np.random.default_rng(0)

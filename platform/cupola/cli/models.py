@@ -207,8 +207,8 @@ def report(
 @models_app.command("compare")
 def compare(name: str, first: str, second: str) -> None:
     """Test metrics of two versions (numbers or aliases) side by side, overall and per partition."""
-    from cupola.evaluation.metrics import LOWER_IS_BETTER
     from cupola.evaluation.publish import compare_versions
+    from cupola.metrics import LOWER_IS_BETTER
 
     with user_errors():
         a, b, rows = compare_versions(open_repository(), name, first, second)

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from cupola.evaluation.metrics import best_f1_threshold, task_metrics
+from cupola.algorithms import get_algorithm
+from cupola.metrics import best_f1_threshold, task_metrics
 from cupola.routing import FALLBACK, predict_routed
 from cupola.specs.model import ModelSpec
-from cupola.training.algorithms import get_algorithm
 from cupola.training.dataset import PreparedData
 
 

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from cupola.evaluation.metrics import LOWER_IS_BETTER  # noqa: E402
+from cupola.metrics import LOWER_IS_BETTER  # noqa: E402
 
 STYLE = {"svg.fonttype": "none", "svg.hashsalt": "cupola", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
 BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#888888"

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cupola.evaluation.metrics import SCORERS
+from cupola.metrics import SCORERS
 from cupola.specs.model import METRIC_MODE
 
 

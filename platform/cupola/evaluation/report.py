@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from cupola.evaluation import metrics as m
+from cupola import metrics as m
+from cupola.algorithms import get_algorithm
 from cupola.evaluation.distributions import category_distribution, numeric_distributions
 from cupola.evaluation.evaluate import Evaluation
 from cupola.evaluation.importance import native_importance, permutation_importance
 from cupola.routing import FALLBACK, predict_routed
 from cupola.specs.model import ModelSpec
-from cupola.training.algorithms import get_algorithm
 from cupola.training.dataset import PreparedData
 
 CURVE_POINTS = 200

@@ -21,7 +21,6 @@ from cupola.errors import ServerFault
 from cupola.examples.delivery import request_row
 from cupola.monitoring.live import ALL_UNITS
 from cupola.monitoring.summary import Breach, monitor_summary
-from cupola.serving.predictor import version_spec
 from cupola.stores.datalake import Datalake
 from cupola.stores.models import ModelVersion
 from cupola.stores.monitoring.base import MonitoringStore, event_key
@@ -60,7 +59,7 @@ def run_monitoring_demo(settings: Settings, url: str, version: ModelVersion) -> 
     training_set = Datalake.from_settings(settings).parquet_dataset(version.data["training_set"]).to_table().to_pandas()
     frame = training_set.sample(2 * PHASE_ROWS, random_state=7)  # like live traffic: no drift
     label = version.spec["label"]
-    window = version_spec(version).monitoring.window_names()[0]
+    window = version.model_spec().monitoring.window_names()[0]
     store = MonitoringStore.from_settings(settings)
     phases = []
     for index, (name, delay) in enumerate([("true outcomes", 0.0), (f"outcomes {PLANTED_DELAY_MINUTES:g} min later than predicted (planted)", PLANTED_DELAY_MINUTES)]):

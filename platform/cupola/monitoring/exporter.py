@@ -15,7 +15,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from cupola.serving.predictor import version_spec
 from cupola.stores.deployments.base import Deployments
 from cupola.stores.models import ModelRepository
 from cupola.stores.monitoring.base import MonitoringStore
@@ -93,7 +92,7 @@ class MonitoringCollector:
             version = self._served_version(model, deployment.config.target)
             if version is None:
                 continue
-            for (metric, bound), value in version_spec(version).monitoring.thresholds.limits().items():
+            for (metric, bound), value in version.model_spec().monitoring.thresholds.limits().items():
                 thresholds.add_metric([model, metric, bound], value)
         yield deployed
         yield thresholds

@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 from cupola.config import Settings
 from cupola.errors import InvalidInput
 from cupola.features.timeutil import to_utc
-from cupola.serving.predictor import version_spec
 from cupola.stores.datalake import Datalake
 from cupola.stores.models import create_repository
 from cupola.stores.monitoring.base import MonitoringStore, OutcomeReceipt, event_key
@@ -25,7 +24,7 @@ from cupola.stores.monitoring.base import MonitoringStore, OutcomeReceipt, event
 
 def join_outcomes(settings: Settings, model: str, since: datetime, until: datetime | None = None, version: int | str = "production") -> OutcomeReceipt:
     """Store the label events of `model` with event time in [since, until) as outcomes; the spec of `version` names the columns."""
-    spec = version_spec(create_repository(settings).resolve(model, version))
+    spec = create_repository(settings).resolve(model, version).model_spec()
     keys = spec.monitoring.outcome_keys
     if not keys:
         raise InvalidInput(f"model '{model}' sets no monitoring.outcome_keys, so label events cannot be matched to predictions: add e.g. `outcome_keys: [order_id]`")

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cupola.evaluation import metrics
+from cupola import metrics
 from cupola.evaluation.distributions import bin_counts
-from cupola.serving.predictor import version_spec
 from cupola.specs.model import ModelSpec
 from cupola.stores.models import ModelRepository, ModelVersion
 from cupola.stores.monitoring.base import MAX_WINDOW_S, LiveMetric, MonitoringStore
@@ -42,7 +41,7 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def accuracy_metrics(task: str, labels: np.ndarray, predictions: np.ndarray, threshold: float) -> dict[str, float]:
-    """The live accuracy metrics of one group of joined rows (the offline definitions in `evaluation.metrics`)."""
+    """The live accuracy metrics of one group of joined rows (the offline definitions in `cupola.metrics`)."""
     if task == "regression":
         values: dict[str, float | None] = {
             "r2": metrics.r2(labels, predictions),
@@ -96,7 +95,7 @@ class LiveMetrics:
         key = (model, number)
         if key not in self._versions:
             record = self.repository.get(model, number)
-            self._versions[key] = (record, version_spec(record))
+            self._versions[key] = (record, record.model_spec())
         return self._versions[key]
 
     def compute(self, model: str, now: float) -> list[LiveMetric]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from cupola.serving.predictor import Predictions
+from cupola.predictions import Predictions
 from cupola.stores.monitoring.base import event_key
 
 FLUSH_INTERVAL_S = 0.25

@@ -67,8 +67,9 @@ from cupola.errors import (
 )
 from cupola.monitoring.exporter import monitoring_registry
 from cupola.monitoring.sampler import PredictionSampler, count_answer, count_refusal, mark_served
+from cupola.predictions import Predictions
 from cupola.serving.embedded import load_predictor
-from cupola.serving.predictor import MAX_ROWS_PER_REQUEST, Predictions, Predictor
+from cupola.serving.predictor import MAX_ROWS_PER_REQUEST, Predictor
 from cupola.serving.requests import INT64_MAX, INT64_MIN
 from cupola.stores.deployments.base import Canary, Deployment, DeploymentConflict, Deployments
 from cupola.stores.models import create_repository

@@ -32,14 +32,14 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import ray
 
+from cupola.algorithms import import_xgboost_without_sklearn
 from cupola.config import Settings
 from cupola.errors import InvalidInput
 from cupola.model_inputs import raw_columns
 from cupola.runtime import ensure_ray
-from cupola.serving.predictor import Predictor, version_spec
+from cupola.serving.predictor import Predictor
 from cupola.stores.datalake import Datalake
 from cupola.stores.models import ArtifactStore, create_repository
-from cupola.training.algorithms import import_xgboost_without_sklearn
 
 BATCH_ROWS = 65_536
 LOCAL_BATCH_ROWS = 262_144  # in one process, fewer and larger batches: less per-batch overhead, the same memory bound
@@ -131,7 +131,7 @@ def predict_batch(
         source = datalake.parquet_dataset(input_uri)
     except (FileNotFoundError, OSError) as error:
         raise InvalidInput(f"batch input {input_uri} cannot be read as Parquet: {error}", "input") from None
-    spec = version_spec(version)
+    spec = version.model_spec()
     if features_from_offline_store:
         ensure_ray(settings)
         input_uri = _join_offline_features(settings, spec, source, input_uri, run_id)

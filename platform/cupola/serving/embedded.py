@@ -5,7 +5,7 @@ from __future__ import annotations
 from cupola.config import Settings
 from cupola.features.offline_store import OfflineStore
 from cupola.features.registry import FeatureRegistry
-from cupola.serving.predictor import Predictor, version_spec
+from cupola.serving.predictor import Predictor
 from cupola.stores.datalake import Datalake
 from cupola.stores.models import ArtifactStore, ModelRepository, create_repository
 from cupola.stores.online.base import create_online_store
@@ -15,7 +15,7 @@ def load_predictor(settings: Settings, repository: ModelRepository, name: str, v
     """A version with its online-store lookups wired in when the spec reads the feature store."""
     version = repository.resolve(name, version_or_alias)
     datalake = Datalake.from_settings(settings)
-    store_features = version_spec(version).store_features()
+    store_features = version.model_spec().store_features()
     groups, online = [], None
     if store_features:
         groups = FeatureRegistry(settings.resolved_feature_repo(), OfflineStore(datalake)).resolve(store_features)

@@ -14,7 +14,6 @@ boosters above that (batch blocks): the two agree within the tolerance checked a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,37 +21,20 @@ import pandas as pd
 import pyarrow as pa
 
 from cupola import dsl
+from cupola.algorithms import get_algorithm
 from cupola.compiled_trees import COMPILED_MAX_ROWS, CompiledScorer, CompiledUnit
 from cupola.errors import InvalidInput, PayloadTooLarge
 from cupola.model_inputs import input_matrix, raw_columns, with_transforms
+from cupola.predictions import Predictions
 from cupola.routing import predict_routed
 from cupola.serving.requests import column, finite_float
 from cupola.specs.feature_group import FeatureGroupSpec, feature_column
-from cupola.specs.model import ModelSpec
 from cupola.stores.artifacts import ArtifactRef
 from cupola.stores.models import ArtifactStore, ModelVersion
 from cupola.stores.online.base import OnlineStore
-from cupola.training.algorithms import get_algorithm
 
 MAX_ROWS_PER_REQUEST = 1000
 COMPILED = CompiledScorer()
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Predictions in request order, the unit (partition model or fallback) that made each, the model
-    inputs as used (after lookups and transforms; what monitoring logs), each row's partition value,
-    and any entities the online store did not know (their features were treated as missing)."""
-
-    values: np.ndarray
-    units: np.ndarray
-    inputs: np.ndarray
-    partitions: np.ndarray
-    missing_entities: list[dict[str, Any]] = field(default_factory=list)
-
-
-def version_spec(version: ModelVersion) -> ModelSpec:
-    return ModelSpec.model_validate({k: v for k, v in version.spec.items() if not k.startswith("_")})
 
 
 class Predictor:
@@ -67,7 +49,7 @@ class Predictor:
         compiled: dict[str, CompiledUnit] | None = None,
     ) -> None:
         self.version = version
-        self.spec = version_spec(version)
+        self.spec = version.model_spec()
         self.algorithm = get_algorithm(self.spec.algorithm.name)
         self.models = models
         self.compiled = compiled or {}

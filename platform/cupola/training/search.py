@@ -31,9 +31,9 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from cupola.algorithms import get_algorithm, import_xgboost_without_sklearn
 from cupola.errors import ServerFault
 from cupola.specs.model import Distribution, ModelSpec
-from cupola.training.algorithms import get_algorithm, import_xgboost_without_sklearn
 from cupola.training.dataset import PreparedData
 
 TrialResult = dict[str, Any]  # {"score": float, "unit_scores": {unit: float}}

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from cupola.algorithms import get_algorithm
 from cupola.compiled_trees import ARTIFACT_FORMAT as COMPILED_FORMAT
 from cupola.compiled_trees import FILE_SUFFIX as COMPILED_SUFFIX
 from cupola.config import Settings
@@ -35,7 +36,6 @@ from cupola.stores import open_store
 from cupola.stores.datalake import Datalake
 from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion, NewModelVersion, create_repository
 from cupola.stores.runs import TrainingRun, TrainingRuns
-from cupola.training.algorithms import get_algorithm
 from cupola.training.compile import compile_for_serving
 from cupola.training.dataset import PreparedData, build_training_data, prepare
 from cupola.training.search import TrialResult, planned_configs, search

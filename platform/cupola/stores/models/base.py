@@ -16,6 +16,7 @@ from typing import Any
 
 from cupola.config import Settings
 from cupola.errors import Conflict, NotFound
+from cupola.specs.model import ModelSpec
 from cupola.stores import open_store
 from cupola.stores.artifacts import ArtifactRef
 
@@ -53,6 +54,10 @@ class NewModelVersion:
 class ModelVersion(NewModelVersion):
     version: int = 0
     registered_at: datetime | None = None
+
+    def model_spec(self) -> ModelSpec:
+        """The spec the version was trained from, validated again (keys starting with _ are bookkeeping: the source)."""
+        return ModelSpec.model_validate({k: v for k, v in self.spec.items() if not k.startswith("_")})
 
 
 @dataclass(frozen=True)

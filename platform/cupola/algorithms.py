@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from cupola.errors import InvalidInput
-from cupola.evaluation.metrics import SCORERS
+from cupola.metrics import SCORERS
 
 
 @dataclass(frozen=True)
