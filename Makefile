@@ -44,6 +44,7 @@ quickstart: venv
 # Lint (ruff) and the layering contracts of pyproject.toml (import-linter), before the tests.
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check platform tests benchmarks jobs serve_apps
+	$(BIN)/ruff format --check platform tests benchmarks jobs serve_apps
 	$(BIN)/lint-imports
 
 test: $(TEST_STAMP) system-packages lint

@@ -40,8 +40,12 @@ def bare(path: Path, predictor: object) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     frame = pq.read_table(path).to_pandas()
     spec = predictor.spec  # type: ignore[attr-defined]
-    columns = {c: frame[c].to_numpy() for c in [*predictor.request_columns, *predictor.store_columns] if c != spec.event_time}  # type: ignore[attr-defined]
-    columns[spec.event_time] = frame[spec.event_time].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()  # not via object Timestamps (3 s)
+    columns = {
+        c: frame[c].to_numpy() for c in [*predictor.request_columns, *predictor.store_columns] if c != spec.event_time
+    }  # type: ignore[attr-defined]
+    columns[spec.event_time] = (
+        frame[spec.event_time].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    )  # not via object Timestamps (3 s)
     matrix = input_matrix(spec, with_transforms(spec, columns, len(frame)), len(frame))
     units = route(list(predictor.models), frame["city"].astype(str).to_numpy())  # type: ignore[attr-defined]
     out = np.empty(len(frame))
@@ -68,16 +72,39 @@ def main() -> None:
         tiled.to_parquet(path, row_group_size=128 * 1024)
 
         started = time.perf_counter()
-        result = predict_batch(settings, version.name, "production", str(path), str(Path(folder) / "out"), engine=args.engine)
+        result = predict_batch(
+            settings, version.name, "production", str(path), str(Path(folder) / "out"), engine=args.engine
+        )
         cupola_s = time.perf_counter() - started
-        predicted = pds.dataset(result.output_uri.removeprefix("file://"), format="parquet").to_table(columns=["prediction"]).column(0).to_numpy()
+        predicted = (
+            pds.dataset(result.output_uri.removeprefix("file://"), format="parquet")
+            .to_table(columns=["prediction"])
+            .column(0)
+            .to_numpy()
+        )
 
         predictor = load_model(version.name, "production", settings)
         expected, bare_s = bare(path, predictor)
-        assert result.rows == args.rows and np.array_equal(np.sort(predicted), np.sort(expected)), "batch and bare predictions differ"
+        assert result.rows == args.rows and np.array_equal(np.sort(predicted), np.sort(expected)), (
+            "batch and bare predictions differ"
+        )
     cupola_rate, bare_rate = args.rows / cupola_s, args.rows / bare_s
-    print(f"cupola batch job ({result.engine}): {cupola_s:.2f} s ({cupola_rate:,.0f} rows/s, incl. read and write); bare inplace_predict: {bare_s:.2f} s ({bare_rate:,.0f} rows/s, read only)")
-    print(json.dumps({"rows": args.rows, "engine": result.engine, "cupola_s": cupola_s, "bare_s": bare_s, "cupola_rows_per_s": cupola_rate, "bare_rows_per_s": bare_rate, "ratio": cupola_rate / bare_rate}))
+    print(
+        f"cupola batch job ({result.engine}): {cupola_s:.2f} s ({cupola_rate:,.0f} rows/s, incl. read and write); bare inplace_predict: {bare_s:.2f} s ({bare_rate:,.0f} rows/s, read only)"
+    )
+    print(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "engine": result.engine,
+                "cupola_s": cupola_s,
+                "bare_s": bare_s,
+                "cupola_rows_per_s": cupola_rate,
+                "bare_rows_per_s": bare_rate,
+                "ratio": cupola_rate / bare_rate,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

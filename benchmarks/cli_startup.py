@@ -34,8 +34,17 @@ def main() -> None:
     cupola_s = statistics.median(wall([cupola, "--help"]) for _ in range(args.runs))
     baseline_s = statistics.median(wall(baseline) for _ in range(args.runs))
     print(f"cupola --help {cupola_s:.2f}s, python + typer + rich {baseline_s:.2f}s, ratio {cupola_s / baseline_s:.2f}")
-    print(json.dumps({"cupola_help_s": round(cupola_s, 3), "baseline_s": round(baseline_s, 3), "ratio": round(cupola_s / baseline_s, 2),
-                      "goal_s": GOAL_S, "met": cupola_s < GOAL_S}))
+    print(
+        json.dumps(
+            {
+                "cupola_help_s": round(cupola_s, 3),
+                "baseline_s": round(baseline_s, 3),
+                "ratio": round(cupola_s / baseline_s, 2),
+                "goal_s": GOAL_S,
+                "met": cupola_s < GOAL_S,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

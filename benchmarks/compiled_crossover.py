@@ -55,16 +55,26 @@ def main() -> None:
     results = {}
     for size in SIZES:
         rows = features[:size]
-        results[size] = {"compiled_ms": median_seconds(compiled.predict, rows) * 1000, "booster_ms": median_seconds(booster.inplace_predict, rows) * 1000}
-        print(f"{size:>6} rows: compiled {results[size]['compiled_ms']:.4f} ms, booster {results[size]['booster_ms']:.4f} ms", flush=True)
+        results[size] = {
+            "compiled_ms": median_seconds(compiled.predict, rows) * 1000,
+            "booster_ms": median_seconds(booster.inplace_predict, rows) * 1000,
+        }
+        print(
+            f"{size:>6} rows: compiled {results[size]['compiled_ms']:.4f} ms, booster {results[size]['booster_ms']:.4f} ms",
+            flush=True,
+        )
     crossover = next((size for size in SIZES if results[size]["booster_ms"] <= results[size]["compiled_ms"]), None)
-    print(json.dumps({
-        "ratio_single_row": results[1]["booster_ms"] / results[1]["compiled_ms"],
-        "crossover_rows": crossover,
-        "compile_s": compile_s,
-        "max_abs_difference": parity.max_abs_difference,
-        "per_size_ms": results,
-    }))
+    print(
+        json.dumps(
+            {
+                "ratio_single_row": results[1]["booster_ms"] / results[1]["compiled_ms"],
+                "crossover_rows": crossover,
+                "compile_s": compile_s,
+                "max_abs_difference": parity.max_abs_difference,
+                "per_size_ms": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

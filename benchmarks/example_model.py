@@ -18,7 +18,9 @@ from cupola.stores.models import ModelVersion, create_repository
 from cupola.training.trainer import train
 
 
-def trained_example(root: Path, orders: int, seed: int, **settings_overrides: object) -> tuple[Settings, ModelVersion, pd.DataFrame]:
+def trained_example(
+    root: Path, orders: int, seed: int, **settings_overrides: object
+) -> tuple[Settings, ModelVersion, pd.DataFrame]:
     """Example orders, both feature groups built and materialized, the delivery model trained (2 search
     trials) and under the `production` alias; `settings_overrides` pick e.g. the Cassandra backend."""
     settings = Settings.load(data_root=str(root / "lake"), **settings_overrides)
@@ -42,8 +44,12 @@ def local_cassandra(keyspace: str) -> Iterator[dict[str, object]]:
     address = subprocess.run([scripts / "start"], capture_output=True, text=True, check=True).stdout.split()[-1]
     host, port = address.rsplit(":", 1)
     try:
-        yield {"backend": "cassandra", "cassandra_hosts": [host], "cassandra_port": int(port), "cassandra_keyspace": keyspace}
+        yield {
+            "backend": "cassandra",
+            "cassandra_hosts": [host],
+            "cassandra_port": int(port),
+            "cassandra_keyspace": keyspace,
+        }
     finally:
         if not was_running:
             subprocess.run([scripts / "stop"], capture_output=True)
-

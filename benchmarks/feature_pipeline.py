@@ -36,7 +36,9 @@ def pandas_pipeline(root: Path, store: FeatureStore) -> pd.DataFrame:
     """The same computation written plainly in one process with pandas and pyarrow."""
     out = root / "pandas"
     shutil.rmtree(out, ignore_errors=True)
-    joined = pq.read_table(root / LABELS_PATH, partitioning=None).to_pandas().sort_values(LABEL_EVENT_TIME, kind="stable")
+    joined = (
+        pq.read_table(root / LABELS_PATH, partitioning=None).to_pandas().sort_values(LABEL_EVENT_TIME, kind="stable")
+    )
     for name in ("restaurant_prep", "city_demand"):
         spec = store.registry.get(name)
         keys, ts = spec.entity_names, spec.event_time
@@ -56,11 +58,21 @@ def pandas_pipeline(root: Path, store: FeatureStore) -> pd.DataFrame:
         features = features[~features.duplicated([*keys, ts], keep="last")]
         pds.write_dataset(
             pa.Table.from_pandas(features.assign(date=features[ts].dt.strftime("%Y-%m-%d")), preserve_index=False),
-            out / "offline" / name, format="parquet", partitioning=["date"], partitioning_flavor="hive",
+            out / "offline" / name,
+            format="parquet",
+            partitioning=["date"],
+            partitioning_flavor="hive",
         )
-        right = features.rename(columns={ts: "__t", **{f: f"{name}__{f}" for f in spec.feature_names}}).sort_values("__t", kind="stable")
+        right = features.rename(columns={ts: "__t", **{f: f"{name}__{f}" for f in spec.feature_names}}).sort_values(
+            "__t", kind="stable"
+        )
         joined = pd.merge_asof(
-            joined, right, left_on=LABEL_EVENT_TIME, right_on="__t", by=keys, direction="backward",
+            joined,
+            right,
+            left_on=LABEL_EVENT_TIME,
+            right_on="__t",
+            by=keys,
+            direction="backward",
             tolerance=pd.Timedelta(spec.max_age) if spec.max_age else None,
         ).drop(columns="__t")
     (out / "training_set").mkdir(parents=True)

@@ -38,7 +38,11 @@ def deploy(settings: object, url: str, model: str, percent: float) -> None:
     """Deploy with `percent` sampling and wait until the replica answers with that revision."""
     from cupola.stores.deployments.base import DeploymentConfig, Deployments
 
-    revision = Deployments.from_settings(settings).put(DeploymentConfig(model=model, sample_percent=percent), "deploy", "benchmark").revision
+    revision = (
+        Deployments.from_settings(settings)
+        .put(DeploymentConfig(model=model, sample_percent=percent), "deploy", "benchmark")
+        .revision
+    )
     deadline = time.monotonic() + 60
     while json.loads(urllib.request.urlopen(f"{url}/v1/models/{model}", timeout=30).read())["revision"] != revision:
         if time.monotonic() > deadline:
@@ -57,11 +61,16 @@ def logged_and_counted(database: Path, model: str, predicted: int) -> tuple[int,
                 for family in json.loads(families):
                     for name, _, value in family["samples"]:
                         totals[name] = totals.get(name, 0.0) + value
-        sampled, dropped = totals.get("cupola_monitor_sampled_records_total", 0.0), totals.get("cupola_monitor_dropped_records_total", 0.0)
+        sampled, dropped = (
+            totals.get("cupola_monitor_sampled_records_total", 0.0),
+            totals.get("cupola_monitor_dropped_records_total", 0.0),
+        )
         if totals.get("cupola_predictions_total", 0.0) >= predicted and logged >= sampled - dropped:
             return logged, sampled, dropped
         if time.monotonic() > deadline:
-            raise TimeoutError(f"prediction log did not catch up: {logged} logged, {sampled} sampled, {dropped} dropped")
+            raise TimeoutError(
+                f"prediction log did not catch up: {logged} logged, {sampled} sampled, {dropped} dropped"
+            )
         time.sleep(0.2)
 
 
@@ -92,12 +101,20 @@ def main() -> None:
             for percent in (0.0, 100.0, 100.0, 0.0):
                 deploy(settings, url, model, percent)
                 runs[percent].append(measure(port, path, full_body, args.requests, 1))
-        predicted = 4 * args.rounds * (args.requests + 200)  # every run, warm-up included (start_monitoring's requests come on top)
+        predicted = (
+            4 * args.rounds * (args.requests + 200)
+        )  # every run, warm-up included (start_monitoring's requests come on top)
         logged, sampled, dropped = logged_and_counted(settings.resolved_monitoring_path(), model, predicted)
         serve.shutdown()
     ray.shutdown()
     for percent, figures in runs.items():
-        print(f"sampling {percent:3.0f}%: p95 per run " + ", ".join(f"{f['p95_ms']:.2f}" for f in figures) + " ms; p50 per run " + ", ".join(f"{f['p50_ms']:.2f}" for f in figures) + " ms")
+        print(
+            f"sampling {percent:3.0f}%: p95 per run "
+            + ", ".join(f"{f['p95_ms']:.2f}" for f in figures)
+            + " ms; p50 per run "
+            + ", ".join(f"{f['p50_ms']:.2f}" for f in figures)
+            + " ms"
+        )
     p95 = {percent: float(np.median([f["p95_ms"] for f in figures])) for percent, figures in runs.items()}
     print(f"sampled {sampled:.0f}, logged {logged}, dropped {dropped:.0f}")
     summary = {

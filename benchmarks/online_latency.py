@@ -71,7 +71,13 @@ def client(port: int, path: str, body: bytes, requests: int, concurrency: int) -
     elapsed = time.perf_counter() - began
     values = np.concatenate([np.asarray(v) for v in latencies])
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "requests_per_s": len(values) / elapsed, "failures": len(failures)}
+    return {
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "requests_per_s": len(values) / elapsed,
+        "failures": len(failures),
+    }
 
 
 def measure(port: int, path: str, body: dict, requests: int, concurrency: int) -> dict[str, float]:
@@ -120,17 +126,31 @@ def setup(root: Path, **settings_overrides: object) -> tuple[object, dict, dict,
     assert not looked_up.missing_entities, looked_up.missing_entities
     online = FeatureStore(settings).get_online_features(predictor.spec.store_features(), [keys]).rows[0]
     full_row = {**keys, **{c: online[c] for c in predictor.store_columns}}
-    columns = {name: column([full_row], name, predictor.fields.get(name, "number"), True) for name in [*predictor.request_columns, *predictor.store_columns]}
+    columns = {
+        name: column([full_row], name, predictor.fields.get(name, "number"), True)
+        for name in [*predictor.request_columns, *predictor.store_columns]
+    }
     vector = input_matrix(predictor.spec, with_transforms(predictor.spec, columns, 1), 1)[0].tolist()
     return settings, {"row": full_row}, {"row": keys}, (predictor.models[str(looked_up.units[0])], vector)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="measured requests per case and concurrency, split over the rounds")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds in which the three cases alternate; figures are medians over rounds")
-    parser.add_argument("--backend", choices=["sqlite", "cassandra"], default="sqlite",
-                        help="cassandra: records, online store and prediction log on the local node (cluster/cassandra/start)")
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="measured requests per case and concurrency, split over the rounds"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds in which the three cases alternate; figures are medians over rounds",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "cassandra"],
+        default="sqlite",
+        help="cassandra: records, online store and prediction log on the local node (cluster/cassandra/start)",
+    )
     args = parser.parse_args()
 
     import ray
@@ -141,7 +161,9 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     from example_model import local_cassandra  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-    cassandra = local_cassandra(f"cupola_bench_{os.getpid()}") if args.backend == "cassandra" else contextlib.nullcontext({})
+    cassandra = (
+        local_cassandra(f"cupola_bench_{os.getpid()}") if args.backend == "cassandra" else contextlib.nullcontext({})
+    )
     with tempfile.TemporaryDirectory() as folder, cassandra as overrides:
         settings, full_body, keys_body, (booster, vector) = setup(Path(folder), **overrides)
         from cupola.serving.endpoint import free_port
@@ -152,7 +174,11 @@ def main() -> None:
         serve.run(BareBooster.bind(bytes(booster.save_raw(raw_format="ubj"))), name="bare", route_prefix="/bare")
         path = "/v1/models/delivery_minutes:predict"
         start_monitoring(port, path, full_body, settings)
-        cases = {"no_features": (path, full_body), "embedded_features": (path, keys_body), "bare_serve": ("/bare", {"features": vector})}
+        cases = {
+            "no_features": (path, full_body),
+            "embedded_features": (path, keys_body),
+            "bare_serve": ("/bare", {"features": vector}),
+        }
         results: dict[str, dict] = {}
         for concurrency in (1, 16):
             rounds: dict[str, list[dict]] = {case: [] for case in cases}
@@ -160,18 +186,23 @@ def main() -> None:
                 for case, (case_path, body) in cases.items():
                     rounds[case].append(measure(port, case_path, body, args.requests // args.rounds, concurrency))
             for case, figures in rounds.items():
-                results[f"{case}_c{concurrency}"] = {key: float(np.median([f[key] for f in figures])) for key in figures[0]}
+                results[f"{case}_c{concurrency}"] = {
+                    key: float(np.median([f[key] for f in figures])) for key in figures[0]
+                }
         serve.shutdown()
     ray.shutdown()
     for case, figures in results.items():
-        print(f"{case:26s} p50 {figures['p50_ms']:6.2f} ms  p95 {figures['p95_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms  {figures['requests_per_s']:7.0f} req/s  failures {figures['failures']}")
+        print(
+            f"{case:26s} p50 {figures['p50_ms']:6.2f} ms  p95 {figures['p95_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms  {figures['requests_per_s']:7.0f} req/s  failures {figures['failures']}"
+        )
     summary = {
         "p95_ms_no_features": results["no_features_c1"]["p95_ms"],
         "p95_ms_embedded_features": results["embedded_features_c1"]["p95_ms"],
         "p95_ms_bare_serve": results["bare_serve_c1"]["p95_ms"],
         "ratio_vs_bare_serve": results["no_features_c1"]["p95_ms"] / results["bare_serve_c1"]["p95_ms"],
         "ratio_embedded_vs_bare_serve": results["embedded_features_c1"]["p95_ms"] / results["bare_serve_c1"]["p95_ms"],
-        "throughput_ratio_c16": results["no_features_c16"]["requests_per_s"] / results["bare_serve_c16"]["requests_per_s"],
+        "throughput_ratio_c16": results["no_features_c16"]["requests_per_s"]
+        / results["bare_serve_c16"]["requests_per_s"],
         "cases": results,
     }
     print(json.dumps(summary))

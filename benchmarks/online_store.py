@@ -49,7 +49,9 @@ def timed(call: Callable[[], object], requests: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--warm-reads", type=int, default=20_000, help="reads and predictions between the cold and the warm phase")
+    parser.add_argument(
+        "--warm-reads", type=int, default=20_000, help="reads and predictions between the cold and the warm phase"
+    )
     args = parser.parse_args()
 
     import ray
@@ -71,13 +73,26 @@ def main() -> None:
             FeatureStore(cassandra).materialize()
             ray.shutdown()  # the embedded library needs no Ray; measured without its threads in the process
             embedded = load_predictor(sqlite, create_repository(sqlite), version.name, version.version)
-            on_cassandra = Predictor.from_version(version, ArtifactStore(Datalake(sqlite.data_root_uri)), create_online_store(cassandra), embedded.feature_groups)
-            restaurants = embedded.feature_groups[0][0] if embedded.feature_groups[0][0].name == "restaurant_prep" else embedded.feature_groups[1][0]
+            on_cassandra = Predictor.from_version(
+                version,
+                ArtifactStore(Datalake(sqlite.data_root_uri)),
+                create_online_store(cassandra),
+                embedded.feature_groups,
+            )
+            restaurants = (
+                embedded.feature_groups[0][0]
+                if embedded.feature_groups[0][0].name == "restaurant_prep"
+                else embedded.feature_groups[1][0]
+            )
             keys = [(int(r),) for r in orders["restaurant_id"].drop_duplicates().head(10)]
             row = request_row(orders.iloc[-1])
-            assert embedded.predict_records([row]).values[0] == on_cassandra.predict_records([row]).values[0]  # same features, same answer
+            assert (
+                embedded.predict_records([row]).values[0] == on_cassandra.predict_records([row]).values[0]
+            )  # same features, same answer
             stores = {"sqlite": create_online_store(sqlite), "cassandra": create_online_store(cassandra)}
-            assert [r.values for r in stores["sqlite"].read(restaurants, keys, restaurants.feature_names)] == [r.values for r in stores["cassandra"].read(restaurants, keys, restaurants.feature_names)]
+            assert [r.values for r in stores["sqlite"].read(restaurants, keys, restaurants.feature_names)] == [
+                r.values for r in stores["cassandra"].read(restaurants, keys, restaurants.feature_names)
+            ]
             calls = {
                 "read_sqlite": lambda: stores["sqlite"].read(restaurants, keys, restaurants.feature_names),
                 "read_cassandra": lambda: stores["cassandra"].read(restaurants, keys, restaurants.feature_names),
@@ -93,14 +108,17 @@ def main() -> None:
         ray.shutdown()
     for phase, cases in (("cold", cold), ("warm", warm)):
         for case, figures in cases.items():
-            print(f"{phase} {case:28s} p50 {figures['p50_ms']:6.3f} ms  p95 {figures['p95_ms']:6.3f} ms  p99 {figures['p99_ms']:6.3f} ms")
+            print(
+                f"{phase} {case:28s} p50 {figures['p50_ms']:6.3f} ms  p95 {figures['p95_ms']:6.3f} ms  p99 {figures['p99_ms']:6.3f} ms"
+            )
     summary = {
         "p95_ms_read_sqlite": warm["read_sqlite"]["p95_ms"],
         "p95_ms_read_cassandra": warm["read_cassandra"]["p95_ms"],
         "p95_ms_predict_embedded_features": warm["predict_embedded_features"]["p95_ms"],
         "p95_ms_predict_cassandra_features": warm["predict_cassandra_features"]["p95_ms"],
         "p95_ms_predict_cassandra_features_cold": cold["predict_cassandra_features"]["p95_ms"],
-        "ratio_predict_cassandra_vs_embedded": warm["predict_cassandra_features"]["p95_ms"] / warm["predict_embedded_features"]["p95_ms"],
+        "ratio_predict_cassandra_vs_embedded": warm["predict_cassandra_features"]["p95_ms"]
+        / warm["predict_embedded_features"]["p95_ms"],
         "warm_reads": args.warm_reads,
         "cold": cold,
         "warm": warm,

@@ -36,10 +36,14 @@ def synthetic(partitions: int, rows: int, seed: int = 0) -> PreparedData:
         partition = np.repeat(names, per_partition)
         features = rng.normal(size=(len(partition), 8)).astype("float32")
         weights = rng.normal(size=(partitions, 8))[np.repeat(np.arange(partitions), per_partition)]
-        label = np.sum(features * weights, axis=1) + np.sin(features[:, 0] * 3) + rng.normal(scale=0.3, size=len(partition))
+        label = (
+            np.sum(features * weights, axis=1) + np.sin(features[:, 0] * 3) + rng.normal(scale=0.3, size=len(partition))
+        )
         return Split(features, label, partition)
 
-    return PreparedData([f"x{i}" for i in range(8)], make(rows), make(rows // 4), make(rows // 4), [FALLBACK, *names.tolist()])
+    return PreparedData(
+        [f"x{i}" for i in range(8)], make(rows), make(rows // 4), make(rows // 4), [FALLBACK, *names.tolist()]
+    )
 
 
 def main() -> None:
@@ -61,7 +65,10 @@ def main() -> None:
             "algorithm": {
                 "name": "xgboost",
                 "params": {"num_boost_round": 60, "early_stopping_rounds": 10},
-                "search_space": {"max_depth": {"type": "randint", "low": 2, "high": 6}, "eta": {"type": "loguniform", "low": 0.05, "high": 0.4}},
+                "search_space": {
+                    "max_depth": {"type": "randint", "low": 2, "high": 6},
+                    "eta": {"type": "loguniform", "low": 0.05, "high": 0.4},
+                },
             },
             "search": {"method": "random", "num_samples": args.configs},
             "training_data": {"labels": "unused"},
@@ -84,8 +91,13 @@ def main() -> None:
 
             for trial, direct in zip(outcome.trials, plain, strict=True):
                 assert trial["unit_scores"] == direct["unit_scores"], "Tune and the plain loop disagree on a score"
-            runs.append({"cupola_s": round(cupola_s, 3), "plain_s": round(plain_s, 3), "ratio": round(cupola_s / plain_s, 3)})
-            print(f"run {repeat + 1}: cupola {cupola_s:.2f}s, plain {plain_s:.2f}s, ratio {cupola_s / plain_s:.2f}", flush=True)
+            runs.append(
+                {"cupola_s": round(cupola_s, 3), "plain_s": round(plain_s, 3), "ratio": round(cupola_s / plain_s, 3)}
+            )
+            print(
+                f"run {repeat + 1}: cupola {cupola_s:.2f}s, plain {plain_s:.2f}s, ratio {cupola_s / plain_s:.2f}",
+                flush=True,
+            )
     finally:
         ray.shutdown()
 
@@ -102,7 +114,9 @@ def main() -> None:
         "ratio": round(cupola_s / plain_s, 3),
         "runs": runs,
     }
-    print(f"{fits} fits ({args.partitions} partitions + fallback) x {len(outcome.trials)} configurations; scores identical")
+    print(
+        f"{fits} fits ({args.partitions} partitions + fallback) x {len(outcome.trials)} configurations; scores identical"
+    )
     print(f"cupola (Tune, {cpus} CPUs), median of {len(runs)}: {cupola_s:.2f}s")
     print(f"plain sequential loop, median of {len(runs)}:  {plain_s:.2f}s")
     print(f"ratio cupola / plain: {figures['ratio']:.2f}  (goal <= 0.75)")

@@ -111,7 +111,12 @@ def cassandra() -> Iterator[dict[str, object]]:
     started = subprocess.run([CASSANDRA_SCRIPTS / "start"], capture_output=True, text=True)
     assert started.returncode == 0, f"cluster/cassandra/start failed:\n{started.stdout}\n{started.stderr}"
     host, port = started.stdout.strip().splitlines()[-1].rsplit(":", 1)
-    yield {"backend": "cassandra", "cassandra_hosts": [host], "cassandra_port": int(port), "cassandra_keyspace": CASSANDRA_TEST_KEYSPACE}
+    yield {
+        "backend": "cassandra",
+        "cassandra_hosts": [host],
+        "cassandra_port": int(port),
+        "cassandra_keyspace": CASSANDRA_TEST_KEYSPACE,
+    }
     if not already:
         subprocess.run([CASSANDRA_SCRIPTS / "stop"], check=True, capture_output=True)
 
@@ -121,7 +126,9 @@ def empty_cassandra_tables(settings: Settings) -> None:
     from cupola.stores.cassandra_db import cassandra_session
 
     session = cassandra_session(settings)
-    for row in session.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (settings.cassandra_keyspace,)):
+    for row in session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (settings.cassandra_keyspace,)
+    ):
         if row.table_name != "schema_migrations":
             # TRUNCATE flushes and snapshots the table on the node: seconds after 100,000 rows on a busy 2-core machine,
             # past the driver's 10 s default once (an error in this fixture, not in the test)

@@ -15,12 +15,23 @@ def window_features(events: pd.DataFrame, spec: FeatureGroupSpec, values: dict[s
     """For each (entity, event time): aggregate the entity's events in (t - window, t]; `values` holds transform columns."""
     keys, time_column = spec.entity_names, spec.event_time
     frame = events.assign(**values)
-    reducers = {"count": lambda v: int(np.count_nonzero(~np.isnan(v))), "sum": np.nansum, "mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}
+    reducers = {
+        "count": lambda v: int(np.count_nonzero(~np.isnan(v))),
+        "sum": np.nansum,
+        "mean": np.nanmean,
+        "min": np.nanmin,
+        "max": np.nanmax,
+    }
     rows = []
     for key, group in frame.groupby(keys, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         times = group[time_column].to_numpy()
-        columns = {f.name: group[f.aggregation.column].to_numpy(dtype="float64") if f.aggregation.column else np.ones(len(group)) for f in spec.features}
+        columns = {
+            f.name: group[f.aggregation.column].to_numpy(dtype="float64")
+            if f.aggregation.column
+            else np.ones(len(group))
+            for f in spec.features
+        }
         for instant in np.unique(times):
             row = dict(zip(keys, key, strict=True))
             row[time_column] = instant
@@ -39,10 +50,23 @@ def window_features(events: pd.DataFrame, spec: FeatureGroupSpec, values: dict[s
     return result.sort_values([*keys, time_column]).reset_index(drop=True)
 
 
-def as_of_join(labels: pd.DataFrame, features: pd.DataFrame, keys: list[str], label_time: str, feature_time: str, max_age: pd.Timedelta | None) -> pd.DataFrame:
+def as_of_join(
+    labels: pd.DataFrame,
+    features: pd.DataFrame,
+    keys: list[str],
+    label_time: str,
+    feature_time: str,
+    max_age: pd.Timedelta | None,
+) -> pd.DataFrame:
     """pandas.merge_asof on whole tables: the reference point-in-time join."""
     right = features.rename(columns={feature_time: "__t"}).sort_values("__t")
     merged = pd.merge_asof(
-        labels.sort_values(label_time), right, left_on=label_time, right_on="__t", by=keys, direction="backward", tolerance=max_age
+        labels.sort_values(label_time),
+        right,
+        left_on=label_time,
+        right_on="__t",
+        by=keys,
+        direction="backward",
+        tolerance=max_age,
     )
     return merged.drop(columns="__t")

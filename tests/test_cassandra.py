@@ -29,19 +29,29 @@ def settings(cassandra: dict[str, object], tmp_path: Path) -> Settings:
 
 
 def entities(count: int, ts: str) -> pd.DataFrame:
-    return pd.DataFrame({
-        "shop": [f"s{i}" for i in range(count)], "courier_id": np.arange(count, dtype="int64"), "ts": pd.Timestamp(ts, tz="UTC"),
-        "speed": np.arange(count, dtype=float) / 7, "trips": np.arange(count, dtype="int64") * 3, "label": [f"L{i % 13}" for i in range(count)],
-    })
+    return pd.DataFrame(
+        {
+            "shop": [f"s{i}" for i in range(count)],
+            "courier_id": np.arange(count, dtype="int64"),
+            "ts": pd.Timestamp(ts, tz="UTC"),
+            "speed": np.arange(count, dtype=float) / 7,
+            "trips": np.arange(count, dtype="int64") * 3,
+            "label": [f"L{i % 13}" for i in range(count)],
+        }
+    )
 
 
 def test_online_values_expire_after_the_groups_ttl(settings: Settings) -> None:
-    short_lived = FeatureGroupSpec.model_validate({**GROUP.model_dump(mode="json"), "name": "short_lived", "online_ttl": "3s"})
+    short_lived = FeatureGroupSpec.model_validate(
+        {**GROUP.model_dump(mode="json"), "name": "short_lived", "online_ttl": "3s"}
+    )
     online = create_online_store(settings)
     online.write(short_lived, entities(5, "2026-01-01"))
     online.write(GROUP, entities(5, "2026-01-01"))  # no TTL declared: never expires
     assert all(row is not None for row in online.read(short_lived, [("s1", 1), ("s4", 4)], ["speed"]))
-    wait_until(lambda: online.read(short_lived, [("s1", 1), ("s4", 4)], ["speed"]) == [None, None], timeout=30, every=0.5)
+    wait_until(
+        lambda: online.read(short_lived, [("s1", 1), ("s4", 4)], ["speed"]) == [None, None], timeout=30, every=0.5
+    )
     assert online.read(GROUP, [("s1", 1)], ["speed"])[0].values == {"speed": 1 / 7}
 
 
@@ -67,7 +77,9 @@ def test_storage_init_is_idempotent_and_reports_the_schema_version(settings: Set
 
 
 def test_an_unreachable_cassandra_names_the_address_tried(tmp_path: Path) -> None:
-    settings = Settings.load(data_root=str(tmp_path / "lake"), backend="cassandra", cassandra_hosts=["127.0.0.1"], cassandra_port=1)
+    settings = Settings.load(
+        data_root=str(tmp_path / "lake"), backend="cassandra", cassandra_hosts=["127.0.0.1"], cassandra_port=1
+    )
     started = time.monotonic()
     with pytest.raises(ConnectionError, match=r"Cassandra is unreachable at 127\.0\.0\.1:1 .*cluster/cassandra/start"):
         create_repository(settings)

@@ -45,7 +45,11 @@ def test_list_and_describe_show_built_groups(example_lake: tuple[Settings, pd.Da
 def test_bad_input_is_one_clear_line_with_exit_2(tmp_path: Path) -> None:
     env = {"CUPOLA_DATA_ROOT": str(tmp_path / "lake")}
     unknown = runner.invoke(app, ["features", "describe", "nope"], env=env)
-    assert unknown.exit_code == 2 and "unknown feature group 'nope'" in unknown.output and "Traceback" not in unknown.output
+    assert (
+        unknown.exit_code == 2
+        and "unknown feature group 'nope'" in unknown.output
+        and "Traceback" not in unknown.output
+    )
     bad_date = runner.invoke(app, ["features", "build", "--start", "yesterday"], env=env)
     assert bad_date.exit_code == 2 and "use YYYY-MM-DD" in bad_date.output
     not_built = runner.invoke(app, ["features", "materialize"], env=env)
@@ -59,8 +63,12 @@ def test_bad_input_is_one_clear_line_with_exit_2(tmp_path: Path) -> None:
 def test_broken_declaration_names_its_file(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "broken.yaml").write_text("name: x\nowner: me\nentities: [{name: id}]\nsource: {path: raw, event_time: ts}\nfeatures: []\n")
-    result = runner.invoke(app, ["features", "list"], env={"CUPOLA_FEATURE_REPO": str(repo), "CUPOLA_DATA_ROOT": str(tmp_path)})
+    (repo / "broken.yaml").write_text(
+        "name: x\nowner: me\nentities: [{name: id}]\nsource: {path: raw, event_time: ts}\nfeatures: []\n"
+    )
+    result = runner.invoke(
+        app, ["features", "list"], env={"CUPOLA_FEATURE_REPO": str(repo), "CUPOLA_DATA_ROOT": str(tmp_path)}
+    )
     assert result.exit_code == 2
     assert "broken.yaml" in result.output and "features:" in result.output
 
@@ -75,9 +83,16 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert "restaurant_prep__prep_minutes_mean_7d" in result.output
     assert "delivery_minutes v1: test metrics" in result.output and "one global model" in result.output
     assert "late_delivery v1: test metrics" in result.output
-    reports = [line.split("evaluation report:", 1)[1].strip() for line in result.output.splitlines() if "evaluation report:" in line]
+    reports = [
+        line.split("evaluation report:", 1)[1].strip()
+        for line in result.output.splitlines()
+        if "evaluation report:" in line
+    ]
     assert len(reports) == 2 and all(Path(report).is_file() for report in reports)
-    assert result.output.count("POST /v1/models/delivery_minutes:predict") == 3 and "minutes (v1, partition model" in result.output
+    assert (
+        result.output.count("POST /v1/models/delivery_minutes:predict") == 3
+        and "minutes (v1, partition model" in result.output
+    )
     assert "curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict" in result.output
     monitoring = result.output.split("monitoring (100% of predictions sampled", 1)[1]
     before, after = monitoring.split("(planted)", 1)

@@ -50,7 +50,10 @@ def test_cluster_files_validate_against_rays_autoscaler_schema(path: Path) -> No
 def test_cloud_cluster_scales_cpu_workers() -> None:
     prepared = validated(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
     workers = prepared["available_node_types"]["ray.worker.cpu"]
-    assert prepared["provider"]["type"] == "aws" and 0 < workers["min_workers"] < workers["max_workers"] <= prepared["max_workers"]
+    assert (
+        prepared["provider"]["type"] == "aws"
+        and 0 < workers["min_workers"] < workers["max_workers"] <= prepared["max_workers"]
+    )
     assert prepared["available_node_types"]["ray.head.default"]["resources"] == {"CPU": 0}  # no training on the head
 
 
@@ -60,19 +63,29 @@ def effective_inbound_rules(config: dict) -> list[dict]:
     `SecurityGroupIds`; a group the operator made and named gets nothing from Ray."""
     from ray.autoscaler._private.aws.config import _create_default_inbound_rules
 
-    unconfigured = [key for key, node_type in config["available_node_types"].items() if "SecurityGroupIds" not in node_type["node_config"]]
+    unconfigured = [
+        key
+        for key, node_type in config["available_node_types"].items()
+        if "SecurityGroupIds" not in node_type["node_config"]
+    ]
     if not unconfigured:
         from ray.autoscaler._private.aws.config import _configure_security_group
 
-        assert _configure_security_group(copy.deepcopy(config)) is not None  # returns before any AWS call: nothing to create
+        assert (
+            _configure_security_group(copy.deepcopy(config)) is not None
+        )  # returns before any AWS call: nothing to create
         return []
     extended = config["provider"].get("security_group", {}).get("IpPermissions", [])
     return _create_default_inbound_rules({"sg-ray-created"}, extended) * len(unconfigured)
 
 
 def world_open(rules: list[dict]) -> list[dict]:
-    return [rule for rule in rules if any(r.get("CidrIp") == "0.0.0.0/0" for r in rule.get("IpRanges", []))
-            or any(r.get("CidrIpv6") == "::/0" for r in rule.get("Ipv6Ranges", []))]
+    return [
+        rule
+        for rule in rules
+        if any(r.get("CidrIp") == "0.0.0.0/0" for r in rule.get("IpRanges", []))
+        or any(r.get("CidrIpv6") == "::/0" for r in rule.get("Ipv6Ranges", []))
+    ]
 
 
 def test_no_security_group_rule_opens_anything_to_the_world() -> None:
@@ -84,7 +97,10 @@ def test_no_security_group_rule_opens_anything_to_the_world() -> None:
     unnamed = copy.deepcopy(prepared)
     for node_type in unnamed["available_node_types"].values():
         del node_type["node_config"]["SecurityGroupIds"]
-    assert [(rule["FromPort"], rule["ToPort"]) for rule in world_open(effective_inbound_rules(unnamed))] == [(22, 22), (22, 22)]
+    assert [(rule["FromPort"], rule["ToPort"]) for rule in world_open(effective_inbound_rules(unnamed))] == [
+        (22, 22),
+        (22, 22),
+    ]
 
 
 def start_command(config: dict, role: str, **replacements: str) -> str:
@@ -109,14 +125,23 @@ def test_a_head_started_with_the_cluster_files_commands_refuses_clients_without_
     (home / "cupola").symlink_to(ROOT)
     temp_dir = Path(tempfile.mkdtemp(prefix="cupola-tok-"))  # short: Ray's socket paths must fit 107 bytes
     dashboard, config = free_port(), yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    command = start_command(config, "head", **{"--port=6379": f"--port={free_port()}", "--metrics-export-port=8090": f"--metrics-export-port={free_port()}"})
+    command = start_command(
+        config,
+        "head",
+        **{
+            "--port=6379": f"--port={free_port()}",
+            "--metrics-export-port=8090": f"--metrics-export-port={free_port()}",
+        },
+    )
     command = re.sub(r"--autoscaling-config=\S+", "", command) + (
         f" --block --num-cpus=0 --node-ip-address=127.0.0.1 --dashboard-port={dashboard} --temp-dir={temp_dir}"
         f" --ray-client-server-port={free_port()} --dashboard-agent-listen-port={free_port()}"
     )
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(home)}
     with open(tmp_path / "head.log", "w") as log:
-        head = subprocess.Popen(["bash", "-c", command], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        head = subprocess.Popen(
+            ["bash", "-c", command], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{dashboard}"
     try:
         wait_for_dashboard(url, head)
@@ -125,8 +150,14 @@ def test_a_head_started_with_the_cluster_files_commands_refuses_clients_without_
         token = token_file.read_text().strip()
         body = {"entrypoint": "python -c 'print(6 * 7)'"}
         assert requests.post(f"{url}/api/jobs/", json=body, timeout=30).status_code in {401, 403}
-        assert requests.get(f"{url}/api/jobs/", headers={"authorization": "Bearer wrong"}, timeout=30).status_code in {401, 403}
-        assert requests.get(f"{url}/api/jobs/", headers={"authorization": f"Bearer {token}"}, timeout=30).status_code == 200
+        assert requests.get(f"{url}/api/jobs/", headers={"authorization": "Bearer wrong"}, timeout=30).status_code in {
+            401,
+            403,
+        }
+        assert (
+            requests.get(f"{url}/api/jobs/", headers={"authorization": f"Bearer {token}"}, timeout=30).status_code
+            == 200
+        )
         assert "Token authentication is disabled" not in (tmp_path / "head.log").read_text()
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -140,16 +171,24 @@ def test_a_head_started_with_the_cluster_files_commands_refuses_clients_without_
     (bare_home / "venv").mkdir(parents=True)
     (bare_home / "venv" / "bin").symlink_to(BIN)
     (bare_home / "cupola").symlink_to(ROOT)
-    worker = subprocess.run(["bash", "-c", start_command(config, "worker", **{"$RAY_HEAD_IP": "127.0.0.1"})],
-                            env={**env, "HOME": str(bare_home)}, capture_output=True, text=True, timeout=60)
+    worker = subprocess.run(
+        ["bash", "-c", start_command(config, "worker", **{"$RAY_HEAD_IP": "127.0.0.1"})],
+        env={**env, "HOME": str(bare_home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert worker.returncode == 1 and "no Ray token at" in worker.stderr
 
 
-@pytest.mark.parametrize(("change", "mentions"), [
-    (lambda c: c["available_node_types"]["ray.worker.cpu"].update(min_worker=1), "min_worker"),
-    (lambda c: c["available_node_types"]["ray.worker.cpu"].update(resources={"CPU": "lots"}), "lots"),
-    (lambda c: c.update(head_node_type="ray.head.missing"), "head_node_type"),
-])
+@pytest.mark.parametrize(
+    ("change", "mentions"),
+    [
+        (lambda c: c["available_node_types"]["ray.worker.cpu"].update(min_worker=1), "min_worker"),
+        (lambda c: c["available_node_types"]["ray.worker.cpu"].update(resources={"CPU": "lots"}), "lots"),
+        (lambda c: c.update(head_node_type="ray.head.missing"), "head_node_type"),
+    ],
+)
 def test_a_broken_cluster_file_is_refused_naming_the_field(change, mentions: str) -> None:  # type: ignore[no-untyped-def]
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     change(config)
@@ -162,16 +201,31 @@ def test_a_job_submitted_without_the_ray_token_is_refused(head_node: str, tmp_pa
     token = (Path.home() / ".ray" / "auth_token").read_text().strip()
     body = {"entrypoint": "python -c 'print(6 * 7)'"}
     assert requests.post(f"{head_node}/api/jobs/", json=body, timeout=30).status_code in {401, 403}
-    assert requests.post(f"{head_node}/api/jobs/", json=body, headers={"authorization": "Bearer not-the-token"}, timeout=30).status_code in {401, 403}
+    assert requests.post(
+        f"{head_node}/api/jobs/", json=body, headers={"authorization": "Bearer not-the-token"}, timeout=30
+    ).status_code in {401, 403}
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
-    refused = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", head_node, "--no-wait", "--", "python", "-c", "print(1)"],
-                             env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", head_node, "--no-wait", "--", "python", "-c", "print(1)"],
+        env={**env, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode != 0 and "auth" in (refused.stdout + refused.stderr).lower()
-    accepted = requests.post(f"{head_node}/api/jobs/", json=body, headers={"authorization": f"Bearer {token}"}, timeout=30)
+    accepted = requests.post(
+        f"{head_node}/api/jobs/", json=body, headers={"authorization": f"Bearer {token}"}, timeout=30
+    )
     assert accepted.status_code == 200, accepted.text
     job = accepted.json()["submission_id"]
     headers = {"authorization": f"Bearer {token}"}
-    wait_until(lambda: requests.get(f"{head_node}/api/jobs/{job}", headers=headers, timeout=30).json()["status"] == "SUCCEEDED", timeout=120, every=0.5)
+    wait_until(
+        lambda: (
+            requests.get(f"{head_node}/api/jobs/{job}", headers=headers, timeout=30).json()["status"] == "SUCCEEDED"
+        ),
+        timeout=120,
+        every=0.5,
+    )
     assert "42" in requests.get(f"{head_node}/api/jobs/{job}/logs", headers=headers, timeout=30).json()["logs"]
 
 
@@ -180,7 +234,12 @@ FAKE_PROVIDER_CONFIG = {
     "max_workers": 2,
     "upscaling_speed": 1.0,
     "idle_timeout_minutes": 0.1,  # workers idle for 6 s are removed
-    "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True, "disable_launch_config_check": True},
+    "provider": {
+        "type": "fake_multinode",
+        "use_node_id_as_ip": True,
+        "disable_node_updaters": True,
+        "disable_launch_config_check": True,
+    },
     "auth": {"ssh_user": "ubuntu"},
     "docker": {},
     "available_node_types": {
@@ -188,9 +247,17 @@ FAKE_PROVIDER_CONFIG = {
         "ray.worker.cpu": {"resources": {"CPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
     },
     "head_node_type": "ray.head.default",
-    "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
-    "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
-    "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    "file_mounts": {},
+    "cluster_synced_files": [],
+    "file_mounts_sync_continuously": False,
+    "rsync_exclude": [],
+    "rsync_filter": [],
+    "initialization_commands": [],
+    "setup_commands": [],
+    "head_setup_commands": [],
+    "worker_setup_commands": [],
+    "head_start_ray_commands": [],
+    "worker_start_ray_commands": [],
 }
 
 
@@ -204,8 +271,15 @@ def autoscaling_head(tmp_path: Path) -> Iterator[str]:
     config_file.write_text(json.dumps(config))
     temp_dir = Path(tempfile.mkdtemp(prefix="cupola-as-"))  # short: Ray's socket paths must fit 107 bytes
     try:
-        with ray_head(temp_dir, "--num-cpus", "0", "--autoscaling-config", str(config_file), port=port,
-                      env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}) as url:
+        with ray_head(
+            temp_dir,
+            "--num-cpus",
+            "0",
+            "--autoscaling-config",
+            str(config_file),
+            port=port,
+            env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
+        ) as url:
             yield url
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -214,17 +288,27 @@ def autoscaling_head(tmp_path: Path) -> Iterator[str]:
 def alive_workers(dashboard: str) -> int:
     from ray.util.state import list_nodes
 
-    return sum(1 for node in list_nodes(address=dashboard, raise_on_missing_output=False) if node.state == "ALIVE" and not node.is_head_node)
+    return sum(
+        1
+        for node in list_nodes(address=dashboard, raise_on_missing_output=False)
+        if node.state == "ALIVE" and not node.is_head_node
+    )
 
 
 @pytest.mark.slow
-def test_a_training_run_that_needs_cpus_the_head_lacks_adds_workers_that_leave_afterwards(autoscaling_head: str, example_lake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_training_run_that_needs_cpus_the_head_lacks_adds_workers_that_leave_afterwards(
+    autoscaling_head: str, example_lake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     settings: Settings = example_lake[0].model_copy(update={"records_path": tmp_path / "records.db"})
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({**small_delivery_document(), "search": {"method": "random", "num_samples": 4, "max_concurrent": 2}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {**small_delivery_document(), "search": {"method": "random", "num_samples": 4, "max_concurrent": 2}}
+        )
+    )
     client = JobSubmissionClient(autoscaling_head)
     assert alive_workers(autoscaling_head) == 0
     job = client.submit_job(

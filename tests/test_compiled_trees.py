@@ -25,7 +25,9 @@ def booster_and_rows(task: str, seed: int = 0) -> tuple[Any, np.ndarray]:
     signal = np.nansum(features[:, :3], axis=1) * 4 + 30
     label = signal if task == "regression" else (signal > 30).astype(float)
     objective = "reg:squarederror" if task == "regression" else "binary:logistic"
-    booster = xgb.train({"objective": objective, "max_depth": 6, "eta": 0.1, "nthread": 1}, xgb.DMatrix(features, label=label), 120)
+    booster = xgb.train(
+        {"objective": objective, "max_depth": 6, "eta": 0.1, "nthread": 1}, xgb.DMatrix(features, label=label), 120
+    )
     return booster, features
 
 
@@ -65,9 +67,18 @@ def test_a_perturbed_compiled_model_is_refused_and_nothing_is_stored() -> None:
 
     refused = compile_for_serving(spec("regression"), {"__fallback__": booster}, rows, store, compiler=perturbed)
     assert refused["runtime"] == "native" and "differ by up to 0.5" in refused["reason"] and stored == []
-    parity = check_parity(CompiledUnit(perturbed(booster, rows.shape[1]), "regression"), booster.inplace_predict(rows), rows)
+    parity = check_parity(
+        CompiledUnit(perturbed(booster, rows.shape[1]), "regression"), booster.inplace_predict(rows), rows
+    )
     assert not parity.holds and parity.max_abs_difference == pytest.approx(0.5, abs=0.01)
 
     kept = compile_for_serving(spec("regression"), {"__fallback__": booster, "lima": booster}, rows, store)
-    assert kept["runtime"] == "onnxruntime" and stored == ["__fallback__", "lima"] and set(kept["units"]) == {"__fallback__", "lima"}
-    assert kept["rows_checked"] == len(rows) and 0 < kept["max_abs_difference"] <= RELATIVE_TOLERANCE * np.abs(booster.inplace_predict(rows)).max()
+    assert (
+        kept["runtime"] == "onnxruntime"
+        and stored == ["__fallback__", "lima"]
+        and set(kept["units"]) == {"__fallback__", "lima"}
+    )
+    assert (
+        kept["rows_checked"] == len(rows)
+        and 0 < kept["max_abs_difference"] <= RELATIVE_TOLERANCE * np.abs(booster.inplace_predict(rows)).max()
+    )

@@ -38,7 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "ui"
 NAME = "delivery_minutes"
 READ, WRITE = "read-secret", "write-secret"
-MONITORING = {"outcome_keys": ["order_id"], "windows": ["1h"], "min_outcomes": 30, "min_drift_samples": 50, "thresholds": {"max_rmse": 1.0, "max_psi": 0.5}}
+MONITORING = {
+    "outcome_keys": ["order_id"],
+    "windows": ["1h"],
+    "min_outcomes": 30,
+    "min_drift_samples": 50,
+    "thresholds": {"max_rmse": 1.0, "max_psi": 0.5},
+}
 ERROR_KEYS = {"status", "message", "field"}
 
 
@@ -46,7 +52,9 @@ ERROR_KEYS = {"status", "message", "field"}
 def running(settings: Settings, scheduler_interval_s: float | None = None) -> Iterator[str]:
     """The control-plane app under a real uvicorn server on a free loopback port."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, scheduler_interval_s), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, scheduler_interval_s), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, timeout=30)
@@ -62,26 +70,50 @@ def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.T
     """Two versions of the delivery model (production → v1), features materialized, tokens configured,
     and a Ray dashboard address where nothing listens (job routes must answer 503, not hang or 500)."""
     folder = tmp_path_factory.mktemp("control")
-    settings = example_lake[0].model_copy(update={
-        "records_path": folder / "records.db", "online_store_path": folder / "online.db", "monitoring_path": folder / "monitoring.db",
-        "api_read_token": SecretStr(READ), "api_write_token": SecretStr(WRITE), "dashboard_url": f"http://127.0.0.1:{free_port()}",
-    })
-    return trained_versions(settings, [{**small_delivery_document(), "monitoring": MONITORING, "seed": seed} for seed in (1, 2)])
+    settings = example_lake[0].model_copy(
+        update={
+            "records_path": folder / "records.db",
+            "online_store_path": folder / "online.db",
+            "monitoring_path": folder / "monitoring.db",
+            "api_read_token": SecretStr(READ),
+            "api_write_token": SecretStr(WRITE),
+            "dashboard_url": f"http://127.0.0.1:{free_port()}",
+        }
+    )
+    return trained_versions(
+        settings, [{**small_delivery_document(), "monitoring": MONITORING, "seed": seed} for seed in (1, 2)]
+    )
 
 
 @pytest.fixture(scope="module")
 def endpoint(lake: Settings) -> Iterator[str]:
     """The prediction endpoint, deployed at 100% sampling, with live metrics computed from 80 answered and labelled rows."""
     with serving(lake.for_workers()) as url:
-        revision = Deployments.from_settings(lake).put(DeploymentConfig(model=NAME, sample_percent=100.0), "deploy", "tester").revision
+        revision = (
+            Deployments.from_settings(lake)
+            .put(DeploymentConfig(model=NAME, sample_percent=100.0), "deploy", "tester")
+            .revision
+        )
         wait_until(lambda: requests.get(f"{url}/v1/models/{NAME}", timeout=30).json().get("revision") == revision)
-        frame = pd.read_parquet(create_repository(lake).get(NAME, 1).data["training_set"].removeprefix("file://")).sample(80, random_state=3)
+        frame = pd.read_parquet(
+            create_repository(lake).get(NAME, 1).data["training_set"].removeprefix("file://")
+        ).sample(80, random_state=3)
         answer = requests.post(f"{url}/v1/models/{NAME}:predict", json={"rows": client_rows(frame)}, timeout=60)
         assert answer.status_code == 200, answer.text
         store = MonitoringStore.from_settings(lake)
-        wait_until(lambda: store.database.connection().execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0] >= 80)  # type: ignore[attr-defined]
-        outcomes = [{"keys": {"order_id": int(o)}, "label": float(y)} for o, y in zip(frame["order_id"], frame["delivery_minutes"], strict=True)]
-        assert requests.post(f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, headers=OUTCOME_AUTH, timeout=60).status_code == 200
+        wait_until(
+            lambda: store.database.connection().execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0] >= 80
+        )  # type: ignore[attr-defined]
+        outcomes = [
+            {"keys": {"order_id": int(o)}, "label": float(y)}
+            for o, y in zip(frame["order_id"], frame["delivery_minutes"], strict=True)
+        ]
+        assert (
+            requests.post(
+                f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, headers=OUTCOME_AUTH, timeout=60
+            ).status_code
+            == 200
+        )
         assert monitor_summary(lake, NAME).latest  # computed and kept in the history the UI draws
         yield url
 
@@ -107,7 +139,9 @@ def assert_error(response: requests.Response, status: int, mentions: str) -> dic
 
 def test_read_routes_answer_with_the_repository_feature_store_and_monitoring(server: str, endpoint: str) -> None:
     groups = call(server, "GET", "/feature-groups").json()
-    assert {g["name"] for g in groups} == {"restaurant_prep", "city_demand"} and all(g["built"] and g["rows"] > 0 for g in groups)
+    assert {g["name"] for g in groups} == {"restaurant_prep", "city_demand"} and all(
+        g["built"] and g["rows"] > 0 for g in groups
+    )
     described = call(server, "GET", "/feature-groups/restaurant_prep").json()
     assert described["statistics"] and {f["name"] for f in described["features"]} >= {"prep_minutes_mean_7d"}
     models = {m["name"]: m for m in call(server, "GET", "/models").json()}
@@ -125,68 +159,98 @@ def test_read_routes_answer_with_the_repository_feature_store_and_monitoring(ser
     assert call(server, "GET", f"/deployments/{NAME}/history").json()[-1]["action"] == "deploy"
     live = call(server, "GET", f"/models/{NAME}/monitoring").json()
     assert any(m["metric"] == "rmse" and m["unit"] == "all" for m in live["metrics"])
-    assert any(a["metric"] == "rmse" and a["bound"] == "max" for a in live["alerts"])  # max_rmse 1.0 is breached on purpose
+    assert any(
+        a["metric"] == "rmse" and a["bound"] == "max" for a in live["alerts"]
+    )  # max_rmse 1.0 is breached on purpose
     assert call(server, "GET", f"/models/{NAME}/monitoring/history").json()
     assert call(server, "GET", "/schedules").json() == []
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "mentions"), [
-    ("GET", "/models/ghost", None, 404, "ghost"),
-    ("GET", f"/models/{NAME}/versions/99", None, 404, "99"),
-    ("GET", f"/models/{NAME}/versions/nightly", None, 404, "nightly"),
-    ("GET", "/models/..%2F..%2Fetc", None, 404, "no such route"),
-    ("GET", "/models/Bad-Name", None, 422, "name"),
-    ("GET", "/feature-groups/ghost", None, 404, "ghost"),
-    ("GET", "/feature-groups/x%00y", None, 422, "name"),
-    ("GET", "/training-runs/ghost-run", None, 404, "ghost-run"),
-    ("GET", "/training-runs/..%2Fx", None, 404, "no such route"),
-    ("GET", "/training-runs/.hidden", None, 422, "run_id"),
-    ("GET", f"/models/{NAME}/monitoring/history?since_s=-1", None, 422, "since_s"),
-    ("PUT", f"/models/{NAME}/aliases/production", {"version": 2}, 422, "expected_version"),
-    ("PUT", f"/models/{NAME}/aliases/production", {"version": 2, "expected_version": 2}, 409, "production"),
-    ("PUT", f"/models/{NAME}/aliases/production", {"version": 7, "expected_version": 1}, 404, "7"),
-    ("PUT", f"/models/{NAME}/aliases/production", {"version": "two", "expected_version": 1}, 422, "version"),
-    ("PUT", f"/models/{NAME}/aliases/Prod!", {"version": 2, "expected_version": 1}, 422, "alias"),
-    ("DELETE", f"/models/{NAME}/aliases/nightly", None, 404, "nightly"),
-    ("PUT", f"/deployments/{NAME}", {"target": "nightly"}, 404, "nightly"),
-    ("PUT", f"/deployments/{NAME}", {"target": "production", "shadow_version": 9}, 404, "9"),
-    ("PUT", f"/deployments/{NAME}", {"target": "production", "expected_revision": 999}, 409, "999"),
-    ("PUT", f"/deployments/{NAME}", {"target": "production", "canary": {"version": 2, "percent": 150}}, 422, "canary.percent"),
-    ("PUT", f"/deployments/{NAME}", {"target": "production", "surprise": 1}, 422, "surprise"),
-    ("DELETE", "/deployments/late_delivery", None, 404, "late_delivery"),
-    ("POST", "/training-runs", {"spec": "name: [unclosed"}, 422, "not valid YAML"),
-    ("POST", "/training-runs", {"spec": "name: x\nowner: me\ntask: classify\n"}, 422, "task"),
-    ("POST", "/training-runs", {"spec": json.dumps(small_delivery_document()), "run_id": "../../etc"}, 422, "run_id"),
-    ("POST", "/training-runs", {}, 422, "spec"),
-    ("POST", "/training-runs", {"spec": json.dumps(small_delivery_document())}, 503, "CUPOLA_DASHBOARD_URL"),
-    ("POST", "/feature-groups/ghost/builds", None, 404, "ghost"),
-    ("POST", "/feature-groups/city_demand/builds", None, 503, "CUPOLA_DASHBOARD_URL"),
-])
-def test_bad_input_gets_a_json_4xx_naming_the_field_and_changes_nothing(server: str, method: str, path: str, body: Any, status: int, mentions: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "mentions"),
+    [
+        ("GET", "/models/ghost", None, 404, "ghost"),
+        ("GET", f"/models/{NAME}/versions/99", None, 404, "99"),
+        ("GET", f"/models/{NAME}/versions/nightly", None, 404, "nightly"),
+        ("GET", "/models/..%2F..%2Fetc", None, 404, "no such route"),
+        ("GET", "/models/Bad-Name", None, 422, "name"),
+        ("GET", "/feature-groups/ghost", None, 404, "ghost"),
+        ("GET", "/feature-groups/x%00y", None, 422, "name"),
+        ("GET", "/training-runs/ghost-run", None, 404, "ghost-run"),
+        ("GET", "/training-runs/..%2Fx", None, 404, "no such route"),
+        ("GET", "/training-runs/.hidden", None, 422, "run_id"),
+        ("GET", f"/models/{NAME}/monitoring/history?since_s=-1", None, 422, "since_s"),
+        ("PUT", f"/models/{NAME}/aliases/production", {"version": 2}, 422, "expected_version"),
+        ("PUT", f"/models/{NAME}/aliases/production", {"version": 2, "expected_version": 2}, 409, "production"),
+        ("PUT", f"/models/{NAME}/aliases/production", {"version": 7, "expected_version": 1}, 404, "7"),
+        ("PUT", f"/models/{NAME}/aliases/production", {"version": "two", "expected_version": 1}, 422, "version"),
+        ("PUT", f"/models/{NAME}/aliases/Prod!", {"version": 2, "expected_version": 1}, 422, "alias"),
+        ("DELETE", f"/models/{NAME}/aliases/nightly", None, 404, "nightly"),
+        ("PUT", f"/deployments/{NAME}", {"target": "nightly"}, 404, "nightly"),
+        ("PUT", f"/deployments/{NAME}", {"target": "production", "shadow_version": 9}, 404, "9"),
+        ("PUT", f"/deployments/{NAME}", {"target": "production", "expected_revision": 999}, 409, "999"),
+        (
+            "PUT",
+            f"/deployments/{NAME}",
+            {"target": "production", "canary": {"version": 2, "percent": 150}},
+            422,
+            "canary.percent",
+        ),
+        ("PUT", f"/deployments/{NAME}", {"target": "production", "surprise": 1}, 422, "surprise"),
+        ("DELETE", "/deployments/late_delivery", None, 404, "late_delivery"),
+        ("POST", "/training-runs", {"spec": "name: [unclosed"}, 422, "not valid YAML"),
+        ("POST", "/training-runs", {"spec": "name: x\nowner: me\ntask: classify\n"}, 422, "task"),
+        (
+            "POST",
+            "/training-runs",
+            {"spec": json.dumps(small_delivery_document()), "run_id": "../../etc"},
+            422,
+            "run_id",
+        ),
+        ("POST", "/training-runs", {}, 422, "spec"),
+        ("POST", "/training-runs", {"spec": json.dumps(small_delivery_document())}, 503, "CUPOLA_DASHBOARD_URL"),
+        ("POST", "/feature-groups/ghost/builds", None, 404, "ghost"),
+        ("POST", "/feature-groups/city_demand/builds", None, 503, "CUPOLA_DASHBOARD_URL"),
+    ],
+)
+def test_bad_input_gets_a_json_4xx_naming_the_field_and_changes_nothing(
+    server: str, method: str, path: str, body: Any, status: int, mentions: str
+) -> None:
     before = call(server, "GET", f"/models/{NAME}").json()
     assert_error(call(server, method, path, json=body), status, mentions)
     assert call(server, "GET", f"/models/{NAME}").json() == before
 
 
 def test_malformed_json_is_a_422_not_a_500(server: str) -> None:
-    response = requests.put(f"{server}/api/v1/models/{NAME}/aliases/production", data=b"{not json", timeout=30,
-                            headers={"authorization": f"Bearer {WRITE}", "content-type": "application/json"})
+    response = requests.put(
+        f"{server}/api/v1/models/{NAME}/aliases/production",
+        data=b"{not json",
+        timeout=30,
+        headers={"authorization": f"Bearer {WRITE}", "content-type": "application/json"},
+    )
     assert_error(response, 422, "body")
 
 
-@pytest.mark.parametrize(("method", "path", "token", "status"), [
-    ("GET", "/models", None, 401),
-    ("GET", "/models", "wrong", 401),
-    ("GET", "/models", READ, 200),
-    ("GET", "/models", WRITE, 200),
-    ("PUT", f"/models/{NAME}/aliases/staging", None, 401),
-    ("PUT", f"/models/{NAME}/aliases/staging", READ, 403),
-    ("PUT", f"/models/{NAME}/aliases/staging", "wrong", 401),
-    ("DELETE", f"/deployments/{NAME}", READ, 403),
-    ("POST", "/training-runs", READ, 403),
-])
-def test_tokens_guard_read_and_write_routes(server: str, method: str, path: str, token: str | None, status: int) -> None:
-    body = {"version": 2, "expected_version": None} if method == "PUT" else ({"spec": "x"} if method == "POST" else None)
+@pytest.mark.parametrize(
+    ("method", "path", "token", "status"),
+    [
+        ("GET", "/models", None, 401),
+        ("GET", "/models", "wrong", 401),
+        ("GET", "/models", READ, 200),
+        ("GET", "/models", WRITE, 200),
+        ("PUT", f"/models/{NAME}/aliases/staging", None, 401),
+        ("PUT", f"/models/{NAME}/aliases/staging", READ, 403),
+        ("PUT", f"/models/{NAME}/aliases/staging", "wrong", 401),
+        ("DELETE", f"/deployments/{NAME}", READ, 403),
+        ("POST", "/training-runs", READ, 403),
+    ],
+)
+def test_tokens_guard_read_and_write_routes(
+    server: str, method: str, path: str, token: str | None, status: int
+) -> None:
+    body = (
+        {"version": 2, "expected_version": None} if method == "PUT" else ({"spec": "x"} if method == "POST" else None)
+    )
     response = call(server, method, path, token=token, json=body)
     assert response.status_code == status, response.text
     if status == 401:
@@ -227,7 +291,12 @@ def test_cli_works_through_the_api_when_a_server_url_is_configured(lake: Setting
     from cupola.cli.main import app
 
     runner = CliRunner(env={"COLUMNS": "200"})
-    env = {"CUPOLA_API_URL": server, "CUPOLA_API_TOKEN": WRITE, "CUPOLA_DATA_ROOT": str(tmp_path / "empty"), "CUPOLA_USER": "linus"}
+    env = {
+        "CUPOLA_API_URL": server,
+        "CUPOLA_API_TOKEN": WRITE,
+        "CUPOLA_DATA_ROOT": str(tmp_path / "empty"),
+        "CUPOLA_USER": "linus",
+    }
     listed = runner.invoke(app, ["models", "list"], env=env)
     assert listed.exit_code == 0 and NAME in listed.output and "production→1" in listed.output, listed.output
     moved = runner.invoke(app, ["models", "alias", NAME, "staging", "2"], env=env)
@@ -268,15 +337,25 @@ def test_every_operation_of_the_openapi_spec_survives_generated_requests(lake: S
             @hypothesis_settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
             @given(case=operation.as_strategy())
             def fuzz(case: Any) -> None:
-                response = case.call_and_validate(base_url=url, headers={"authorization": f"Bearer {WRITE}"}, checks=[not_a_server_error, status_code_conformance])
+                response = case.call_and_validate(
+                    base_url=url,
+                    headers={"authorization": f"Bearer {WRITE}"},
+                    checks=[not_a_server_error, status_code_conformance],
+                )
                 statuses.append(response.status_code)
 
             fuzz()
-        assert len(statuses) >= 5 * operations and {200, 404, 422} <= set(statuses)  # real traffic, accepted and refused
-        assert operations == sum(len(methods) for methods in requests.get(f"{url}/openapi.json", timeout=30).json()["paths"].values())
+        assert len(statuses) >= 5 * operations and {200, 404, 422} <= set(
+            statuses
+        )  # real traffic, accepted and refused
+        assert operations == sum(
+            len(methods) for methods in requests.get(f"{url}/openapi.json", timeout=30).json()["paths"].values()
+        )
 
 
-def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_what_is_served(lake: Settings, endpoint: str, server: str, chromium: str) -> None:
+def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_what_is_served(
+    lake: Settings, endpoint: str, server: str, chromium: str
+) -> None:
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -292,21 +371,28 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
         "deployments": ("/ui/deployments", "production"),
         "api": ("/ui/api", "/api/v1/models/{name}/aliases/{alias}"),
     }
-    row = client_rows(pd.read_parquet(create_repository(lake).get(NAME, 1).data["training_set"].removeprefix("file://")).tail(1))[0]
+    row = client_rows(
+        pd.read_parquet(create_repository(lake).get(NAME, 1).data["training_set"].removeprefix("file://")).tail(1)
+    )[0]
 
     def served_version() -> int:
         return requests.post(f"{endpoint}/v1/models/{NAME}:predict", json={"row": row}, timeout=30).json()["version"]
 
     assert served_version() == 1
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
             foreign: list[str] = []
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("request", lambda request: foreign.append(request.url) if not request.url.startswith(server) else None)
+            page.on(
+                "request", lambda request: foreign.append(request.url) if not request.url.startswith(server) else None
+            )
             page.goto(f"{server}/ui/models")
             assert "/ui/login" in page.url  # tokens are configured: sign in first
             page.fill("input[name=token]", WRITE)
@@ -316,9 +402,13 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
                 response = page.goto(f"{server}{path}")
                 assert response is not None and response.status == 200, (path, response and response.status)
                 assert expected in page.content(), path
-                assert page.eval_on_selector("nav", "nav => getComputedStyle(nav).display") == "flex", path  # the navigation is styled
+                assert page.eval_on_selector("nav", "nav => getComputedStyle(nav).display") == "flex", (
+                    path
+                )  # the navigation is styled
                 page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-            charts = page.goto(f"{server}/ui/models/{NAME}/monitoring") and page.eval_on_selector_all("figure.chart svg", "svgs => svgs.filter(s => s.getBoundingClientRect().width > 100).length")
+            charts = page.goto(f"{server}/ui/models/{NAME}/monitoring") and page.eval_on_selector_all(
+                "figure.chart svg", "svgs => svgs.filter(s => s.getBoundingClientRect().width > 100).length"
+            )
             assert charts >= 3  # rmse over time with its limit, and feature drift now and over time
             page.goto(f"{server}/ui/models/{NAME}")
             page.fill("input[name=alias]", "production")
@@ -338,7 +428,11 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
 
 
 @pytest.mark.slow
-def test_a_training_run_submitted_by_api_is_a_ray_job_and_the_scheduler_skips_while_a_run_is_going(lake: Settings, head_node: str, tmp_path: Path) -> None:  # noqa: F811
+def test_a_training_run_submitted_by_api_is_a_ray_job_and_the_scheduler_skips_while_a_run_is_going(
+    lake: Settings,
+    head_node: str,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
     import yaml
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -352,16 +446,26 @@ def test_a_training_run_submitted_by_api_is_a_ray_job_and_the_scheduler_skips_wh
         client = Client(url, WRITE, user="grace")
         submitted = client.submit_training_run(spec, run_id="api-run-1")
         assert submitted["status"] == "submitted" and submitted["model"] == NAME
-        assert ray_jobs.get_job_info(submitted["job_id"]).metadata["cupola_run_id"] == "api-run-1"  # a Ray job, visible in the dashboard
+        assert (
+            ray_jobs.get_job_info(submitted["job_id"]).metadata["cupola_run_id"] == "api-run-1"
+        )  # a Ray job, visible in the dashboard
 
         tomorrow_3am = datetime.now(timezone.utc).replace(hour=3, minute=1, second=0, microsecond=0) + timedelta(days=1)
         skipped = scheduler.tick(tomorrow_3am)
         assert [(d.model, d.decision) for d in skipped] == [(NAME, "skipped")] and "api-run-1" in skipped[0].reason
         assert scheduler.tick(tomorrow_3am) == []  # one decision per due time
 
-        finished = wait_until(lambda: (run := client.training_run("api-run-1"))["job"]["state"] in {"SUCCEEDED", "FAILED"} and run, timeout=480, every=2)
+        finished = wait_until(
+            lambda: (run := client.training_run("api-run-1"))["job"]["state"] in {"SUCCEEDED", "FAILED"} and run,
+            timeout=480,
+            every=2,
+        )
         assert finished["status"] == "succeeded", client.training_run_logs("api-run-1")["job_output"][-3000:]
-        assert finished["version"] == 3 and finished["job"]["state"] == "SUCCEEDED" and finished["created_by"] == "grace (api)"
+        assert (
+            finished["version"] == 3
+            and finished["job"]["state"] == "SUCCEEDED"
+            and finished["created_by"] == "grace (api)"
+        )
         assert ray_jobs.get_job_status(submitted["job_id"]) == JobStatus.SUCCEEDED
         logs = client.training_run_logs("api-run-1")
         assert logs["lines"] and "registered delivery_minutes version 3" in logs["job_output"]
@@ -369,10 +473,14 @@ def test_a_training_run_submitted_by_api_is_a_ray_job_and_the_scheduler_skips_wh
 
         following_day = tomorrow_3am + timedelta(days=1)
         fired = scheduler.tick(following_day)
-        assert [(d.decision, d.run_id) for d in fired] == [("submitted", f"{NAME}-scheduled-{following_day:%Y%m%d}T0300")]
+        assert [(d.decision, d.run_id) for d in fired] == [
+            ("submitted", f"{NAME}-scheduled-{following_day:%Y%m%d}T0300")
+        ]
         scheduled = client.training_run(fired[0].run_id)
         assert scheduled["job"]["trigger"] == "schedule"
         assert client.cancel_training_run(fired[0].run_id)["stopped"] is True
         wait_until(lambda: client.training_run(fired[0].run_id)["status"] == "cancelled", timeout=120, every=1)
         listed = requests.get(f"{url}/api/v1/schedules", headers={"authorization": f"Bearer {READ}"}, timeout=30).json()
-        assert [(s["model"], s["schedule"], [d["decision"] for d in s["decisions"]]) for s in listed] == [(NAME, "0 3 * * *", ["submitted", "skipped"])]
+        assert [(s["model"], s["schedule"], [d["decision"] for d in s["decisions"]]) for s in listed] == [
+            (NAME, "0 3 * * *", ["submitted", "skipped"])
+        ]

@@ -27,18 +27,30 @@ def deployments(settings: Settings) -> Iterator[Deployments]:
 
 def test_revisions_conflicts_and_events(deployments: Deployments) -> None:
     first = deployments.put(DeploymentConfig(model="eta"), "deploy", "alice")
-    second = deployments.put(DeploymentConfig(model="eta", canary=Canary(version=2, percent=10)), "canary", "bob", "try v2", expected_revision=1)
+    second = deployments.put(
+        DeploymentConfig(model="eta", canary=Canary(version=2, percent=10)),
+        "canary",
+        "bob",
+        "try v2",
+        expected_revision=1,
+    )
     assert (first.revision, second.revision) == (1, 2)
     with pytest.raises(DeploymentConflict, match="at revision 2, not 1"):
         deployments.put(DeploymentConfig(model="eta"), "rollback", "replica", expected_revision=1)
     deployments.put(DeploymentConfig(model="other", target="3"), "deploy", "carol")
     assert [d.config.model for d in deployments.list()] == ["eta", "other"]
-    assert deployments.get("eta").config.canary == Canary(version=2, percent=10) and deployments.get("eta").updated_by == "bob"
+    assert (
+        deployments.get("eta").config.canary == Canary(version=2, percent=10)
+        and deployments.get("eta").updated_by == "bob"
+    )
     deployments.remove("other", "dave", "retired")
     assert deployments.get("other") is None
     with pytest.raises(KeyError, match="not deployed"):
         deployments.remove("other", "dave")
-    assert [(e.action, e.by, e.reason) for e in deployments.events("eta")] == [("deploy", "alice", ""), ("canary", "bob", "try v2")]
+    assert [(e.action, e.by, e.reason) for e in deployments.events("eta")] == [
+        ("deploy", "alice", ""),
+        ("canary", "bob", "try v2"),
+    ]
     assert [e.action for e in deployments.events("other")] == ["deploy", "undeploy"]
 
 
@@ -60,4 +72,7 @@ def test_shadow_predictions_are_kept_with_their_difference(deployments: Deployme
     deployments.log_shadow("req-1", "eta", 1, 2, [1.0, 2.0], [1.5, 1.0], None)
     deployments.log_shadow("req-2", "eta", 1, 2, [1.0], None, "ValueError: broken")
     logged = deployments.shadow_log("eta")
-    assert [(r["request_id"], r["max_abs_difference"], r["error"]) for r in logged] == [("req-1", 1.0, None), ("req-2", None, "ValueError: broken")]
+    assert [(r["request_id"], r["max_abs_difference"], r["error"]) for r in logged] == [
+        ("req-1", 1.0, None),
+        ("req-2", None, "ValueError: broken"),
+    ]

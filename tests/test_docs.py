@@ -9,7 +9,12 @@ from pathlib import Path
 from cupola.config.reference import settings_reference
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md", ROOT / "benchmarks" / "RESULTS.md"]
+PAGES = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "benchmarks" / "README.md",
+    ROOT / "benchmarks" / "RESULTS.md",
+]
 
 
 def test_the_settings_page_is_generated_from_the_settings_fields() -> None:

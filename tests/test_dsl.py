@@ -61,7 +61,9 @@ def test_arithmetic_matches_pandas(frame: pd.DataFrame) -> None:
 
 def test_columns_are_reported_and_group_references_map_to_joined_names() -> None:
     assert dsl.columns(dsl.parse("if_else(a > 1, b, fill_null(c, 0))")) == {"a", "b", "c"}
-    assert dsl.columns(dsl.parse("restaurant_prep.prep_minutes_mean_7d * 2")) == {"restaurant_prep__prep_minutes_mean_7d"}
+    assert dsl.columns(dsl.parse("restaurant_prep.prep_minutes_mean_7d * 2")) == {
+        "restaurant_prep__prep_minutes_mean_7d"
+    }
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,9 @@ def test_regression_metrics_match_scikit_learn(seed: int) -> None:
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(label, predictions))
     assert got["r2"] == pytest.approx(skm.r2_score(label, predictions))
     assert got["mape"] == pytest.approx(skm.mean_absolute_percentage_error(label, predictions))
-    assert got["rmsle"] == pytest.approx(skm.root_mean_squared_log_error(label, np.maximum(predictions, 0)))  # negatives count as 0
+    assert got["rmsle"] == pytest.approx(
+        skm.root_mean_squared_log_error(label, np.maximum(predictions, 0))
+    )  # negatives count as 0
     assert got["abs_error_p90"] == pytest.approx(np.quantile(np.abs(label - predictions), 0.9))
     assert m.regression_metrics(label - 50, predictions)["rmsle"] is None  # undefined with negative labels
 
@@ -92,7 +94,9 @@ def test_binary_metrics_match_scikit_learn(seed: int, ties: bool) -> None:
     np.testing.assert_allclose(curve["fraction_positive"], observed)
     np.testing.assert_allclose(curve["mean_predicted"], predicted_mean)
     counts = m.confusion(label, scores, threshold)
-    np.testing.assert_array_equal([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]], skm.confusion_matrix(label, predicted))
+    np.testing.assert_array_equal(
+        [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]], skm.confusion_matrix(label, predicted)
+    )
 
 
 @pytest.mark.parametrize("seed", [4, 5])
@@ -114,7 +118,9 @@ def test_permutation_importance_ranks_planted_signal_first_and_noise_last() -> N
     rng = np.random.default_rng(0)
     features = rng.normal(size=(3000, 4)).astype("float32")
     label = 4.0 * features[:, 0] + 1.0 * features[:, 1] + 0.5 * features[:, 2] + rng.normal(0, 0.3, 3000)
-    booster = xgb.train({"max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0}, xgb.DMatrix(features[:2000], label=label[:2000]), 60)
+    booster = xgb.train(
+        {"max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0}, xgb.DMatrix(features[:2000], label=label[:2000]), 60
+    )
     names = ["strong", "medium", "weak", "noise"]
     importance = permutation_importance(booster.inplace_predict, features[2000:], label[2000:], names, "rmse", seed=1)
     ranked = sorted(names, key=lambda n: importance[n]["mean"], reverse=True)
@@ -143,7 +149,9 @@ def trained(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytes
     return settings
 
 
-@pytest.mark.parametrize(("name", "charts"), [("delivery_minutes", REGRESSION_CHARTS), ("late_delivery", BINARY_CHARTS)])
+@pytest.mark.parametrize(
+    ("name", "charts"), [("delivery_minutes", REGRESSION_CHARTS), ("late_delivery", BINARY_CHARTS)]
+)
 def test_every_version_stores_a_complete_report(trained: Settings, name: str, charts: set[str]) -> None:
     repository = create_repository(trained)
     version = repository.resolve(name, "latest")
@@ -153,13 +161,20 @@ def test_every_version_stores_a_complete_report(trained: Settings, name: str, ch
     assert set(partitions) == set(CITY_NAMES)  # every city of the example reaches the test split
     assert sum(p["rows"] for p in partitions.values()) == version.data["rows"]["test"]
     served = {p: v["served_by"] for p, v in report["metrics"]["partitions"].items()}
-    assert FALLBACK in served.values() and set(served.values()) - {FALLBACK}  # small cities fall back, large ones have their own model
+    assert FALLBACK in served.values() and set(served.values()) - {
+        FALLBACK
+    }  # small cities fall back, large ones have their own model
     assert report["metrics"]["fallback"]["rows"] == version.data["rows"]["test"]
     assert set(report["importance"]["native"]) == set(version.summary["units"])
     assert set(report["importance"]["permutation"]) == set(version.data["inputs"])
     assert set(report["distributions"]) == {*version.data["inputs"], "city"}
     for distribution in report["distributions"].values():
-        assert sum(distribution["train"]["counts"]) + distribution["train"].get("other", 0) + distribution["train"].get("nulls", 0) == distribution["train"]["rows"]
+        assert (
+            sum(distribution["train"]["counts"])
+            + distribution["train"].get("other", 0)
+            + distribution["train"].get("nulls", 0)
+            == distribution["train"]["rows"]
+        )
     assert len(report["search"]["trials"]) == 2
     baseline = report["baseline"]["metrics"]
     if name == "delivery_minutes":
@@ -172,8 +187,12 @@ def test_every_version_stores_a_complete_report(trained: Settings, name: str, ch
     assert hashlib.sha256(stored).hexdigest() == report["html"]["sha256"]
 
 
-@pytest.mark.parametrize(("name", "charts"), [("delivery_minutes", REGRESSION_CHARTS), ("late_delivery", BINARY_CHARTS)])
-def test_report_renders_in_headless_chromium(trained: Settings, tmp_path: Path, name: str, charts: set[str], chromium: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "charts"), [("delivery_minutes", REGRESSION_CHARTS), ("late_delivery", BINARY_CHARTS)]
+)
+def test_report_renders_in_headless_chromium(
+    trained: Settings, tmp_path: Path, name: str, charts: set[str], chromium: str
+) -> None:
     from playwright.sync_api import sync_playwright
 
     version, page_html = version_report_html(create_repository(trained), name, "latest")
@@ -182,7 +201,14 @@ def test_report_renders_in_headless_chromium(trained: Settings, tmp_path: Path, 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
@@ -191,7 +217,12 @@ def test_report_renders_in_headless_chromium(trained: Settings, tmp_path: Path, 
             page.on("pageerror", lambda error: console_errors.append(str(error)))
             page.on("request", lambda request: requests.append(request.url))
             page.goto(page_file.as_uri(), wait_until="load")
-            rendered = set(page.eval_on_selector_all("figure.chart", "figures => figures.filter(f => f.querySelector('svg') && f.querySelector('svg').getBoundingClientRect().width > 100).map(f => f.dataset.chart)"))
+            rendered = set(
+                page.eval_on_selector_all(
+                    "figure.chart",
+                    "figures => figures.filter(f => f.querySelector('svg') && f.querySelector('svg').getBoundingClientRect().width > 100).map(f => f.dataset.chart)",
+                )
+            )
             page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
         finally:
             browser.close()
@@ -206,7 +237,9 @@ def test_report_and_compare_commands(trained: Settings, tmp_path: Path) -> None:
     runner = CliRunner(env={"COLUMNS": "160"})
     env = {"CUPOLA_DATA_ROOT": trained.data_root, "CUPOLA_RECORDS_PATH": str(trained.records_path)}
     output = tmp_path / "out" / "report.html"
-    written = runner.invoke(app, ["models", "report", "delivery_minutes", "--version", "2", "--output", str(output)], env=env)
+    written = runner.invoke(
+        app, ["models", "report", "delivery_minutes", "--version", "2", "--output", str(output)], env=env
+    )
     assert written.exit_code == 0, written.output
     page = output.read_text()
     assert "delivery_minutes v2" in page and "production v1" in page  # compared with the version serving now

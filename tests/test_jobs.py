@@ -42,22 +42,43 @@ def wait_for_dashboard(url: str, process: subprocess.Popen, timeout: float = 120
 
 
 @contextmanager
-def ray_head(temp_dir: Path, *options: str, port: int | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+def ray_head(
+    temp_dir: Path, *options: str, port: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`ray start --head --block` on loopback in its own process group, until its dashboard answers; yields the
     dashboard URL. Stopped by SIGINT to the group (the node shuts down within seconds), then SIGKILL to whatever
     the group still holds (e.g. worker nodes an autoscaler started) — never `ray stop`, which would stop every
     Ray on the machine."""
     dashboard = free_port()
     command = [
-        str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-        "--node-ip-address", "127.0.0.1", "--port", str(port or free_port()),
-        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-        "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
-        "--metrics-export-port", str(free_port()), "--temp-dir", str(temp_dir), *options,
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port or free_port()),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard),
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--ray-client-server-port",
+        str(free_port()),
+        "--metrics-export-port",
+        str(free_port()),
+        "--temp-dir",
+        str(temp_dir),
+        *options,
     ]
     environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     with open(temp_dir / "ray-start.log", "w") as log:
-        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         url = f"http://127.0.0.1:{dashboard}"
         try:
             wait_for_dashboard(url, process)
@@ -86,8 +107,24 @@ def submit(url: str, data_root: Path, *entrypoint: str) -> subprocess.CompletedP
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     runtime_env = json.dumps({"env_vars": {"CUPOLA_DATA_ROOT": str(data_root)}})
     return subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(REPO), "--runtime-env-json", runtime_env, "--", "python", *entrypoint],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            url,
+            "--working-dir",
+            str(REPO),
+            "--runtime-env-json",
+            runtime_env,
+            "--",
+            "python",
+            *entrypoint,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -106,7 +143,9 @@ def test_build_and_materialize_jobs_through_ray_job_submit(head_node: str, tmp_p
     store = FeatureStore(settings)
     assert store.offline.read_metadata("restaurant_prep")["rows"] > 0
     assert store.offline.read_metadata("city_demand")["rows"] == 3000
-    result = store.get_online_features(["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": 0}, {"restaurant_id": -1}])
+    result = store.get_online_features(
+        ["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": 0}, {"restaurant_id": -1}]
+    )
     assert result.rows[0]["restaurant_prep__orders_picked_up_7d"] >= 1
     assert [m["row"] for m in result.missing] == [1]
 
@@ -151,41 +190,82 @@ def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> 
     assert open_store("runs", settings).get("job-run").status == "succeeded"
 
     create_repository(settings).set_alias("delivery_minutes", "production", 1, "tester")
-    predicted = submit(head_node, data_root, "jobs/batch_predict.py", "delivery_minutes", "--input", "labels/deliveries", "--output", "predictions/job", "--features-from-offline-store")
+    predicted = submit(
+        head_node,
+        data_root,
+        "jobs/batch_predict.py",
+        "delivery_minutes",
+        "--input",
+        "labels/deliveries",
+        "--output",
+        "predictions/job",
+        "--features-from-offline-store",
+    )
     assert predicted.returncode == 0, predicted.stdout[-3000:] + predicted.stderr[-3000:]
     assert "3,000 rows predicted by delivery_minutes v1" in predicted.stdout + predicted.stderr
     output = pd.read_parquet(data_root / "predictions" / "job")
     assert len(output) == 3000 and set(output["model_version"]) == {1} and output["prediction"].notna().all()
 
     port = free_port()
-    deployed = submit(head_node, data_root, "-m", "cupola.cli.main", "deploy", "delivery_minutes", "--alias", "production", "--port", str(port))
+    deployed = submit(
+        head_node,
+        data_root,
+        "-m",
+        "cupola.cli.main",
+        "deploy",
+        "delivery_minutes",
+        "--alias",
+        "production",
+        "--port",
+        str(port),
+    )
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     assert f"endpoint: http://127.0.0.1:{port}/v1/models/delivery_minutes:predict" in deployed.stdout + deployed.stderr
     order = pd.read_parquet(data_root / "labels" / "deliveries").iloc[0]
-    row = {"distance_km": float(order["distance_km"]), "basket_size": int(order["basket_size"]), "order_ts": order["order_ts"].isoformat(),
-           "city": str(order["city"]), "restaurant_id": int(order["restaurant_id"])}
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/delivery_minutes:predict", json.dumps({"row": row}).encode(), {"content-type": "application/json"})
+    row = {
+        "distance_km": float(order["distance_km"]),
+        "basket_size": int(order["basket_size"]),
+        "order_ts": order["order_ts"].isoformat(),
+        "city": str(order["city"]),
+        "restaurant_id": int(order["restaurant_id"]),
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/models/delivery_minutes:predict",
+        json.dumps({"row": row}).encode(),
+        {"content-type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:  # the app outlives the job that deployed it
         answer = json.loads(response.read())
     assert answer["version"] == 1 and answer["predictions"][0]["prediction"] > 0
 
 
 @pytest.mark.slow
-def test_a_job_the_control_plane_submits_carries_no_secret(head_node: str, cassandra: dict[str, object], tmp_path: Path) -> None:
+def test_a_job_the_control_plane_submits_carries_no_secret(
+    head_node: str, cassandra: dict[str, object], tmp_path: Path
+) -> None:
     """The Jobs API shows a job's runtime_env to anyone who can read the dashboard: no password or token may be in it."""
     import requests
 
     from cupola.control.jobs import RayJobs
 
-    secrets = {"cassandra_password": "pw-8e21aa", "api_write_token": "write-3f0c6d", "api_read_token": "read-1b7e42", "api_token": "client-c90d17"}
+    secrets = {
+        "cassandra_password": "pw-8e21aa",
+        "api_write_token": "write-3f0c6d",
+        "api_read_token": "read-1b7e42",
+        "api_token": "client-c90d17",
+    }
     settings = Settings.load(data_root=str(tmp_path / "lake"), dashboard_url=head_node, **cassandra, **secrets)
     jobs = RayJobs(settings)
     submitted = jobs.submit("secret-check", "build", "orders", ["--help"], "tester")
     token = (Path.home() / ".ray" / "auth_token").read_text().strip()
-    info = requests.get(f"{head_node}/api/jobs/{submitted.job_id}", headers={"authorization": f"Bearer {token}"}, timeout=30)
+    info = requests.get(
+        f"{head_node}/api/jobs/{submitted.job_id}", headers={"authorization": f"Bearer {token}"}, timeout=30
+    )
     assert info.status_code == 200, info.text
     shown = json.dumps(info.json())
-    assert f'"CUPOLA_CASSANDRA_KEYSPACE": "{cassandra["cassandra_keyspace"]}"' in shown  # the settings the job needs are there
+    assert (
+        f'"CUPOLA_CASSANDRA_KEYSPACE": "{cassandra["cassandra_keyspace"]}"' in shown
+    )  # the settings the job needs are there
     for secret in secrets.values():
         assert secret not in shown
     assert jobs.records.find("secret-check") == submitted

@@ -36,7 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "platform/cupola/examples/models/delivery_minutes.yaml"
 RULES = ROOT / "cluster/prometheus"
 NAME = "delivery_minutes"
-MONITORING = {"outcome_keys": ["order_id"], "windows": ["1h", "1d"], "min_outcomes": 30, "min_drift_samples": 300, "thresholds": {"max_rmse": 8.0, "min_r2": 0.2, "max_psi": 0.2}}
+MONITORING = {
+    "outcome_keys": ["order_id"],
+    "windows": ["1h", "1d"],
+    "min_outcomes": 30,
+    "min_drift_samples": 300,
+    "thresholds": {"max_rmse": 8.0, "min_r2": 0.2, "max_psi": 0.2},
+}
 
 
 class Traffic:
@@ -49,9 +55,14 @@ class Traffic:
 @pytest.fixture(scope="module")
 def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Settings:
     folder = tmp_path_factory.mktemp("monitoring")
-    settings = example_lake[0].model_copy(update={
-        "records_path": folder / "records.db", "online_store_path": folder / "online.db", "monitoring_path": folder / "monitoring.db", "monitoring_interval_s": 1.0,
-    })
+    settings = example_lake[0].model_copy(
+        update={
+            "records_path": folder / "records.db",
+            "online_store_path": folder / "online.db",
+            "monitoring_path": folder / "monitoring.db",
+            "monitoring_interval_s": 1.0,
+        }
+    )
     return trained_versions(settings, [{**small_delivery_document(), "monitoring": MONITORING}])
 
 
@@ -69,7 +80,9 @@ def store(lake: Settings, endpoint: str) -> Iterator[SqliteMonitoringStore]:
     wait_until(lambda: drained(monitoring))
     connection = monitoring.database.connection()
     Traffic.rows_deleted += connection.execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0]
-    monitoring.database.write(lambda c: [c.execute(f"DELETE FROM {table}") for table in ("prediction_log", "outcomes", "live_metrics")])
+    monitoring.database.write(
+        lambda c: [c.execute(f"DELETE FROM {table}") for table in ("prediction_log", "outcomes", "live_metrics")]
+    )
     deploy(lake, endpoint, 100.0)
     yield monitoring
     monitoring.close()
@@ -77,13 +90,21 @@ def store(lake: Settings, endpoint: str) -> Iterator[SqliteMonitoringStore]:
 
 def deploy(lake: Settings, url: str, percent: float) -> None:
     """Deploy with `percent` sampling and wait until the replica answers with that revision."""
-    revision = Deployments.from_settings(lake).put(DeploymentConfig(model=NAME, sample_percent=percent), "deploy", "tester").revision
+    revision = (
+        Deployments.from_settings(lake)
+        .put(DeploymentConfig(model=NAME, sample_percent=percent), "deploy", "tester")
+        .revision
+    )
     wait_until(lambda: requests.get(f"{url}/v1/models/{NAME}", timeout=30).json().get("revision") == revision)
 
 
 def counter_totals(monitoring: SqliteMonitoringStore) -> dict[str, float]:
     """Sums over replicas of the serving counters the replicas last reported."""
-    totals = {"cupola_predictions_total": 0.0, "cupola_monitor_sampled_records_total": 0.0, "cupola_monitor_dropped_records_total": 0.0}
+    totals = {
+        "cupola_predictions_total": 0.0,
+        "cupola_monitor_sampled_records_total": 0.0,
+        "cupola_monitor_dropped_records_total": 0.0,
+    }
     for model, _, families in monitoring.counters():
         for family in families:
             for name, _, value in family["samples"]:
@@ -95,7 +116,10 @@ def counter_totals(monitoring: SqliteMonitoringStore) -> dict[str, float]:
 def drained(monitoring: SqliteMonitoringStore) -> bool:
     """The replica has reported every row sent so far, and every sampled row not counted as dropped is in the log."""
     totals = counter_totals(monitoring)
-    logged = monitoring.database.connection().execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0] + Traffic.rows_deleted
+    logged = (
+        monitoring.database.connection().execute("SELECT COUNT(*) FROM prediction_log").fetchone()[0]
+        + Traffic.rows_deleted
+    )
     sampled = totals["cupola_monitor_sampled_records_total"] - totals["cupola_monitor_dropped_records_total"]
     return totals["cupola_predictions_total"] >= Traffic.rows_predicted and logged >= sampled
 
@@ -111,14 +135,18 @@ def traffic(lake: Settings, count: int, seed: int) -> tuple[list[dict], np.ndarr
 
 def predict(url: str, rows: list[dict], request_id: str | None = None, session: requests.Session | None = None) -> dict:
     headers = {"content-type": "application/json", **({"x-request-id": request_id} if request_id else {})}
-    answer = (session or requests).post(f"{url}/v1/models/{NAME}:predict", data=json.dumps({"rows": rows}), headers=headers, timeout=60)
+    answer = (session or requests).post(
+        f"{url}/v1/models/{NAME}:predict", data=json.dumps({"rows": rows}), headers=headers, timeout=60
+    )
     assert answer.status_code == 200, answer.text
     Traffic.rows_predicted += len(rows)
     return answer.json()
 
 
 def post_outcomes(url: str, outcomes: list[dict]) -> dict:
-    answer = requests.post(f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, headers=OUTCOME_AUTH, timeout=60)
+    answer = requests.post(
+        f"{url}/v1/outcomes", json={"model": NAME, "outcomes": outcomes}, headers=OUTCOME_AUTH, timeout=60
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -127,14 +155,23 @@ def live_values(computed: list, window: str, unit: str = ALL_UNITS) -> dict[str,
     return {m.metric: m.value for m in computed if m.window == window and m.unit == unit and m.metric != "psi"}
 
 
-def test_live_metrics_equal_an_offline_computation_over_the_same_joined_rows(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
+def test_live_metrics_equal_an_offline_computation_over_the_same_joined_rows(
+    lake: Settings, endpoint: str, store: SqliteMonitoringStore
+) -> None:
     rows, labels = traffic(lake, 240, seed=1)
     answers = [predict(endpoint, rows[i : i + 60]) for i in range(0, 240, 60)]
     predictions = np.array([p["prediction"] for a in answers for p in a["predictions"]])
     units = np.array([p["partition_model"] for a in answers for p in a["predictions"]])
     wait_until(lambda: len(store.logged(NAME)) == 240)
-    by_request = [{"request_id": a["request_id"], "row": i, "label": float(labels[n * 60 + i])} for n, a in enumerate(answers[:2]) for i in range(60)]
-    by_keys = [{"keys": {"order_id": row["order_id"]}, "label": float(label)} for row, label in zip(rows[120:], labels[120:], strict=True)]
+    by_request = [
+        {"request_id": a["request_id"], "row": i, "label": float(labels[n * 60 + i])}
+        for n, a in enumerate(answers[:2])
+        for i in range(60)
+    ]
+    by_keys = [
+        {"keys": {"order_id": row["order_id"]}, "label": float(label)}
+        for row, label in zip(rows[120:], labels[120:], strict=True)
+    ]
     receipt = post_outcomes(endpoint, by_request + by_keys)
     assert receipt["stored"] == 240 and receipt["matched"] == 240 and receipt["pending"] == 0
 
@@ -158,25 +195,45 @@ def test_live_metrics_equal_an_offline_computation_over_the_same_joined_rows(lak
 
 def test_late_duplicate_orphan_and_early_outcomes(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     rows, labels = traffic(lake, 40, seed=2)
-    early = post_outcomes(endpoint, [{"request_id": "early-request", "row": 0, "label": 30.0}])  # before its prediction exists
+    early = post_outcomes(
+        endpoint, [{"request_id": "early-request", "row": 0, "label": 30.0}]
+    )  # before its prediction exists
     assert early["pending"] == 1
     answer = predict(endpoint, rows[:39])
     predict(endpoint, rows[39:], request_id="early-request")
     wait_until(lambda: len(store.logged(NAME)) == 40)
     predictions = np.array([p["prediction"] for p in answer["predictions"]])
 
-    first = post_outcomes(endpoint, [{"request_id": answer["request_id"], "row": i, "label": float(labels[i])} for i in range(39)])
+    first = post_outcomes(
+        endpoint, [{"request_id": answer["request_id"], "row": i, "label": float(labels[i])} for i in range(39)]
+    )
     assert first == {**first, "stored": 39, "replaced": 0, "matched": 39}
-    corrected = post_outcomes(endpoint, [{"request_id": answer["request_id"], "row": 0, "label": float(labels[0]) + 50}])  # the same outcome again, corrected
+    corrected = post_outcomes(
+        endpoint, [{"request_id": answer["request_id"], "row": 0, "label": float(labels[0]) + 50}]
+    )  # the same outcome again, corrected
     assert corrected["replaced"] == 1
-    orphan = post_outcomes(endpoint, [{"request_id": "never-sampled", "label": 5.0}, {"keys": {"order_id": 10**9}, "label": 5.0}])
+    orphan = post_outcomes(
+        endpoint, [{"request_id": "never-sampled", "label": 5.0}, {"keys": {"order_id": 10**9}, "label": 5.0}]
+    )
     assert orphan["stored"] == 2 and orphan["pending"] == 2
 
     now = time.time()
-    row_of_three_hours_ago = {"model": NAME, "request_id": "three-hours-ago", "row_index": 0, "version": 1, "unit": "__fallback__", "partition_value": "atlantis",
-                              "at": now - 3 * 3600, "prediction": 20.0, "inputs": [None] * 10, "outcome_key": None}
+    row_of_three_hours_ago = {
+        "model": NAME,
+        "request_id": "three-hours-ago",
+        "row_index": 0,
+        "version": 1,
+        "unit": "__fallback__",
+        "partition_value": "atlantis",
+        "at": now - 3 * 3600,
+        "prediction": 20.0,
+        "inputs": [None] * 10,
+        "outcome_key": None,
+    }
     store.log_and_count([row_of_three_hours_ago], NAME, "test", [], now)
-    late = post_outcomes(endpoint, [{"request_id": "three-hours-ago", "label": 26.0}])  # arrives hours after its prediction
+    late = post_outcomes(
+        endpoint, [{"request_id": "three-hours-ago", "label": 26.0}]
+    )  # arrives hours after its prediction
     assert late["matched"] == 1
 
     computed = LiveMetrics(store, create_repository(lake)).compute(NAME, time.time())
@@ -184,24 +241,42 @@ def test_late_duplicate_orphan_and_early_outcomes(lake: Settings, endpoint: str,
     y[0] += 50
     p = np.append(predictions, store.logged(NAME).set_index("client_request_id").loc["early-request", "prediction"])
     hour, day = live_values(computed, "1h"), live_values(computed, "1d")
-    assert hour["outcomes"] == 40 and hour["rmse"] == pytest.approx(metrics.rmse(y, p), rel=1e-12)  # latest label wins; orphans count nowhere
-    assert day["outcomes"] == 41 and day["rmse"] == pytest.approx(metrics.rmse(np.append(y, 26.0), np.append(p, 20.0)), rel=1e-12)
+    assert hour["outcomes"] == 40 and hour["rmse"] == pytest.approx(
+        metrics.rmse(y, p), rel=1e-12
+    )  # latest label wins; orphans count nowhere
+    assert day["outcomes"] == 41 and day["rmse"] == pytest.approx(
+        metrics.rmse(np.append(y, 26.0), np.append(p, 20.0)), rel=1e-12
+    )
 
 
-def test_a_reused_client_request_id_logs_every_prediction_and_outcomes_need_the_token(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
+def test_a_reused_client_request_id_logs_every_prediction_and_outcomes_need_the_token(
+    lake: Settings, endpoint: str, store: SqliteMonitoringStore
+) -> None:
     """The log's key is the server's id: a client sending another request's x-request-id neither overwrites nor
     suppresses its record; outcomes without the outcome token are refused and store nothing."""
     deploy(lake, endpoint, 100.0)
     rows, labels = traffic(lake, 2, seed=5)
-    first, second = predict(endpoint, rows[:1], request_id="reused-id"), predict(endpoint, rows[1:], request_id="reused-id")
-    assert first["request_id"] != second["request_id"] and first["client_request_id"] == second["client_request_id"] == "reused-id"
+    first, second = (
+        predict(endpoint, rows[:1], request_id="reused-id"),
+        predict(endpoint, rows[1:], request_id="reused-id"),
+    )
+    assert (
+        first["request_id"] != second["request_id"]
+        and first["client_request_id"] == second["client_request_id"] == "reused-id"
+    )
     wait_until(lambda: len(store.logged(NAME).query("client_request_id == 'reused-id'")) == 2)
     logged = store.logged(NAME).query("client_request_id == 'reused-id'")
     assert set(logged["request_id"]) == {first["request_id"], second["request_id"]}
-    assert sorted(logged["prediction"]) == sorted([first["predictions"][0]["prediction"], second["predictions"][0]["prediction"]])
+    assert sorted(logged["prediction"]) == sorted(
+        [first["predictions"][0]["prediction"], second["predictions"][0]["prediction"]]
+    )
 
     body = {"model": NAME, "outcomes": [{"request_id": first["request_id"], "label": float(labels[0])}]}
-    for headers in ({}, {"authorization": "Bearer not-the-token"}, {"authorization": OUTCOME_AUTH["authorization"].removeprefix("Bearer ")}):
+    for headers in (
+        {},
+        {"authorization": "Bearer not-the-token"},
+        {"authorization": OUTCOME_AUTH["authorization"].removeprefix("Bearer ")},
+    ):
         refused = requests.post(f"{endpoint}/v1/outcomes", json=body, headers=headers, timeout=30)
         assert refused.status_code == 401 and refused.json()["error"]["field"] == "authorization", refused.text
     key = f"request:{first['request_id']}:0"
@@ -211,7 +286,9 @@ def test_a_reused_client_request_id_logs_every_prediction_and_outcomes_need_the_
     assert labelled.iloc[0] == float(labels[0]) and np.isnan(labelled.iloc[1])
 
 
-def test_sampling_percentage_holds_within_statistical_bounds(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
+def test_sampling_percentage_holds_within_statistical_bounds(
+    lake: Settings, endpoint: str, store: SqliteMonitoringStore
+) -> None:
     deploy(lake, endpoint, 25.0)
     rows, _ = traffic(lake, 200, seed=3)
     with requests.Session() as session:
@@ -223,7 +300,9 @@ def test_sampling_percentage_holds_within_statistical_bounds(lake: Settings, end
     assert counter_totals(store)["cupola_monitor_dropped_records_total"] == 0
 
 
-def test_a_killed_monitoring_actor_comes_back_and_no_acknowledged_record_is_lost(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
+def test_a_killed_monitoring_actor_comes_back_and_no_acknowledged_record_is_lost(
+    lake: Settings, endpoint: str, store: SqliteMonitoringStore
+) -> None:
     rows, _ = traffic(lake, 5, seed=4)
     statuses: list[int] = []
     stop = threading.Event()
@@ -231,14 +310,18 @@ def test_a_killed_monitoring_actor_comes_back_and_no_acknowledged_record_is_lost
     def stream() -> None:
         with requests.Session() as session:
             while not stop.is_set():
-                statuses.append(session.post(f"{endpoint}/v1/models/{NAME}:predict", json={"rows": rows}, timeout=60).status_code)
+                statuses.append(
+                    session.post(f"{endpoint}/v1/models/{NAME}:predict", json={"rows": rows}, timeout=60).status_code
+                )
 
     sender = threading.Thread(target=stream)
     sender.start()
     wait_until(lambda: len(store.logged(NAME)) >= 50)
     killed_at = time.time()
     ray.kill(ray.get_actor(actor_name(NAME, lake.for_workers()), namespace=NAMESPACE), no_restart=False)
-    wait_until(lambda: (store.logged(NAME)["at"] > killed_at + 1).sum() >= 50, timeout=120)  # the restarted actor is logging again
+    wait_until(
+        lambda: (store.logged(NAME)["at"] > killed_at + 1).sum() >= 50, timeout=120
+    )  # the restarted actor is logging again
     stop.set()
     sender.join()
     Traffic.rows_predicted += len(rows) * len(statuses)
@@ -246,12 +329,18 @@ def test_a_killed_monitoring_actor_comes_back_and_no_acknowledged_record_is_lost
     wait_until(lambda: drained(store))
     totals = counter_totals(store)
     logged = len(store.logged(NAME))
-    acknowledged = totals["cupola_monitor_sampled_records_total"] - totals["cupola_monitor_dropped_records_total"] - Traffic.rows_deleted
+    acknowledged = (
+        totals["cupola_monitor_sampled_records_total"]
+        - totals["cupola_monitor_dropped_records_total"]
+        - Traffic.rows_deleted
+    )
     assert logged >= acknowledged  # every record the actor acknowledged is in the log
     assert acknowledged > len(rows) * len(statuses) * 0.5 and logged <= len(rows) * len(statuses)
 
 
-def test_drift_is_detected_on_a_shifted_feature_and_not_on_an_unshifted_one(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
+def test_drift_is_detected_on_a_shifted_feature_and_not_on_an_unshifted_one(
+    lake: Settings, endpoint: str, store: SqliteMonitoringStore
+) -> None:
     rows, _ = traffic(lake, 400, seed=5)
     predict(endpoint, [{**row, "distance_km": row["distance_km"] * 3} for row in rows])
     wait_until(lambda: len(store.logged(NAME)) == 400)
@@ -261,10 +350,14 @@ def test_drift_is_detected_on_a_shifted_feature_and_not_on_an_unshifted_one(lake
     assert psi["basket_size"] < 0.1 and psi["city"] < 0.1 and psi["restaurant_prep__prep_minutes_mean_7d"] < 0.1
 
 
-def test_prometheus_scrapes_the_endpoint_and_a_rule_fires(lake: Settings, endpoint: str, store: SqliteMonitoringStore, tmp_path: Path) -> None:
+def test_prometheus_scrapes_the_endpoint_and_a_rule_fires(
+    lake: Settings, endpoint: str, store: SqliteMonitoringStore, tmp_path: Path
+) -> None:
     prometheus = shutil.which("prometheus")
     assert prometheus, "Debian's prometheus package is not installed: run `make test` (it installs it)"
-    rules = re.sub(r"for: \d+m", "for: 0s", (RULES / "rules.yml").read_text())  # the real rules, without the wait before firing
+    rules = re.sub(
+        r"for: \d+m", "for: 0s", (RULES / "rules.yml").read_text()
+    )  # the real rules, without the wait before firing
     (tmp_path / "rules.yml").write_text(rules)
     config = yaml.safe_load((RULES / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
@@ -272,22 +365,44 @@ def test_prometheus_scrapes_the_endpoint_and_a_rule_fires(lake: Settings, endpoi
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     server = subprocess.Popen(
-        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"),
+        [
+            prometheus,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "prometheus.log", "w"),
     )
     try:
         rows, labels = traffic(lake, 100, seed=6)
         answer = predict(endpoint, rows)
         wait_until(lambda: len(store.logged(NAME)) == 100)
-        post_outcomes(endpoint, [{"request_id": answer["request_id"], "row": i, "label": float(label) + 25} for i, label in enumerate(labels)])  # a planted accuracy drop
+        post_outcomes(
+            endpoint,
+            [
+                {"request_id": answer["request_id"], "row": i, "label": float(label) + 25}
+                for i, label in enumerate(labels)
+            ],
+        )  # a planted accuracy drop
 
         def firing() -> list[dict]:
             alerts = requests.get(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-            return [a for a in alerts if a["labels"]["alertname"] == "CupolaLiveMetricAboveLimit" and a["state"] == "firing" and a["labels"]["model"] == NAME]
+            return [
+                a
+                for a in alerts
+                if a["labels"]["alertname"] == "CupolaLiveMetricAboveLimit"
+                and a["state"] == "firing"
+                and a["labels"]["model"] == NAME
+            ]
 
         alerts = wait_until(firing, timeout=90, every=0.5)
         assert {a["labels"]["metric"] for a in alerts} == {"rmse"} and float(alerts[0]["value"]) > 8.0
-        scraped = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": f'cupola_predictions_total{{model="{NAME}"}}'}, timeout=10).json()
+        scraped = requests.get(
+            f"http://127.0.0.1:{port}/api/v1/query",
+            params={"query": f'cupola_predictions_total{{model="{NAME}"}}'},
+            timeout=10,
+        ).json()
         assert sum(float(r["value"][1]) for r in scraped["data"]["result"]) >= 100
     finally:
         server.terminate()
@@ -297,7 +412,11 @@ def test_prometheus_scrapes_the_endpoint_and_a_rule_fires(lake: Settings, endpoi
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian's prometheus package) is not installed: run `make test`"
-    for command in (["check", "config", "prometheus.yml"], ["check", "rules", "rules.yml"], ["test", "rules", "rules_test.yml"]):
+    for command in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "rules.yml"],
+        ["test", "rules", "rules_test.yml"],
+    ):
         result = subprocess.run([promtool, *command], cwd=RULES, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -311,7 +430,13 @@ def test_outcome_join_job_and_monitor_command(lake: Settings, endpoint: str, sto
     answer = predict(endpoint, rows)
     wait_until(lambda: len(store.logged(NAME)) == 80)
     env = {f"CUPOLA_{key.upper()}": value for key, value in lake.for_workers().items()}
-    joined = subprocess.run([".venv/bin/python", "jobs/join_outcomes.py", NAME, "--hours", "1000000"], cwd=ROOT, env={**os.environ, **env, "COLUMNS": "200"}, capture_output=True, text=True)
+    joined = subprocess.run(
+        [".venv/bin/python", "jobs/join_outcomes.py", NAME, "--hours", "1000000"],
+        cwd=ROOT,
+        env={**os.environ, **env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+    )
     assert joined.returncode == 0, joined.stdout + joined.stderr
     assert "80 matched a logged prediction" in joined.stdout
 
@@ -331,7 +456,11 @@ def test_outcome_join_job_and_monitor_command(lake: Settings, endpoint: str, sto
 def test_bad_outcomes_get_a_4xx_naming_the_field(lake: Settings, endpoint: str, store: SqliteMonitoringStore) -> None:
     cases = [
         ({"model": NAME, "outcomes": [{"keys": {"restaurant_id": 1}, "label": 3}]}, 422, "outcomes[0].keys"),
-        ({"model": NAME, "outcomes": [{"request_id": "a", "keys": {"order_id": 1}, "label": 3}]}, 422, "outcomes[0].request_id"),
+        (
+            {"model": NAME, "outcomes": [{"request_id": "a", "keys": {"order_id": 1}, "label": 3}]},
+            422,
+            "outcomes[0].request_id",
+        ),
         ({"model": NAME, "outcomes": [{"request_id": "a"}]}, 422, "outcomes.0.label"),
         ({"model": "nope", "outcomes": [{"request_id": "a", "label": 1}]}, 404, "model"),
         ({"model": NAME, "outcomes": []}, 422, "outcomes"),
@@ -352,8 +481,23 @@ def test_a_threshold_the_task_does_not_publish_is_refused() -> None:
 def test_retention_deletes_only_what_is_older_than_the_cutoff(tmp_path: Path) -> None:
     store = SqliteMonitoringStore(tmp_path / "monitoring.db")
     now = time.time()
-    record = {"model": NAME, "row_index": 0, "version": 1, "unit": "__fallback__", "partition_value": "x", "prediction": 1.0, "inputs": [1.0], "outcome_key": None}
-    store.log_and_count([{**record, "request_id": "old", "at": now - 40 * 86_400}, {**record, "request_id": "new", "at": now}], NAME, "r", [], now)
+    record = {
+        "model": NAME,
+        "row_index": 0,
+        "version": 1,
+        "unit": "__fallback__",
+        "partition_value": "x",
+        "prediction": 1.0,
+        "inputs": [1.0],
+        "outcome_key": None,
+    }
+    store.log_and_count(
+        [{**record, "request_id": "old", "at": now - 40 * 86_400}, {**record, "request_id": "new", "at": now}],
+        NAME,
+        "r",
+        [],
+        now,
+    )
     store.record_outcomes(NAME, [("request:new:0", 2.0, None)], "api", now)
     store.prune(NAME, now - 30 * 86_400)
     assert store.logged(NAME)["request_id"].tolist() == ["new"] and store.logged(NAME)["label"].tolist() == [2.0]

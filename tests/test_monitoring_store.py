@@ -22,19 +22,45 @@ def store(backend_settings: Settings) -> Iterator[MonitoringStore]:
 
 
 def record(request_id: str, row: int, at: float, prediction: float, order_id: int | None = None) -> dict:
-    return {"model": MODEL, "request_id": request_id, "row_index": row, "version": 2, "unit": "lima", "partition_value": "lima", "at": at,
-            "prediction": prediction, "inputs": [1.5, None], "outcome_key": event_key({"order_id": order_id}) if order_id is not None else None}
+    return {
+        "model": MODEL,
+        "request_id": request_id,
+        "row_index": row,
+        "version": 2,
+        "unit": "lima",
+        "partition_value": "lima",
+        "at": at,
+        "prediction": prediction,
+        "inputs": [1.5, None],
+        "outcome_key": event_key({"order_id": order_id}) if order_id is not None else None,
+    }
 
 
 def test_logged_predictions_join_outcomes_by_request_or_keys(store: MonitoringStore) -> None:
     now = time.time()
-    records = [record("r1", 0, now - 10, 10.0, order_id=1), record("r1", 1, now - 9, 11.0, order_id=2), record("r2", 0, now - 5, 12.0), record("old", 0, now - 7200, 9.0)]
+    records = [
+        record("r1", 0, now - 10, 10.0, order_id=1),
+        record("r1", 1, now - 9, 11.0, order_id=2),
+        record("r2", 0, now - 5, 12.0),
+        record("old", 0, now - 7200, 9.0),
+    ]
     assert store.log_and_count(records, MODEL, "replica-a", [], now) == 4
     assert store.log_and_count(records[:1], MODEL, "replica-a", [], now) == 1  # a retried batch adds nothing
-    receipt = store.record_outcomes(MODEL, [(request_key("r1", 0), 20.0, None), (event_key({"order_id": 1}), 99.0, None), (event_key({"order_id": 2}), 21.0, now),
-                                            (request_key("nobody", 0), 5.0, None)], "api", now)
+    receipt = store.record_outcomes(
+        MODEL,
+        [
+            (request_key("r1", 0), 20.0, None),
+            (event_key({"order_id": 1}), 99.0, None),
+            (event_key({"order_id": 2}), 21.0, now),
+            (request_key("nobody", 0), 5.0, None),
+        ],
+        "api",
+        now,
+    )
     assert (receipt.stored, receipt.replaced, receipt.matched, receipt.pending) == (4, 0, 3, 1)
-    again = store.record_outcomes(MODEL, [(request_key("r2", 0), 22.0, None), (request_key("r2", 0), 23.0, None)], "api", now)
+    again = store.record_outcomes(
+        MODEL, [(request_key("r2", 0), 22.0, None), (request_key("r2", 0), 23.0, None)], "api", now
+    )
     assert again.replaced == 1 and again.matched == 2  # a key given twice in one call: one replacement
 
     frame = store.logged(MODEL, since=now - 3600, until=now)
@@ -45,18 +71,31 @@ def test_logged_predictions_join_outcomes_by_request_or_keys(store: MonitoringSt
 
 
 def test_replica_counters_keep_each_replicas_latest_snapshot(store: MonitoringStore) -> None:
-    family = {"name": "cupola_predictions", "type": "counter", "documentation": "d", "samples": [["cupola_predictions_total", {"model": MODEL}, 3.0]]}
+    family = {
+        "name": "cupola_predictions",
+        "type": "counter",
+        "documentation": "d",
+        "samples": [["cupola_predictions_total", {"model": MODEL}, 3.0]],
+    }
     store.log_and_count([], MODEL, "a", [family], 1.0)
     store.log_and_count([], MODEL, "b", [family], 1.0)
     newer = {**family, "samples": [["cupola_predictions_total", {"model": MODEL}, 7.0]]}
     store.log_and_count([], MODEL, "a", [newer], 2.0)
-    assert [(model, replica, families[0]["samples"][0][2]) for model, replica, families in store.counters()] == [(MODEL, "a", 7.0), (MODEL, "b", 3.0)]
+    assert [(model, replica, families[0]["samples"][0][2]) for model, replica, families in store.counters()] == [
+        (MODEL, "a", 7.0),
+        (MODEL, "b", 3.0),
+    ]
 
 
 def test_live_history_and_latest_computation(store: MonitoringStore) -> None:
     now = time.time()
     for at, rmse in ((now - 120, 5.0), (now - 60, 6.0), (now, 7.0)):
-        store.write_live([LiveMetric(MODEL, at, 2, "all", "1h", "rmse", rmse), LiveMetric(MODEL, at, 2, "all", "1h", "psi", 0.05, "distance_km")])
+        store.write_live(
+            [
+                LiveMetric(MODEL, at, 2, "all", "1h", "rmse", rmse),
+                LiveMetric(MODEL, at, 2, "all", "1h", "psi", 0.05, "distance_km"),
+            ]
+        )
     store.write_live([LiveMetric("other", now - 30, 1, "all", "1d", "auc", 0.8)])
     latest = store.latest_live(MODEL)
     assert sorted((m.metric, m.feature, m.value) for m in latest) == [("psi", "distance_km", 0.05), ("rmse", "", 7.0)]

@@ -29,10 +29,15 @@ def objects(endpoint: str, prefix: str) -> list[str]:
     return [info.path for info in infos if info.type == pafs.FileType.File]
 
 
-def test_features_and_training_sets_on_s3_equal_those_on_a_local_disk(s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_features_and_training_sets_on_s3_equal_those_on_a_local_disk(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # nothing may be staged in the working directory either
     frames = {}
-    for where, settings in {"local": Settings.load(data_root=str(tmp_path / "lake")), "s3": s3_settings(s3, "pipeline")}.items():
+    for where, settings in {
+        "local": Settings.load(data_root=str(tmp_path / "lake")),
+        "s3": s3_settings(s3, "pipeline"),
+    }.items():
         store = FeatureStore(settings)
         write_example(store.datalake, 2000, seed=21, days=4)
         store.build()
@@ -42,7 +47,9 @@ def test_features_and_training_sets_on_s3_equal_those_on_a_local_disk(s3: str, t
             assert built.uri.startswith("s3://cupola/pipeline/")
     pd.testing.assert_frame_equal(frames["s3"], frames["local"])
     keys = objects(s3, "pipeline")
-    assert any(key.startswith("cupola/pipeline/offline/restaurant_prep/date=") and key.endswith(".parquet") for key in keys)
+    assert any(
+        key.startswith("cupola/pipeline/offline/restaurant_prep/date=") and key.endswith(".parquet") for key in keys
+    )
     assert [path.name for path in tmp_path.iterdir()] == ["lake"]  # the S3 run wrote nothing else here
 
 
@@ -59,13 +66,18 @@ def cluster_file_settings() -> dict[str, str]:
     return dict(re.findall(r"'export (CUPOLA_[A-Z_]+)=([^']*)'", text))
 
 
-def test_cluster_files_own_settings_validate_and_build_every_store(s3: str, cassandra: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cluster_files_own_settings_validate_and_build_every_store(
+    s3: str, cassandra: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     variables = cluster_file_settings()
     assert variables["CUPOLA_DATA_ROOT"].startswith("s3://") and variables["CUPOLA_BACKEND"] == "cassandra"
     variables |= {  # the cloud's addresses replaced by the local servers'; every other value as shipped
-        "CUPOLA_DATA_ROOT": "s3://cupola/cluster-file", "CUPOLA_S3_ENDPOINT_URL": s3,
-        "CUPOLA_CASSANDRA_HOSTS": json.dumps(cassandra["cassandra_hosts"]), "CUPOLA_CASSANDRA_PORT": str(cassandra["cassandra_port"]),
-        "CUPOLA_CASSANDRA_KEYSPACE": str(cassandra["cassandra_keyspace"]), "CUPOLA_CASSANDRA_LOCAL_DC": "datacenter1",
+        "CUPOLA_DATA_ROOT": "s3://cupola/cluster-file",
+        "CUPOLA_S3_ENDPOINT_URL": s3,
+        "CUPOLA_CASSANDRA_HOSTS": json.dumps(cassandra["cassandra_hosts"]),
+        "CUPOLA_CASSANDRA_PORT": str(cassandra["cassandra_port"]),
+        "CUPOLA_CASSANDRA_KEYSPACE": str(cassandra["cassandra_keyspace"]),
+        "CUPOLA_CASSANDRA_LOCAL_DC": "datacenter1",
         "CUPOLA_CASSANDRA_REPLICATION": json.dumps({"class": "SimpleStrategy", "replication_factor": 1}),
     }
     for name, value in variables.items():
@@ -79,7 +91,9 @@ def test_cluster_files_own_settings_validate_and_build_every_store(s3: str, cass
 
 
 @pytest.mark.slow
-def test_the_quickstart_runs_end_to_end_on_s3_and_cassandra(s3: str, cassandra: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_quickstart_runs_end_to_end_on_s3_and_cassandra(
+    s3: str, cassandra: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`CUPOLA_DATA_ROOT=s3://... CUPOLA_BACKEND=cassandra cupola quickstart`: features, training with search,
     registration, report, deployment, predictions, outcomes and live metrics, with no local file of cupola's."""
     from cupola.cli.main import app
@@ -88,9 +102,14 @@ def test_the_quickstart_runs_end_to_end_on_s3_and_cassandra(s3: str, cassandra: 
     monkeypatch.chdir(tmp_path)
     settings = s3_settings(s3, "quickstart", **cassandra)
     empty_cassandra_tables(settings)
-    env = {"CUPOLA_DATA_ROOT": settings.data_root, "CUPOLA_S3_ENDPOINT_URL": s3, "CUPOLA_BACKEND": "cassandra",
-           "CUPOLA_CASSANDRA_HOSTS": json.dumps(cassandra["cassandra_hosts"]), "CUPOLA_CASSANDRA_PORT": str(cassandra["cassandra_port"]),
-           "CUPOLA_CASSANDRA_KEYSPACE": str(cassandra["cassandra_keyspace"])}
+    env = {
+        "CUPOLA_DATA_ROOT": settings.data_root,
+        "CUPOLA_S3_ENDPOINT_URL": s3,
+        "CUPOLA_BACKEND": "cassandra",
+        "CUPOLA_CASSANDRA_HOSTS": json.dumps(cassandra["cassandra_hosts"]),
+        "CUPOLA_CASSANDRA_PORT": str(cassandra["cassandra_port"]),
+        "CUPOLA_CASSANDRA_KEYSPACE": str(cassandra["cassandra_keyspace"]),
+    }
     runner = CliRunner(env={"COLUMNS": "200"})
     result = runner.invoke(app, ["quickstart", "--rows", "3000"], env=env)
     assert result.exit_code == 0, result.output

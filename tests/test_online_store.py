@@ -93,7 +93,9 @@ def test_many_entities_in_one_read(online: OnlineStore) -> None:
     assert [row.values["trips"] for row in found] == list(range(n - 1, -1, -1))
 
 
-def test_materialize_writes_the_latest_offline_row_per_entity(example_lake: tuple[Settings, pd.DataFrame], tmp_path) -> None:
+def test_materialize_writes_the_latest_offline_row_per_entity(
+    example_lake: tuple[Settings, pd.DataFrame], tmp_path
+) -> None:
     settings, _ = example_lake
     store = FeatureStore(settings.model_copy(update={"online_store_path": tmp_path / "online.db"}))
     written = store.materialize()
@@ -117,7 +119,10 @@ def test_online_lookup_through_the_feature_store(example_lake: tuple[Settings, p
     known = orders.iloc[-1]
     result = store.get_online_features(
         EXAMPLE_FEATURES,
-        [{"restaurant_id": str(known["restaurant_id"]), "city": known["city"]}, {"restaurant_id": 10**9, "city": "atlantis"}],
+        [
+            {"restaurant_id": str(known["restaurant_id"]), "city": known["city"]},
+            {"restaurant_id": 10**9, "city": "atlantis"},
+        ],
     )
     assert result.rows[0]["restaurant_prep__prep_minutes_mean_7d"] is not None
     assert result.rows[0]["city_demand__orders_1h"] >= 1
@@ -127,8 +132,12 @@ def test_online_lookup_through_the_feature_store(example_lake: tuple[Settings, p
         store.get_online_features(["city_demand.orders_1h"], [{"restaurant_id": 1}])
     # one entity-key rule for the feature store and the predictor (EntityKey.value_of): an int64 key takes an
     # integer or a string of ASCII digits within int64, nothing else
-    as_text = store.get_online_features(["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": str(known["restaurant_id"])}]).rows
-    as_number = store.get_online_features(["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": int(known["restaurant_id"])}]).rows
+    as_text = store.get_online_features(
+        ["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": str(known["restaurant_id"])}]
+    ).rows
+    as_number = store.get_online_features(
+        ["restaurant_prep.orders_picked_up_7d"], [{"restaurant_id": int(known["restaurant_id"])}]
+    ).rows
     assert as_text == as_number and as_number[0]["restaurant_prep__orders_picked_up_7d"] is not None
     for refused in ("abc", "²", "17.0", 17.5, True, 2**63, None):
         with pytest.raises(InvalidInput, match=r"entity_rows\[0\]\.restaurant_id") as error:

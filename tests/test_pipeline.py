@@ -41,7 +41,9 @@ def make_trips(rows: int = 3000, seed: int = 5) -> pd.DataFrame:
     start = pd.Timestamp("2026-03-01", tz="UTC")
     seconds = rng.integers(0, 5 * 86400, rows)
     seconds[: rows // 10] = seconds[rows // 10 : rows // 5]  # ties: same instant, often same entity
-    seconds[rows // 5 : rows // 4] = (rng.integers(1, 5, rows // 4 - rows // 5) * 86400) - rng.integers(0, 1800, rows // 4 - rows // 5)
+    seconds[rows // 5 : rows // 4] = (rng.integers(1, 5, rows // 4 - rows // 5) * 86400) - rng.integers(
+        0, 1800, rows // 4 - rows // 5
+    )
     ts = start + pd.to_timedelta(seconds, unit="s")
     courier = rng.integers(0, 25, rows)
     courier[: rows // 10] = courier[rows // 10 : rows // 5]
@@ -85,11 +87,15 @@ def trips(store: FeatureStore) -> pd.DataFrame:
 
 
 def assert_same(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(actual, expected[reference_columns()], check_dtype=False, check_exact=False, rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        actual, expected[reference_columns()], check_dtype=False, check_exact=False, rtol=1e-9, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("buckets", [1, 3, 8])
-def test_pipeline_matches_reference_for_any_bucket_count(store: FeatureStore, trips: pd.DataFrame, buckets: int) -> None:
+def test_pipeline_matches_reference_for_any_bucket_count(
+    store: FeatureStore, trips: pd.DataFrame, buckets: int
+) -> None:
     spec = SPEC.model_copy(update={"buckets": buckets})
     result = build_feature_group(spec, store.datalake)
     expected = reference(trips)
@@ -97,7 +103,9 @@ def test_pipeline_matches_reference_for_any_bucket_count(store: FeatureStore, tr
     assert_same(built(store, spec), expected)
 
 
-def test_windows_are_correct_across_date_boundaries_when_built_day_by_day(store: FeatureStore, trips: pd.DataFrame) -> None:
+def test_windows_are_correct_across_date_boundaries_when_built_day_by_day(
+    store: FeatureStore, trips: pd.DataFrame
+) -> None:
     for day in pd.date_range("2026-03-01", "2026-03-05", freq="D"):
         build_feature_group(SPEC, store.datalake, start=day.date(), end=(day + pd.Timedelta(days=1)).date())
     assert_same(built(store, SPEC), reference(trips))

@@ -35,12 +35,23 @@ def decisions(backend_settings: Settings) -> ScheduleDecisions:
 
 def test_a_run_is_recorded_updated_and_ended(runs: TrainingRuns) -> None:
     started = runs.start("r1", "eta", "ada")
-    assert (started.status, started.model, started.created_by, started.ended_at, started.progress, started.state) == ("running", "eta", "ada", None, {}, {})
+    assert (started.status, started.model, started.created_by, started.ended_at, started.progress, started.state) == (
+        "running",
+        "eta",
+        "ada",
+        None,
+        {},
+        {},
+    )
     runs.update("r1", progress={"step": "search", "trials_done": 2}, state={"trials": {"0": {"score": 1.5}}})
     runs.update("r1", status="succeeded", version=3)
     run = runs.get("r1")
-    assert run.status == "succeeded" and run.version == 3 and run.ended_at is not None and run.ended_at >= run.started_at
-    assert run.progress == {"step": "search", "trials_done": 2} and run.state == {"trials": {"0": {"score": 1.5}}}  # untouched by the last update
+    assert (
+        run.status == "succeeded" and run.version == 3 and run.ended_at is not None and run.ended_at >= run.started_at
+    )
+    assert run.progress == {"step": "search", "trials_done": 2} and run.state == {
+        "trials": {"0": {"score": 1.5}}
+    }  # untouched by the last update
 
 
 def test_restarting_a_run_keeps_its_state_and_clears_its_end(runs: TrainingRuns) -> None:
@@ -55,7 +66,9 @@ def test_restarting_a_run_keeps_its_state_and_clears_its_end(runs: TrainingRuns)
 def test_a_run_id_of_another_model_is_refused_and_the_run_is_left_as_it_was(runs: TrainingRuns) -> None:
     runs.start("r1", "eta", "ada")
     runs.update("r1", status="failed", error="boom")
-    with pytest.raises(Conflict, match="run id 'r1' belongs to model 'eta', not 'other': choose another run id") as refused:
+    with pytest.raises(
+        Conflict, match="run id 'r1' belongs to model 'eta', not 'other': choose another run id"
+    ) as refused:
         runs.start("r1", "other", "ada")
     assert refused.value.status == 409 and runs.get("r1").status == "failed"
 
@@ -76,7 +89,9 @@ def test_runs_are_listed_by_model_oldest_first_and_logs_keep_their_order(runs: T
 
 
 def job(run_id: str, minutes: int, kind: str = "train", target: str = "eta", trigger: str = "api") -> SubmittedJob:
-    return SubmittedJob(run_id, f"raysubmit_{run_id}_{minutes}", kind, target, "ada", T0 + timedelta(minutes=minutes), trigger)
+    return SubmittedJob(
+        run_id, f"raysubmit_{run_id}_{minutes}", kind, target, "ada", T0 + timedelta(minutes=minutes), trigger
+    )
 
 
 def test_attempts_of_a_run_come_newest_first(attempts: JobAttempts) -> None:
@@ -92,7 +107,11 @@ def test_listing_gives_each_runs_latest_job_filtered_by_kind_and_target(attempts
     attempts.record(job("r1", 30))
     attempts.record(job("r2", 20, target="churn"))
     attempts.record(job("b1", 40, kind="build", target="orders"))
-    assert [(j.run_id, j.job_id) for j in attempts.list()] == [("b1", "raysubmit_b1_40"), ("r1", "raysubmit_r1_30"), ("r2", "raysubmit_r2_20")]
+    assert [(j.run_id, j.job_id) for j in attempts.list()] == [
+        ("b1", "raysubmit_b1_40"),
+        ("r1", "raysubmit_r1_30"),
+        ("r2", "raysubmit_r2_20"),
+    ]
     assert [j.run_id for j in attempts.list(kind="train")] == ["r1", "r2"]
     assert [j.run_id for j in attempts.list(kind="train", target="churn")] == ["r2"]
     assert attempts.list(kind="materialize") == []
@@ -100,7 +119,14 @@ def test_listing_gives_each_runs_latest_job_filtered_by_kind_and_target(attempts
 
 def decision(model: str, hour: int, what: str = "submitted", decided_minutes: int = 0) -> Decision:
     due = T0 + timedelta(hours=hour)
-    return Decision(model, due, due + timedelta(minutes=decided_minutes), what, f"{model}-{hour}" if what == "submitted" else None, f"reason {hour}")
+    return Decision(
+        model,
+        due,
+        due + timedelta(minutes=decided_minutes),
+        what,
+        f"{model}-{hour}" if what == "submitted" else None,
+        f"reason {hour}",
+    )
 
 
 def test_one_decision_per_model_and_due_time(decisions: ScheduleDecisions) -> None:

@@ -24,9 +24,17 @@ from cupola.stores.models import (
 def draft(name: str = "eta", run_id: str = "run-1", **extra: object) -> NewModelVersion:
     now = datetime.now(timezone.utc)
     return NewModelVersion(
-        name=name, created_by="tester", run_id=run_id, training_started_at=now, training_ended_at=now,
-        spec={"name": name}, params={"__fallback__": {"eta": 0.1}}, metrics={"overall": {"rmse": 1.5}},
-        data={"training_set": "file:///x", "fingerprint": "abc", "rows": {"train": 10}}, artifacts={}, **extra,
+        name=name,
+        created_by="tester",
+        run_id=run_id,
+        training_started_at=now,
+        training_ended_at=now,
+        spec={"name": name},
+        params={"__fallback__": {"eta": 0.1}},
+        metrics={"overall": {"rmse": 1.5}},
+        data={"training_set": "file:///x", "fingerprint": "abc", "rows": {"train": 10}},
+        artifacts={},
+        **extra,
     )
 
 
@@ -61,7 +69,9 @@ def _register_from_process(args: tuple[str, int]) -> int:
     return repository.register(draft(run_id=f"run-{index}")).version
 
 
-def test_twenty_concurrent_registrations_from_processes_get_distinct_versions(settings: Settings, repository: ModelRepository) -> None:
+def test_twenty_concurrent_registrations_from_processes_get_distinct_versions(
+    settings: Settings, repository: ModelRepository
+) -> None:
     context = multiprocessing.get_context("spawn")
     with context.Pool(4) as pool:
         versions = pool.map(_register_from_process, [(settings.model_dump_json(), i) for i in range(20)])
@@ -81,7 +91,12 @@ def test_aliases_move_atomically_and_keep_history(repository: ModelRepository) -
     assert repository.resolve("eta", "production").run_id == "b"
     repository.delete_alias("eta", "staging", "dave")
     history = [(m.alias, m.version, m.previous_version, m.moved_by) for m in repository.alias_history("eta")]
-    assert history == [("production", 1, None, "alice"), ("production", 2, 1, "bob"), ("staging", 3, None, "carol"), ("staging", None, 3, "dave")]
+    assert history == [
+        ("production", 1, None, "alice"),
+        ("production", 2, 1, "bob"),
+        ("staging", 3, None, "carol"),
+        ("staging", None, 3, "dave"),
+    ]
     with pytest.raises(KeyError, match="has no alias 'staging'; aliases: production→2"):
         repository.resolve("eta", "staging")
 

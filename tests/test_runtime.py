@@ -12,14 +12,21 @@ from pathlib import Path
 
 from tests.conftest import free_port
 
-CONNECT = "from cupola import Settings; from cupola.runtime import ensure_ray; ensure_ray(Settings.load(data_root='lake'))"
+CONNECT = (
+    "from cupola import Settings; from cupola.runtime import ensure_ray; ensure_ray(Settings.load(data_root='lake'))"
+)
 
 
 def test_a_bootstrap_file_naming_a_dead_cluster_is_reported_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")  # what a killed head leaves
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CUPOLA_", "RAY_ADDRESS"))}, "RAY_TMPDIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", CONNECT], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CUPOLA_", "RAY_ADDRESS"))},
+        "RAY_TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", CONNECT], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0
     assert "nothing answers there: run `ray stop` to clear it, or set CUPOLA_RAY_ADDRESS=local" in result.stderr
 
@@ -29,11 +36,16 @@ def test_an_explicit_address_skips_the_bootstrap_file() -> None:
     tmp_path = Path(tempfile.mkdtemp(prefix="cupola-rt-"))  # short: Ray's socket paths must fit 107 bytes
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CUPOLA_", "RAY_ADDRESS"))},
-           "RAY_TMPDIR": str(tmp_path), "CUPOLA_RAY_ADDRESS": "local"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CUPOLA_", "RAY_ADDRESS"))},
+        "RAY_TMPDIR": str(tmp_path),
+        "CUPOLA_RAY_ADDRESS": "local",
+    }
     script = CONNECT + "; import ray; print(int(ray.cluster_resources()['CPU'])); ray.shutdown()"
     try:
-        result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-2000:]

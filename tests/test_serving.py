@@ -81,7 +81,9 @@ def serving(args: dict) -> Iterator[str]:
 def lake(example_lake: tuple[Settings, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Three versions of the delivery model (v3's artifact later broken on purpose), features materialized."""
     folder = tmp_path_factory.mktemp("serving")
-    settings = example_lake[0].model_copy(update={"records_path": folder / "records.db", "online_store_path": folder / "online.db"})
+    settings = example_lake[0].model_copy(
+        update={"records_path": folder / "records.db", "online_store_path": folder / "online.db"}
+    )
     document = small_delivery_document()
     document["partition"]["min_rows"] = 450
     return trained_versions(settings, [{**document, "seed": seed} for seed in (1, 2, 3)])
@@ -121,17 +123,28 @@ def client_rows(lake: Settings, count: int = 40) -> list[dict]:
 
 def settled(url: str, row: dict, version: int, served_by: str = "primary") -> None:
     """Wait until replicas answer with `version` (they re-read deployments and aliases every 0.5 s)."""
+
     def twenty_in_a_row() -> bool:
-        return all((a := post(url, {"row": row}).json())["version"] == version and a["served_by"] == served_by for _ in range(20))
+        return all(
+            (a := post(url, {"row": row}).json())["version"] == version and a["served_by"] == served_by
+            for _ in range(20)
+        )
 
     wait_until(twenty_in_a_row)
 
 
 def post(url: str, body: object, session: requests.Session | None = None) -> requests.Response:
-    return (session or requests).post(f"{url}/v1/models/{NAME}:predict", data=json.dumps(body), headers={"content-type": "application/json"}, timeout=60)
+    return (session or requests).post(
+        f"{url}/v1/models/{NAME}:predict",
+        data=json.dumps(body),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
 
 
-def test_batch_online_and_embedded_give_identical_predictions_and_route_partitions(lake: Settings, endpoint: str, deployments: Deployments, tmp_path: Path) -> None:
+def test_batch_online_and_embedded_give_identical_predictions_and_route_partitions(
+    lake: Settings, endpoint: str, deployments: Deployments, tmp_path: Path
+) -> None:
     rows = client_rows(lake)
     embedded = load_model(NAME, "production", lake).predict_records(rows)
 
@@ -143,15 +156,35 @@ def test_batch_online_and_embedded_give_identical_predictions_and_route_partitio
     frame = pd.DataFrame(rows).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True))
     frame.to_parquet(tmp_path / "rows.parquet")
     reader = ray.data.DataContext.get_current().use_datasource_v2
-    spread = predict_batch(lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "out"), engine="ray-data")
-    assert ray.data.DataContext.get_current().use_datasource_v2 == reader  # the job reads with V1 and gives the setting back
-    result = predict_batch(lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "local"))  # auto: 40 rows stay in this process
+    spread = predict_batch(
+        lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "out"), engine="ray-data"
+    )
+    assert (
+        ray.data.DataContext.get_current().use_datasource_v2 == reader
+    )  # the job reads with V1 and gives the setting back
+    result = predict_batch(
+        lake, NAME, "production", str(tmp_path / "rows.parquet"), str(tmp_path / "local")
+    )  # auto: 40 rows stay in this process
     assert (spread.engine, result.engine, spread.rows, result.rows) == ("ray-data", "local", len(rows), len(rows))
     key = ["restaurant_id", "order_ts", "distance_km"]
     order = list(zip(frame["restaurant_id"], frame["order_ts"], frame["distance_km"], strict=True))
-    batch = pds.dataset(result.output_uri.removeprefix("file://"), format="parquet").to_table().to_pandas().set_index(key).loc[order]
-    spread_batch = pds.dataset(spread.output_uri.removeprefix("file://"), format="parquet").to_table().to_pandas().set_index(key).loc[order]
-    pd.testing.assert_frame_equal(batch.drop(columns="prediction_run_id"), spread_batch.drop(columns="prediction_run_id"), check_categorical=False)
+    batch = (
+        pds.dataset(result.output_uri.removeprefix("file://"), format="parquet")
+        .to_table()
+        .to_pandas()
+        .set_index(key)
+        .loc[order]
+    )
+    spread_batch = (
+        pds.dataset(spread.output_uri.removeprefix("file://"), format="parquet")
+        .to_table()
+        .to_pandas()
+        .set_index(key)
+        .loc[order]
+    )
+    pd.testing.assert_frame_equal(
+        batch.drop(columns="prediction_run_id"), spread_batch.drop(columns="prediction_run_id"), check_categorical=False
+    )
 
     np.testing.assert_array_equal(online, embedded.values)  # bit-identical, not approximately equal
     # a call of up to COMPILED_MAX_ROWS rows runs the units compiled at registration; a larger one the boosters,
@@ -168,12 +201,22 @@ def test_batch_online_and_embedded_give_identical_predictions_and_route_partitio
     assert expected[0] == FALLBACK and any(city != FALLBACK for city in expected)
     assert set(batch["model_version"]) == {1} and set(batch["prediction_run_id"]) == {result.run_id}
     # the server names the request; the x-request-id it arrived with (Serve's proxy makes one when the client sends none) is kept
-    assert re.fullmatch(r"[0-9a-f]{32}", body["request_id"]) and body["client_request_id"] == answer.headers["x-request-id"] != body["request_id"]
+    assert (
+        re.fullmatch(r"[0-9a-f]{32}", body["request_id"])
+        and body["client_request_id"] == answer.headers["x-request-id"] != body["request_id"]
+    )
 
 
 def test_rows_route_to_their_partition_model_and_null_or_unknown_partitions_to_the_fallback() -> None:
     partitions = np.array([FALLBACK, "lima", None, "oslo", "lima", "tokyo"], dtype=object)
-    assert route(["lima", "tokyo", FALLBACK], partitions).tolist() == [FALLBACK, "lima", FALLBACK, FALLBACK, "lima", "tokyo"]
+    assert route(["lima", "tokyo", FALLBACK], partitions).tolist() == [
+        FALLBACK,
+        "lima",
+        FALLBACK,
+        FALLBACK,
+        "lima",
+        "tokyo",
+    ]
 
 
 def test_default_batch_workers_leave_a_whole_cpu_for_ray_data_tasks() -> None:
@@ -207,7 +250,9 @@ def test_version_and_alias_selection(lake: Settings, endpoint: str, deployments:
     settled(endpoint, row, 2)
 
 
-def test_alias_move_during_a_stream_of_requests_drops_none(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+def test_alias_move_during_a_stream_of_requests_drops_none(
+    lake: Settings, endpoint: str, deployments: Deployments
+) -> None:
     row = client_rows(lake, 2)[1]
     statuses, versions = [], []
     moved = threading.Event()
@@ -260,17 +305,32 @@ def _bad_requests(lake: Settings) -> list[tuple[bytes, int, str | None]]:
         (json.dumps({"row": {}, "version": "canary-that-does-not-exist"}).encode(), 404, "version"),
         (json.dumps({"row": {}, "version": True}).encode(), 422, "version"),  # was served as version 1
         (json.dumps({"row": {}, "version": "²"}).encode(), 422, "version"),
-        (b'{"row": {"pad": "' + b"x" * (5 * 1024 * 1024) + b'"}}', 413, "body"),  # over CUPOLA_MAX_REQUEST_BYTES (4 MiB)
-        *[(json.dumps({"row": {**lookup_row(lake), **changes}}).encode(), status, field) for changes, status, field in ADVERSARIAL],
+        (
+            b'{"row": {"pad": "' + b"x" * (5 * 1024 * 1024) + b'"}}',
+            413,
+            "body",
+        ),  # over CUPOLA_MAX_REQUEST_BYTES (4 MiB)
+        *[
+            (json.dumps({"row": {**lookup_row(lake), **changes}}).encode(), status, field)
+            for changes, status, field in ADVERSARIAL
+        ],
     ]
 
 
-def test_bad_input_gets_a_4xx_naming_the_field_and_the_replica_stays_healthy(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+def test_bad_input_gets_a_4xx_naming_the_field_and_the_replica_stays_healthy(
+    lake: Settings, endpoint: str, deployments: Deployments
+) -> None:
     for body, status, field in _bad_requests(lake):
-        answer = requests.post(f"{endpoint}/v1/models/{NAME}:predict", data=body, headers={"content-type": "application/json"}, timeout=30)
+        answer = requests.post(
+            f"{endpoint}/v1/models/{NAME}:predict", data=body, headers={"content-type": "application/json"}, timeout=30
+        )
         assert answer.status_code == status, (body[:120], answer.text)
         problem = answer.json()
-        assert problem["error"]["status"] == status and problem["error"]["message"] and re.fullmatch(r"[0-9a-f]{32}", problem["request_id"])
+        assert (
+            problem["error"]["status"] == status
+            and problem["error"]["message"]
+            and re.fullmatch(r"[0-9a-f]{32}", problem["request_id"])
+        )
         if field:
             assert problem["error"]["field"] == field, (body[:120], problem)
     assert post(endpoint, {"row": client_rows(lake, 2)[1]}).status_code == 200
@@ -292,14 +352,26 @@ def test_generated_requests_never_get_a_5xx(lake: Settings, endpoint: str, deplo
         @hypothesis_settings(fuzzing, max_examples=40)
         @given(case=operation.as_strategy())
         def from_the_spec(case: Any) -> None:
-            statuses.append(case.call_and_validate(base_url=endpoint, headers=OUTCOME_AUTH, checks=[not_a_server_error]).status_code)
+            statuses.append(
+                case.call_and_validate(base_url=endpoint, headers=OUTCOME_AUTH, checks=[not_a_server_error]).status_code
+            )
 
         from_the_spec()
 
-    edge_values = strategies.sampled_from([10**400, -(2**63) - 1, 2**64, "²", "1e308", "0001-01-01T00:00:00", "9999-12-31T23:59:59", "", "-0", 1e308])
+    edge_values = strategies.sampled_from(
+        [10**400, -(2**63) - 1, 2**64, "²", "1e308", "0001-01-01T00:00:00", "9999-12-31T23:59:59", "", "-0", 1e308]
+    )
     hostile = strategies.recursive(
-        strategies.none() | strategies.booleans() | strategies.integers() | strategies.floats() | strategies.text(max_size=12) | edge_values,
-        lambda inner: strategies.lists(inner, max_size=3) | strategies.dictionaries(strategies.text(max_size=4), inner, max_size=3),
+        strategies.none()
+        | strategies.booleans()
+        | strategies.integers()
+        | strategies.floats()
+        | strategies.text(max_size=12)
+        | edge_values,
+        lambda inner: (
+            strategies.lists(inner, max_size=3)
+            | strategies.dictionaries(strategies.text(max_size=4), inner, max_size=3)
+        ),
         max_leaves=4,
     )
 
@@ -307,7 +379,12 @@ def test_generated_requests_never_get_a_5xx(lake: Settings, endpoint: str, deplo
         return strategies.fixed_dictionaries({key: strategies.just(value) | hostile for key, value in row.items()})
 
     def send(path: str, body: dict) -> None:
-        answer = requests.post(f"{endpoint}{path}", data=json.dumps(body), headers={"content-type": "application/json", **OUTCOME_AUTH}, timeout=30)
+        answer = requests.post(
+            f"{endpoint}{path}",
+            data=json.dumps(body),
+            headers={"content-type": "application/json", **OUTCOME_AUTH},
+            timeout=30,
+        )
         assert answer.status_code < 500, (body, answer.text)
         statuses.append(answer.status_code)
 
@@ -317,7 +394,9 @@ def test_generated_requests_never_get_a_5xx(lake: Settings, endpoint: str, deplo
         send(f"/v1/models/{NAME}:predict", {"row": row, **({} if version is None else {"version": version})})
 
     @hypothesis_settings(fuzzing, max_examples=100)
-    @given(outcome=mutated({"request_id": "some-request", "row": 0, "label": 31.5, "observed_at": "2026-01-05T12:30:00Z"}))
+    @given(
+        outcome=mutated({"request_id": "some-request", "row": 0, "label": 31.5, "observed_at": "2026-01-05T12:30:00Z"})
+    )
     def outcomes(outcome: dict) -> None:
         send("/v1/outcomes", {"model": NAME, "outcomes": [outcome]})
 
@@ -329,7 +408,11 @@ def test_generated_requests_never_get_a_5xx(lake: Settings, endpoint: str, deplo
 def test_missing_feature_wrong_type_and_unknown_model(lake: Settings, endpoint: str, deployments: Deployments) -> None:
     row = client_rows(lake, 2)[1]
     missing = post(endpoint, {"row": {k: v for k, v in row.items() if k != "basket_size"}})
-    assert missing.status_code == 422 and missing.json()["error"]["field"] == "basket_size" and "add it" in missing.json()["error"]["message"]
+    assert (
+        missing.status_code == 422
+        and missing.json()["error"]["field"] == "basket_size"
+        and "add it" in missing.json()["error"]["message"]
+    )
     wrong = post(endpoint, {"row": {**row, "order_ts": "yesterday"}})
     assert wrong.status_code == 422 and "ISO 8601" in wrong.json()["error"]["message"]
     unknown = requests.post(f"{endpoint}/v1/models/ghost:predict", json={"row": row}, timeout=30)
@@ -352,7 +435,9 @@ def test_canary_gets_its_share_of_requests(lake: Settings, endpoint: str, deploy
     assert abs(canary - 0.3 * n) < 4 * sigma, canary  # binomial(400, 0.3): 120 ± 37 at four sigma
 
 
-def test_shadow_predictions_are_logged_and_never_returned(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+def test_shadow_predictions_are_logged_and_never_returned(
+    lake: Settings, endpoint: str, deployments: Deployments
+) -> None:
     deployments.put(DeploymentConfig(model=NAME, shadow_version=2), "shadow", "tester")
     rows = client_rows(lake, 6)[1:]
     primary_v1 = load_model(NAME, 1, lake).predict_records(rows).values.tolist()
@@ -363,7 +448,14 @@ def test_shadow_predictions_are_logged_and_never_returned(lake: Settings, endpoi
         answers = [post(endpoint, {"rows": rows}).json() for _ in range(5)]
         ids = {a["request_id"] for a in answers}
         try:  # the shadow runs after the answer is sent; replicas pick the deployment up within 0.5 s
-            logged = wait_until(lambda: (found := [r for r in deployments.shadow_log(NAME) if r["request_id"] in ids]) and len(found) == 5 and found, timeout=3)
+            logged = wait_until(
+                lambda: (
+                    (found := [r for r in deployments.shadow_log(NAME) if r["request_id"] in ids])
+                    and len(found) == 5
+                    and found
+                ),
+                timeout=3,
+            )
         except AssertionError:
             return None
         return answers, logged
@@ -371,18 +463,26 @@ def test_shadow_predictions_are_logged_and_never_returned(lake: Settings, endpoi
     answers, logged = wait_until(five_shadowed_requests)
     for answer in answers:
         assert answer["version"] == 1 and answer["served_by"] == "primary"
-        assert [p["prediction"] for p in answer["predictions"]] == primary_v1  # the shadow's answers never reach the client
+        assert [
+            p["prediction"] for p in answer["predictions"]
+        ] == primary_v1  # the shadow's answers never reach the client
     for record in logged:
         assert (record["primary_version"], record["shadow_version"]) == (1, 2) and record["error"] is None
         assert json.loads(record["primary_predictions"]) == primary_v1
         assert json.loads(record["shadow_predictions"]) == shadow_v2
-        assert record["max_abs_difference"] == pytest.approx(max(abs(a - b) for a, b in zip(primary_v1, shadow_v2, strict=True)))
+        assert record["max_abs_difference"] == pytest.approx(
+            max(abs(a - b) for a, b in zip(primary_v1, shadow_v2, strict=True))
+        )
 
 
 def test_bad_input_never_counts_against_a_canary(lake: Settings, endpoint: str, deployments: Deployments) -> None:
     """Only the canary's own faults count: requests refused for their input (here the bodies that were 500s once)
     leave a canary with a zero error budget in place."""
-    deployments.put(DeploymentConfig(model=NAME, canary=Canary(version=2, percent=50, max_error_rate=0.0, min_requests=3)), "canary", "tester")
+    deployments.put(
+        DeploymentConfig(model=NAME, canary=Canary(version=2, percent=50, max_error_rate=0.0, min_requests=3)),
+        "canary",
+        "tester",
+    )
     revision = deployments.get(NAME).revision
     row = client_rows(lake, 2)[1]
     wait_until(lambda: post(endpoint, {"row": row}).json()["served_by"] == "canary")
@@ -394,21 +494,30 @@ def test_bad_input_never_counts_against_a_canary(lake: Settings, endpoint: str, 
     assert deployments.get(NAME).revision == revision and deployments.get(NAME).config.canary is not None
 
 
-def test_failing_canary_is_rolled_back_automatically_and_recorded(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+def test_failing_canary_is_rolled_back_automatically_and_recorded(
+    lake: Settings, endpoint: str, deployments: Deployments
+) -> None:
     broken = create_repository(lake).get(NAME, 3)
     artifact = Path(next(iter(broken.artifacts.values())).uri.removeprefix("file://"))
     artifact.write_bytes(b"not a model")  # v3 can no longer be loaded: every canary request fails
-    deployments.put(DeploymentConfig(model=NAME, canary=Canary(version=3, percent=50, max_error_rate=0.2, min_requests=5)), "canary", "alice")
+    deployments.put(
+        DeploymentConfig(model=NAME, canary=Canary(version=3, percent=50, max_error_rate=0.2, min_requests=5)),
+        "canary",
+        "alice",
+    )
     row = client_rows(lake, 2)[1]
     statuses = []
     with requests.Session() as session:
+
         def rolled_back() -> bool:
             answer = post(endpoint, {"row": row}, session)
             statuses.append((answer.status_code, answer.json().get("version")))
             return deployments.get(NAME).config.canary is None
 
         wait_until(rolled_back, timeout=60, every=0)
-    assert {status for status, _ in statuses} == {200} and {v for _, v in statuses} == {1}  # the primary answered for the broken canary
+    assert {status for status, _ in statuses} == {200} and {v for _, v in statuses} == {
+        1
+    }  # the primary answered for the broken canary
     rollback = deployments.events(NAME)[-1]
     assert rollback.action == "rollback" and "cupola-serve" in rollback.by and "error rate" in rollback.reason
     before = deployments.events(NAME)[-2].at
@@ -436,7 +545,9 @@ def test_which_version_served_at_time_t(lake: Settings, deployments: Deployments
     assert deployments.serving_at(NAME, datetime(2000, 1, 1, tzinfo=timezone.utc), repository) is None
 
 
-def test_a_killed_replica_is_replaced_and_the_app_keeps_answering(lake: Settings, endpoint: str, deployments: Deployments) -> None:
+def test_a_killed_replica_is_replaced_and_the_app_keeps_answering(
+    lake: Settings, endpoint: str, deployments: Deployments
+) -> None:
     row = client_rows(lake, 2)[1]
     assert post(endpoint, {"row": row}).status_code == 200
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "ModelServer" in a["name"]]
@@ -448,10 +559,12 @@ def test_a_killed_replica_is_replaced_and_the_app_keeps_answering(lake: Settings
             answer = post(endpoint, {"row": row}, session)
             answered += answer.status_code == 200
     assert answered >= 95
+
     def replaced() -> bool:
         names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "ModelServer" in a["name"]}
         status = serve.status().applications["cupola"].deployments["ModelServer"]
         return replicas[0]["name"] not in names and len(names) == 2 and str(status.status).endswith("HEALTHY")
+
     wait_until(replaced, timeout=120, every=0.5)
     assert post(endpoint, {"row": row}).status_code == 200
 
@@ -463,7 +576,11 @@ def test_deploy_predict_and_history_commands(lake: Settings, tmp_path: Path) -> 
 
     runner = CliRunner(env={"COLUMNS": "200"})
     env = {f"CUPOLA_{key.upper()}": value for key, value in lake.for_workers().items()}
-    deployed = runner.invoke(app, ["deploy", NAME, "--alias", "production", "--canary-version", "2", "--canary-percent", "5", "--no-start"], env=env)
+    deployed = runner.invoke(
+        app,
+        ["deploy", NAME, "--alias", "production", "--canary-version", "2", "--canary-percent", "5", "--no-start"],
+        env=env,
+    )
     assert deployed.exit_code == 0, deployed.output
     assert "serving production (now v1), canary v2 at 5.0%" in deployed.output
     listed = runner.invoke(app, ["deployments", "list"], env=env)
@@ -472,13 +589,23 @@ def test_deploy_predict_and_history_commands(lake: Settings, tmp_path: Path) -> 
     assert history.exit_code == 0 and "deploy" in history.output
     now = datetime.now(timezone.utc).isoformat()
     served = runner.invoke(app, ["deployments", "served-at", NAME, now], env=env)
-    assert served.exit_code == 0 and f"{NAME} at" in served.output and ": v1 (target production), canary v2 at 5%" in served.output
+    assert (
+        served.exit_code == 0
+        and f"{NAME} at" in served.output
+        and ": v1 (target production), canary v2 at 5%" in served.output
+    )
     bad = runner.invoke(app, ["deploy", NAME, "--version", "42", "--no-start"], env=env)
     assert bad.exit_code == 2 and "has no version 42" in bad.output
 
     rows = client_rows(lake, 5)
-    pd.DataFrame(rows).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True)).to_parquet(tmp_path / "in.parquet")
-    batch = runner.invoke(app, ["predict", "batch", NAME, "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out")], env=env)
+    pd.DataFrame(rows).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True)).to_parquet(
+        tmp_path / "in.parquet"
+    )
+    batch = runner.invoke(
+        app,
+        ["predict", "batch", NAME, "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out")],
+        env=env,
+    )
     assert batch.exit_code == 0, batch.output
     assert "5 rows predicted by delivery_minutes v1" in batch.output
     one = runner.invoke(app, ["predict", "rows", NAME, json.dumps(rows[1])], env=env)
@@ -488,4 +615,10 @@ def test_deploy_predict_and_history_commands(lake: Settings, tmp_path: Path) -> 
     missing = runner.invoke(app, ["predict", "batch", NAME, "--input", str(tmp_path / "nothing.parquet")], env=env)
     assert missing.exit_code == 2 and "cannot be read as Parquet" in missing.output
     undeployed = runner.invoke(app, ["undeploy", NAME], env=env)
-    assert undeployed.exit_code == 0 and runner.invoke(app, ["deployments", "served-at", NAME, datetime.now(timezone.utc).isoformat()], env=env).exit_code == 2
+    assert (
+        undeployed.exit_code == 0
+        and runner.invoke(
+            app, ["deployments", "served-at", NAME, datetime.now(timezone.utc).isoformat()], env=env
+        ).exit_code
+        == 2
+    )

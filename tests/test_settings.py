@@ -20,7 +20,9 @@ def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert settings.resolved_feature_repo() == EXAMPLE_FEATURE_REPO
 
 
-def test_environment_overrides_file_and_file_overrides_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_environment_overrides_file_and_file_overrides_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     config = tmp_path / "cupola.yaml"
     config.write_text("data_root: s3://bucket/lake\nray_address: auto\n")
     monkeypatch.setenv("CUPOLA_CONFIG_FILE", str(config))
@@ -60,7 +62,9 @@ def test_remote_data_root_needs_a_local_online_store(tmp_path: Path) -> None:
 
 
 SECRETS = {
-    "CUPOLA_CASSANDRA_PASSWORD": "pw-4a1f9c", "CUPOLA_API_WRITE_TOKEN": "write-77d2e0", "CUPOLA_API_READ_TOKEN": "read-90bb13",
+    "CUPOLA_CASSANDRA_PASSWORD": "pw-4a1f9c",
+    "CUPOLA_API_WRITE_TOKEN": "write-77d2e0",
+    "CUPOLA_API_READ_TOKEN": "read-90bb13",
     "CUPOLA_API_TOKEN": "client-5c3e88",
 }
 
@@ -70,7 +74,9 @@ def test_cupola_config_masks_every_secret(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     from cupola.cli.main import app
 
-    result = CliRunner().invoke(app, ["config"], env={"CUPOLA_DATA_ROOT": str(tmp_path), "CUPOLA_CASSANDRA_USERNAME": "cupola", **SECRETS})
+    result = CliRunner().invoke(
+        app, ["config"], env={"CUPOLA_DATA_ROOT": str(tmp_path), "CUPOLA_CASSANDRA_USERNAME": "cupola", **SECRETS}
+    )
     assert result.exit_code == 0, result.output
     assert '"cassandra_username": "cupola"' in result.output  # the settings were read
     for name, secret in SECRETS.items():

@@ -53,7 +53,11 @@ def test_valid_declaration_loads(tmp_path: Path) -> None:
     ("change", "field", "fix"),
     [
         ({"colour": "red"}, "colour", "remove it or use one of: buckets, description, entities"),
-        ({"features.0.agg": {}}, "features[0].agg", "remove it or use one of: aggregation, description, dtype, expr, name"),
+        (
+            {"features.0.agg": {}},
+            "features[0].agg",
+            "remove it or use one of: aggregation, description, dtype, expr, name",
+        ),
         ({"features.0.dtype": "float32"}, "features[0].dtype", "'int64', 'float64', 'string' or 'bool'"),
         ({"features.0.aggregation.window": "1x"}, "features[0].aggregation.window", "e.g. '10m' or '7d'"),
         ({"features.0.aggregation.column": None}, "features[0].aggregation", "needs 'column'"),

@@ -33,15 +33,23 @@ def late_delivery_spec() -> ModelSpec:
         algorithm={
             "name": "tensorflow",
             "params": {"epochs": 6, "batch_size": 128, "patience": 2},
-            "search_space": {"hidden_units": {"type": "choice", "values": [[16], [32, 16]]}, "learning_rate": {"type": "loguniform", "low": 0.001, "high": 0.01}},
+            "search_space": {
+                "hidden_units": {"type": "choice", "values": [[16], [32, 16]]},
+                "learning_rate": {"type": "loguniform", "low": 0.001, "high": 0.01},
+            },
         },
         search={"method": "random", "num_samples": 2},
-        monitoring={"outcome_keys": ["order_id"], "thresholds": {"min_auc": 0.7}},  # the regression example's limits do not apply
+        monitoring={
+            "outcome_keys": ["order_id"],
+            "thresholds": {"min_auc": 0.7},
+        },  # the regression example's limits do not apply
     )
     return ModelSpec.model_validate(document)
 
 
-def test_keras_models_train_per_partition_and_reload_identically(example_lake: tuple[Settings, pd.DataFrame], tmp_path: Path) -> None:
+def test_keras_models_train_per_partition_and_reload_identically(
+    example_lake: tuple[Settings, pd.DataFrame], tmp_path: Path
+) -> None:
     settings = example_lake[0].model_copy(update={"records_path": tmp_path / "records.db"})
     spec = late_delivery_spec()
     result = train(spec, settings)
@@ -51,13 +59,19 @@ def test_keras_models_train_per_partition_and_reload_identically(example_lake: t
     assert 0.5 < version.metrics["overall"]["auc"] <= 1.0  # better than chance: the features carry signal
 
     repository = create_repository(settings)
-    models = Predictor.from_version(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake)).models
+    models = Predictor.from_version(
+        repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake)
+    ).models
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
     metrics = evaluate(spec, data, models).metrics
     assert metrics["overall"] == version.metrics["overall"]
-    again = Predictor.from_version(repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake)).models
+    again = Predictor.from_version(
+        repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake)
+    ).models
     for unit, model in models.items():
-        np.testing.assert_array_equal(np.asarray(model(data.test.features)), np.asarray(again[unit](data.test.features)))
+        np.testing.assert_array_equal(
+            np.asarray(model(data.test.features)), np.asarray(again[unit](data.test.features))
+        )
 
     # one predictor for Keras models too: a batch of rows and the same rows one by one give the same numbers
     predictor = load_model(spec.name, version.version, settings)
@@ -72,16 +86,25 @@ def test_keras_models_train_per_partition_and_reload_identically(example_lake: t
     assert predictor.labels(batch.values) is not None  # binary: decisions at the validation-chosen threshold
 
 
-def test_large_keras_units_are_fitted_data_parallel_with_ray_train(example_lake: tuple[Settings, pd.DataFrame], tmp_path: Path) -> None:
+def test_large_keras_units_are_fitted_data_parallel_with_ray_train(
+    example_lake: tuple[Settings, pd.DataFrame], tmp_path: Path
+) -> None:
     settings = example_lake[0].model_copy(update={"records_path": tmp_path / "records.db"})
     spec = late_delivery_spec()
     document = spec.model_dump(mode="json")
-    document["algorithm"] = {**document["algorithm"], "search_space": {}, "params": {"epochs": 8, "batch_size": 128, "patience": 2, "hidden_units": [16]},
-                             "distributed_above_rows": 2000, "distributed_workers": 2}
+    document["algorithm"] = {
+        **document["algorithm"],
+        "search_space": {},
+        "params": {"epochs": 8, "batch_size": 128, "patience": 2, "hidden_units": [16]},
+        "distributed_above_rows": 2000,
+        "distributed_workers": 2,
+    }
     spec = ModelSpec.model_validate(document)
     version = train(spec, settings).version
     units = version.summary["units"]
-    assert version.metrics[f"unit:{units[0]}"]["trained_with"] == "ray-train tensorflow, 2 workers"  # the fallback: every row
+    assert (
+        version.metrics[f"unit:{units[0]}"]["trained_with"] == "ray-train tensorflow, 2 workers"
+    )  # the fallback: every row
     assert all(version.metrics[f"unit:{u}"]["trained_with"] == "in-process" for u in units[1:])
     assert 1 <= version.metrics[f"unit:{units[0]}"]["iterations"] <= 8  # early stopping within the 8 epochs asked
 
@@ -89,4 +112,6 @@ def test_large_keras_units_are_fitted_data_parallel_with_ray_train(example_lake:
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
     evaluation = evaluate(spec, data, models)
     assert evaluation.metrics["overall"] == version.metrics["overall"]  # the registered model is the one evaluated
-    assert evaluation.comparison["overall"]["fallback_only"]["auc"] > 0.6  # every test row scored by the data-parallel network
+    assert (
+        evaluation.comparison["overall"]["fallback_only"]["auc"] > 0.6
+    )  # every test row scored by the data-parallel network

@@ -46,7 +46,10 @@ def test_search_chooses_each_units_best_configuration(lake: Settings, tmp_path: 
         algorithm={
             "name": "xgboost",
             "params": {"num_boost_round": 40, "early_stopping_rounds": 5},
-            "search_space": {"max_depth": {"type": "grid", "values": [1, 3, 6]}, "eta": {"type": "grid", "values": [0.02, 0.3]}},
+            "search_space": {
+                "max_depth": {"type": "grid", "values": [1, 3, 6]},
+                "eta": {"type": "grid", "values": [0.02, 0.3]},
+            },
         },
         search={"method": "grid", "num_samples": 1},
     )
@@ -71,7 +74,11 @@ def test_small_partitions_are_served_by_the_fallback(lake: Settings) -> None:
     version = result.version
     units = version.summary["units"]
     assert units[0] == FALLBACK and 1 < len(units) < 9  # some cities have their own model, some do not
-    served = {key.removeprefix("partition:"): value["served_by"] for key, value in version.metrics.items() if key.startswith("partition:")}
+    served = {
+        key.removeprefix("partition:"): value["served_by"]
+        for key, value in version.metrics.items()
+        if key.startswith("partition:")
+    }
     for city, unit in served.items():
         assert unit == (city if city in units else FALLBACK)
     assert set(version.artifacts) == set(units)
@@ -83,7 +90,9 @@ def test_same_seed_reproduces_configs_and_models_and_reload_is_bit_identical(lak
     first, second = train(spec, lake), train(spec, lake)
     assert (first.version.version, second.version.version) == (1, 2)
     assert first.version.params == second.version.params
-    assert {u: r.sha256 for u, r in first.version.artifacts.items()} == {u: r.sha256 for u, r in second.version.artifacts.items()}
+    assert {u: r.sha256 for u, r in first.version.artifacts.items()} == {
+        u: r.sha256 for u, r in second.version.artifacts.items()
+    }
 
     repository = create_repository(lake)
     artifacts = ArtifactStore(FeatureStore(lake).datalake)
@@ -93,7 +102,9 @@ def test_same_seed_reproduces_configs_and_models_and_reload_is_bit_identical(lak
     assert metrics["overall"] == first.version.metrics["overall"]
     for unit, model in reloaded.items():
         again = Predictor.from_version(repository.get(spec.name, 2), artifacts).models[unit]
-        np.testing.assert_array_equal(model.inplace_predict(data.test.features), again.inplace_predict(data.test.features))
+        np.testing.assert_array_equal(
+            model.inplace_predict(data.test.features), again.inplace_predict(data.test.features)
+        )
 
     tampered = next(iter(first.version.artifacts.values()))
     path = Path(tampered.uri.removeprefix("file://"))
@@ -123,7 +134,10 @@ def test_asha_stops_poor_configurations_early(lake: Settings, tmp_path: Path) ->
         algorithm={
             "name": "xgboost",
             "params": {"num_boost_round": 40, "early_stopping_rounds": 40},
-            "search_space": {"eta": {"type": "grid", "values": [0.3, 0.0001]}, "max_depth": {"type": "grid", "values": [2, 3, 4, 5]}},
+            "search_space": {
+                "eta": {"type": "grid", "values": [0.3, 0.0001]},
+                "max_depth": {"type": "grid", "values": [2, 3, 4, 5]},
+            },
         },
         search={"method": "grid", "num_samples": 1, "scheduler": "asha", "max_concurrent": 1},
     )
@@ -152,7 +166,9 @@ def test_large_units_are_fitted_data_parallel_with_ray_train(lake: Settings) -> 
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
     evaluation = evaluate(spec, data, reloaded)
     assert evaluation.metrics["overall"] == version.metrics["overall"]
-    data_parallel_rmse = evaluation.comparison["overall"]["fallback_only"]["rmse"]  # every test row scored by the Ray Train model
+    data_parallel_rmse = evaluation.comparison["overall"]["fallback_only"][
+        "rmse"
+    ]  # every test row scored by the Ray Train model
     assert data_parallel_rmse < 0.5 * np.std(data.test.label)  # far better than predicting the mean
 
 
@@ -160,6 +176,7 @@ def test_owned_workers_import_xgboost_without_scikit_learn() -> None:
     """Trial and batch actors import XGBoost without scikit-learn (1.3 s of CPU each), boosters still train,
     and scikit-learn stays importable in that process. Run in a fresh interpreter: this one has both loaded."""
     import sklearn  # noqa: F401  (the dev extra: a missing one fails here, never skips)
+
     script = """
 import sys
 import numpy as np

@@ -36,7 +36,9 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_resume_after_killed_driver_skips_finished_trials(example_lake: tuple[Settings, pd.DataFrame], tmp_path: Path) -> None:
+def test_resume_after_killed_driver_skips_finished_trials(
+    example_lake: tuple[Settings, pd.DataFrame], tmp_path: Path
+) -> None:
     settings, _ = example_lake
     document = yaml.safe_load(EXAMPLE.read_text())
     document["algorithm"]["params"] = {"num_boost_round": 150, "early_stopping_rounds": 150}
@@ -52,7 +54,9 @@ def test_resume_after_killed_driver_skips_finished_trials(example_lake: tuple[Se
     command = [sys.executable, "-m", "cupola.cli.main", "train", str(spec_path), "--run-id", "resumable"]
     records = Settings.load(data_root=settings.data_root, records_path=tmp_path / "records.db")
 
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         wait_until(lambda: recorded_trials(records) >= 2, 300, "two finished trials in the run's record")
     finally:
@@ -62,7 +66,11 @@ def test_resume_after_killed_driver_skips_finished_trials(example_lake: tuple[Se
     assert 2 <= finished_before_kill < TRIALS, "the kill must land mid-search for this test to mean anything"
     assert open_store("runs", records).get("resumable").status == "running"
     lake = Path(settings.data_root_uri.removeprefix("file://"))
-    assert not [path for path in lake.rglob("*") if path.suffix in {".pkl", ".pickle"} or path.name.startswith("experiment_state")]
+    assert not [
+        path
+        for path in lake.rglob("*")
+        if path.suffix in {".pkl", ".pickle"} or path.name.startswith("experiment_state")
+    ]
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
@@ -74,4 +82,8 @@ def test_resume_after_killed_driver_skips_finished_trials(example_lake: tuple[Se
     assert sum(message.startswith("trial ") for message in messages) == TRIALS  # a redone trial would be recorded twice
     version = create_repository(records).get("delivery_minutes", run.version)
     assert len(version.summary["trials"]) == TRIALS  # the record keeps every trial, from both drivers
-    assert not [path for path in lake.rglob("*") if path.suffix in {".pkl", ".pickle"} or path.name.startswith("experiment_state")]
+    assert not [
+        path
+        for path in lake.rglob("*")
+        if path.suffix in {".pkl", ".pickle"} or path.name.startswith("experiment_state")
+    ]

@@ -36,7 +36,13 @@ def group(name: str, entity: str, dtype: str, max_age: str | None, buckets: int)
 
 def random_events(rng: np.random.Generator, entity: str, keys: np.ndarray, rows: int) -> pd.DataFrame:
     seconds = np.sort(rng.integers(0, 3 * 86400, rows))
-    return pd.DataFrame({entity: rng.choice(keys, rows), "ts": START + pd.to_timedelta(seconds, unit="s"), "value": rng.normal(size=rows)})
+    return pd.DataFrame(
+        {
+            entity: rng.choice(keys, rows),
+            "ts": START + pd.to_timedelta(seconds, unit="s"),
+            "value": rng.normal(size=rows),
+        }
+    )
 
 
 @pytest.fixture
@@ -70,8 +76,12 @@ def scenario(store: FeatureStore) -> dict:
 def expected_join(store: FeatureStore, scenario: dict) -> pd.DataFrame:
     result = scenario["labels"]
     for spec in (scenario["users"], scenario["shops"]):
-        features = store.offline.read_group(spec.name).rename(columns={f: f"{spec.name}__{f}" for f in spec.feature_names})
-        result = as_of_join(result, features, spec.entity_names, "event_at", "ts", pd.Timedelta(spec.max_age) if spec.max_age else None)
+        features = store.offline.read_group(spec.name).rename(
+            columns={f: f"{spec.name}__{f}" for f in spec.feature_names}
+        )
+        result = as_of_join(
+            result, features, spec.entity_names, "event_at", "ts", pd.Timedelta(spec.max_age) if spec.max_age else None
+        )
     return result.sort_values("label_id").reset_index(drop=True)
 
 
@@ -88,7 +98,9 @@ def test_join_equals_merge_asof_reference(store: FeatureStore, scenario: dict) -
 
 def test_exact_time_ties_are_included_and_nothing_comes_from_the_future(store: FeatureStore, scenario: dict) -> None:
     users = scenario["users"]
-    result = build_training_set("ties", scenario["labels"], "event_at", [(users, ["value"])], store.datalake).to_pandas(store.datalake)
+    result = build_training_set("ties", scenario["labels"], "event_at", [(users, ["value"])], store.datalake).to_pandas(
+        store.datalake
+    )
     events = store.offline.read_group(users.name)
     for _, row in result.sort_values("label_id").head(200).iterrows():
         candidates = events[(events["user_id"] == row["user_id"]) & (events["ts"] <= row["event_at"])]
@@ -99,7 +111,9 @@ def test_exact_time_ties_are_included_and_nothing_comes_from_the_future(store: F
 
 def test_max_age_hides_stale_values(store: FeatureStore, scenario: dict) -> None:
     users = scenario["users"]
-    result = build_training_set("stale", scenario["labels"], "event_at", [(users, ["value"])], store.datalake).to_pandas(store.datalake)
+    result = build_training_set(
+        "stale", scenario["labels"], "event_at", [(users, ["value"])], store.datalake
+    ).to_pandas(store.datalake)
     events = store.offline.read_group(users.name)
     for _, row in result.sample(300, random_state=1).iterrows():
         earlier = events[(events["user_id"] == row["user_id"]) & (events["ts"] <= row["event_at"])]

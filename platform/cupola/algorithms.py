@@ -31,10 +31,29 @@ class Algorithm(Protocol):
     artifact_format: str
     file_suffix: str
 
-    def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
+    def fit(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+    ) -> FitResult:
         """Train on `train`, stop early on `valid`, and return the model with its validation score."""
 
-    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str, storage_filesystem: pafs.FileSystem) -> FitResult:
+    def fit_distributed(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+        workers: int,
+        storage_path: str,
+        storage_filesystem: pafs.FileSystem,
+    ) -> FitResult:
         """The same fit, data-parallel over `workers` Ray Train workers (checkpoints under `storage_path` on
         `storage_filesystem`: the datalake, which every node reaches)."""
 
@@ -76,7 +95,9 @@ class XGBoostAlgorithm:
     file_suffix = ".ubj"
     DEFAULTS = {"num_boost_round": 200, "early_stopping_rounds": 20, "max_depth": 6, "eta": 0.1}
 
-    def _booster_params(self, params: dict[str, Any], task: str, metric: str, seed: int) -> tuple[dict[str, Any], int, int]:
+    def _booster_params(
+        self, params: dict[str, Any], task: str, metric: str, seed: int
+    ) -> tuple[dict[str, Any], int, int]:
         """Booster parameters, boosting rounds and early-stopping patience, the same for every way of fitting."""
         settings = {**self.DEFAULTS, **params}
         rounds = int(settings.pop("num_boost_round"))
@@ -87,7 +108,15 @@ class XGBoostAlgorithm:
             booster_params["max_depth"] = int(booster_params["max_depth"])
         return booster_params, rounds, patience
 
-    def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
+    def fit(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+    ) -> FitResult:
         import xgboost as xgb
 
         booster_params, rounds, patience = self._booster_params(params, task, metric, seed)
@@ -95,12 +124,30 @@ class XGBoostAlgorithm:
         # spinning after each build burned 14–40% of another core in a sequential loop (measured here).
         dtrain = xgb.DMatrix(train[0], label=train[1], nthread=1)
         dvalid = xgb.DMatrix(valid[0], label=valid[1], nthread=1)
-        booster = xgb.train(booster_params, dtrain, rounds, evals=[(dvalid, "valid")], early_stopping_rounds=patience, verbose_eval=False)
+        booster = xgb.train(
+            booster_params,
+            dtrain,
+            rounds,
+            evals=[(dvalid, "valid")],
+            early_stopping_rounds=patience,
+            verbose_eval=False,
+        )
         best = booster[: booster.best_iteration + 1]
         score = SCORERS[metric](valid[1], self.predict(best, valid[0]))
         return FitResult(best, score, booster.best_iteration + 1)
 
-    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str, storage_filesystem: pafs.FileSystem) -> FitResult:
+    def fit_distributed(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+        workers: int,
+        storage_path: str,
+        storage_filesystem: pafs.FileSystem,
+    ) -> FitResult:
         """The same fit, data-parallel: Ray Train's XGBoostTrainer, each worker holding one shard of the rows."""
         import ray
         from ray.train import RunConfig, ScalingConfig
@@ -110,9 +157,17 @@ class XGBoostAlgorithm:
         shards = [ray.put((train[0][rank::workers], train[1][rank::workers])) for rank in range(workers)]
         trainer = XGBoostTrainer(
             _distributed_loop,
-            train_loop_config={"shards": shards, "valid": ray.put(valid), "params": booster_params, "rounds": rounds, "patience": patience},
+            train_loop_config={
+                "shards": shards,
+                "valid": ray.put(valid),
+                "params": booster_params,
+                "rounds": rounds,
+                "patience": patience,
+            },
             scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(storage_path=storage_path, storage_filesystem=storage_filesystem, name=f"xgboost-{uuid.uuid4().hex[:8]}"),
+            run_config=RunConfig(
+                storage_path=storage_path, storage_filesystem=storage_filesystem, name=f"xgboost-{uuid.uuid4().hex[:8]}"
+            ),
         )
         result = trainer.fit()
         booster = RayTrainReportCallback.get_model(result.checkpoint)
@@ -160,9 +215,13 @@ def _distributed_loop(config: dict[str, Any]) -> None:
     features, label = ray.get(config["shards"][ray.train.get_context().get_world_rank()])
     valid_features, valid_label = ray.get(config["valid"])
     xgb.train(
-        config["params"], xgb.DMatrix(features, label=label), config["rounds"],
-        evals=[(xgb.DMatrix(valid_features, label=valid_label), "valid")], early_stopping_rounds=config["patience"],
-        verbose_eval=False, callbacks=[ReportAtEnd(frequency=0)],
+        config["params"],
+        xgb.DMatrix(features, label=label),
+        config["rounds"],
+        evals=[(xgb.DMatrix(valid_features, label=valid_label), "valid")],
+        early_stopping_rounds=config["patience"],
+        verbose_eval=False,
+        callbacks=[ReportAtEnd(frequency=0)],
     )
 
 
@@ -191,9 +250,24 @@ class TensorFlowAlgorithm:
     name = "tensorflow"
     artifact_format = "keras"
     file_suffix = ".keras"
-    DEFAULTS = {"hidden_units": [64, 32], "dropout": 0.0, "learning_rate": 1e-3, "epochs": 40, "batch_size": 256, "patience": 5}
+    DEFAULTS = {
+        "hidden_units": [64, 32],
+        "dropout": 0.0,
+        "learning_rate": 1e-3,
+        "epochs": 40,
+        "batch_size": 256,
+        "patience": 5,
+    }
 
-    def fit(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray]) -> FitResult:
+    def fit(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+    ) -> FitResult:
         tf = _tensorflow()
         keras = tf.keras
         keras.utils.set_random_seed(seed)
@@ -203,13 +277,30 @@ class TensorFlowAlgorithm:
         model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss=_loss_name(task))
         stopper = keras.callbacks.EarlyStopping(patience=int(settings["patience"]), restore_best_weights=True)
         history = model.fit(
-            filled, train[1], validation_data=(_filled(valid[0], means), valid[1]),
-            epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]), verbose=0, shuffle=True, callbacks=[stopper],
+            filled,
+            train[1],
+            validation_data=(_filled(valid[0], means), valid[1]),
+            epochs=int(settings["epochs"]),
+            batch_size=int(settings["batch_size"]),
+            verbose=0,
+            shuffle=True,
+            callbacks=[stopper],
         )
         score = SCORERS[metric](valid[1], self.predict(model, valid[0]))
         return FitResult(model, score, len(history.history["loss"]))
 
-    def fit_distributed(self, params: dict[str, Any], task: str, metric: str, seed: int, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray], workers: int, storage_path: str, storage_filesystem: pafs.FileSystem) -> FitResult:
+    def fit_distributed(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+        workers: int,
+        storage_path: str,
+        storage_filesystem: pafs.FileSystem,
+    ) -> FitResult:
         """The same network trained data-parallel: Ray Train's TensorflowTrainer, each worker holding one shard
         of the rows, gradients averaged by MultiWorkerMirroredStrategy's all-reduce after every step.
 
@@ -224,15 +315,27 @@ class TensorFlowAlgorithm:
         settings = {**self.DEFAULTS, **params}
         filled, means, variances = _input_statistics(train[0])
         rows = len(filled) // workers  # equal shards: every worker must take the same number of steps
-        shards = [ray.put((filled[rank::workers][:rows], train[1][rank::workers][:rows].astype("float32"))) for rank in range(workers)]
+        shards = [
+            ray.put((filled[rank::workers][:rows], train[1][rank::workers][:rows].astype("float32")))
+            for rank in range(workers)
+        ]
         trainer = TensorflowTrainer(
             _tensorflow_loop,
             train_loop_config={
-                "shards": shards, "valid": ray.put((_filled(valid[0], means), valid[1].astype("float32"))),
-                "settings": settings, "task": task, "seed": seed, "means": means, "variances": variances,
+                "shards": shards,
+                "valid": ray.put((_filled(valid[0], means), valid[1].astype("float32"))),
+                "settings": settings,
+                "task": task,
+                "seed": seed,
+                "means": means,
+                "variances": variances,
             },
             scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(storage_path=storage_path, storage_filesystem=storage_filesystem, name=f"tensorflow-{uuid.uuid4().hex[:8]}"),
+            run_config=RunConfig(
+                storage_path=storage_path,
+                storage_filesystem=storage_filesystem,
+                name=f"tensorflow-{uuid.uuid4().hex[:8]}",
+            ),
         )
         result = trainer.fit()
         with result.checkpoint.as_directory() as folder:
@@ -303,12 +406,16 @@ def _tensorflow_loop(config: dict[str, Any]) -> None:
     same epoch; rank 0 saves the best weights' model as the checkpoint."""
     import os
 
-    os.environ.pop("TF_USE_LEGACY_KERAS", None)  # Ray's backend asks for tf-keras (Keras 2); cupola's models are Keras 3
+    os.environ.pop(
+        "TF_USE_LEGACY_KERAS", None
+    )  # Ray's backend asks for tf-keras (Keras 2); cupola's models are Keras 3
     import ray
     import ray.train
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)  # one CPU per worker; collectives keep their inter-op threads
+    tf.config.threading.set_intra_op_parallelism_threads(
+        1
+    )  # one CPU per worker; collectives keep their inter-op threads
     tf.config.experimental.enable_op_determinism()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     keras = tf.keras
@@ -316,7 +423,11 @@ def _tensorflow_loop(config: dict[str, Any]) -> None:
     keras.utils.set_random_seed(config["seed"])
     features, label = ray.get(config["shards"][ray.train.get_context().get_world_rank()])
     valid_features, valid_label = ray.get(config["valid"])
-    batches = tf.data.Dataset.from_tensor_slices((features, label.reshape(-1, 1))).shuffle(len(label), seed=config["seed"]).batch(int(settings["batch_size"]))
+    batches = (
+        tf.data.Dataset.from_tensor_slices((features, label.reshape(-1, 1)))
+        .shuffle(len(label), seed=config["seed"])
+        .batch(int(settings["batch_size"]))
+    )
     with strategy.scope():
         model = _network(keras, settings, task, config["means"], config["variances"])
         optimizer = keras.optimizers.Adam(float(settings["learning_rate"]))
@@ -377,7 +488,9 @@ def _mlp_forward(layers: list[tuple[str, list[np.ndarray]]], features: np.ndarra
     mean, std = layers[0][1]
     values = (np.where(np.isnan(features), mean, features).astype("float32") - mean) / std
     for activation, (kernel, bias) in layers[1:]:
-        values = np.einsum("bi,io->bo", values, kernel) + bias  # einsum's own loops: no batch-size-dependent BLAS kernel
+        values = (
+            np.einsum("bi,io->bo", values, kernel) + bias
+        )  # einsum's own loops: no batch-size-dependent BLAS kernel
         if activation == "relu":
             values = np.maximum(values, np.float32(0))
         elif activation == "sigmoid":

@@ -38,7 +38,9 @@ class Client:
         try:
             response = self.session.request(method, f"{self.url}/api/v1{path}", timeout=self.timeout_s, **kwargs)
         except requests.RequestException as error:
-            raise Unavailable(f"the control plane at {self.url} did not answer ({type(error).__name__}): start it with `cupola ui` or fix CUPOLA_API_URL") from None
+            raise Unavailable(
+                f"the control plane at {self.url} did not answer ({type(error).__name__}): start it with `cupola ui` or fix CUPOLA_API_URL"
+            ) from None
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]
@@ -87,7 +89,11 @@ class Client:
         return self._call("GET", f"/models/{quote(name)}/versions/{version}/report")
 
     def move_alias(self, name: str, alias: str, version: int, expected_version: int | None) -> dict[str, Any]:
-        return self._call("PUT", f"/models/{quote(name)}/aliases/{quote(alias)}", json={"version": version, "expected_version": expected_version})
+        return self._call(
+            "PUT",
+            f"/models/{quote(name)}/aliases/{quote(alias)}",
+            json={"version": version, "expected_version": expected_version},
+        )
 
     # deployments
     def deployments(self) -> list[dict[str, Any]]:

@@ -75,7 +75,9 @@ def compile_booster(booster: Any, inputs: int) -> bytes:
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    return bytes(convert_xgboost(booster, initial_types=[("features", FloatTensorType([None, inputs]))]).SerializeToString())
+    return bytes(
+        convert_xgboost(booster, initial_types=[("features", FloatTensorType([None, inputs]))]).SerializeToString()
+    )
 
 
 def check_parity(compiled: CompiledUnit, native: np.ndarray, features: np.ndarray) -> Parity:

@@ -87,7 +87,9 @@ def _weekday(value: Any) -> np.ndarray:
 def _bucketize(value: Any, edges: Any) -> Any:
     if not isinstance(edges, list | tuple) or not edges:
         raise ExpressionError("bucketize(x, [edges]) needs a non-empty list of numbers")
-    return np.searchsorted(np.asarray(edges, dtype="float64"), np.asarray(value, dtype="float64"), side="right").astype("int64")
+    return np.searchsorted(np.asarray(edges, dtype="float64"), np.asarray(value, dtype="float64"), side="right").astype(
+        "int64"
+    )
 
 
 def _minutes_between(start: Any, end: Any) -> Any:
@@ -189,7 +191,9 @@ def _convert(node: ast.AST, source: str) -> Node:
             raise ExpressionError(f"lists may hold only literal numbers in {source!r}")
         return Literal([value.value for value in values if isinstance(value, Literal)])
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        return Call(f"__{_BINARY[type(node.op)].__name__}__", (_convert(node.left, source), _convert(node.right, source)))
+        return Call(
+            f"__{_BINARY[type(node.op)].__name__}__", (_convert(node.left, source), _convert(node.right, source))
+        )
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return Call("__neg__", (_convert(node.operand, source),))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
@@ -259,7 +263,12 @@ def arrow_column_array(column: Any) -> np.ndarray:
         return column.to_numpy().astype(bool)
     if pa.types.is_integer(kind) and column.null_count == 0:
         return column.to_numpy().astype("int64", copy=False)
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind):
+    if (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_boolean(kind)
+    ):
         return pc.fill_null(column.cast(pa.float64()), np.nan).to_numpy()
     return np.asarray(column.to_pylist(), dtype=object)
 

@@ -18,7 +18,18 @@ import numpy as np
 
 EPSILON = 1e-15
 ERROR_QUANTILES = (0.5, 0.9, 0.99)
-LOWER_IS_BETTER = {"rmse", "mae", "rmsle", "mape", "logloss", "brier", "error", "abs_error_p50", "abs_error_p90", "abs_error_p99"}
+LOWER_IS_BETTER = {
+    "rmse",
+    "mae",
+    "rmsle",
+    "mape",
+    "logloss",
+    "brier",
+    "error",
+    "abs_error_p50",
+    "abs_error_p90",
+    "abs_error_p99",
+}
 
 
 def rmse(y: np.ndarray, p: np.ndarray) -> float:
@@ -141,12 +152,18 @@ def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
 
 def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
     """Mean predicted probability against the observed positive rate, in equal-width bins (empty bins left out)."""
-    index = np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], p)  # a score on an edge goes to the lower bin, as in sklearn
+    index = np.searchsorted(
+        np.linspace(0, 1, bins + 1)[1:-1], p
+    )  # a score on an edge goes to the lower bin, as in sklearn
     counts = np.bincount(index, minlength=bins)
     filled = counts > 0
     predicted = np.bincount(index, weights=p, minlength=bins)[filled] / counts[filled]
     observed = np.bincount(index, weights=(y == 1).astype("float64"), minlength=bins)[filled] / counts[filled]
-    return {"mean_predicted": predicted.tolist(), "fraction_positive": observed.tolist(), "count": counts[filled].tolist()}
+    return {
+        "mean_predicted": predicted.tolist(),
+        "fraction_positive": observed.tolist(),
+        "count": counts[filled].tolist(),
+    }
 
 
 def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:

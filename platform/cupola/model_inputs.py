@@ -35,7 +35,15 @@ def kind_of(dtype: Any) -> str:
         kind = np.dtype(dtype).kind
     except TypeError:  # pandas extension types: nullable integers, strings
         name = str(dtype).lower()
-        return "integer" if name.startswith(("int", "uint")) else "number" if name.startswith("float") else "boolean" if name == "boolean" else "string"
+        return (
+            "integer"
+            if name.startswith(("int", "uint"))
+            else "number"
+            if name.startswith("float")
+            else "boolean"
+            if name == "boolean"
+            else "string"
+        )
     return {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "M": "timestamp"}.get(kind, "string")
 
 

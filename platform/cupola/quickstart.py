@@ -63,13 +63,20 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
     training_set = store.training_set("delivery_minutes", LABELS_PATH, LABEL_EVENT_TIME, EXAMPLE_FEATURES, progress)
     materialized = store.materialize(progress=progress)
     first = orders.iloc[-1]
-    lookup = store.get_online_features(EXAMPLE_FEATURES, [{"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}])
-    trainings = [train(load_model_spec(path), settings, spec_source=str(path)) for path in (EXAMPLE_MODEL_SPEC, EXAMPLE_BINARY_MODEL_SPEC)]
+    lookup = store.get_online_features(
+        EXAMPLE_FEATURES, [{"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}]
+    )
+    trainings = [
+        train(load_model_spec(path), settings, spec_source=str(path))
+        for path in (EXAMPLE_MODEL_SPEC, EXAMPLE_BINARY_MODEL_SPEC)
+    ]
     repository = create_repository(settings)
     deployments = Deployments.from_settings(settings)
     for training in trainings:
         repository.set_alias(training.version.name, "production", training.version.version, settings.acting_user())
-        config = DeploymentConfig(model=training.version.name, sample_percent=100.0)  # every prediction logged, for the demo
+        config = DeploymentConfig(
+            model=training.version.name, sample_percent=100.0
+        )  # every prediction logged, for the demo
         deployments.put(config, "deploy", settings.acting_user(), "quickstart")
     repository.close()
     requests = [request_row(order) for _, order in orders.tail(3).iterrows()]
@@ -83,7 +90,10 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
         training_set=training_set,
         materialized=materialized,
         online_store=str(settings.resolved_online_store_path()) if settings.backend == "sqlite" else settings.backend,
-        sample_lookup={"entity": {"restaurant_id": int(first["restaurant_id"]), "city": first["city"]}, **lookup.rows[0]},
+        sample_lookup={
+            "entity": {"restaurant_id": int(first["restaurant_id"]), "city": first["city"]},
+            **lookup.rows[0],
+        },
         trainings=trainings,
         endpoint=endpoint,
         requests=requests,

@@ -24,9 +24,13 @@ def ensure_ray(settings: Settings) -> None:
             "there: run `ray stop` to clear it, or set CUPOLA_RAY_ADDRESS=local to start a new local Ray"
         )
     try:
-        ray.init(address=settings.ray_address or None, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+        ray.init(
+            address=settings.ray_address or None, log_to_driver=False, configure_logging=True, logging_level="WARNING"
+        )
     except ConnectionError as error:
-        raise Unavailable(f"{error}: start Ray there, or set CUPOLA_RAY_ADDRESS (\"local\" starts a Ray in this process)") from None
+        raise Unavailable(
+            f'{error}: start Ray there, or set CUPOLA_RAY_ADDRESS ("local" starts a Ray in this process)'
+        ) from None
 
 
 def _silent_bootstrap_address(settings: Settings) -> str | None:

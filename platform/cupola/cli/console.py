@@ -35,7 +35,14 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
     if not console.is_terminal:
         yield _progress_lines()
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False) as bars:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bars:
         tasks: dict[str, int] = {}
 
         def report(step: str, done: int, total: int) -> None:
@@ -53,7 +60,11 @@ def load_settings() -> Settings:
 
 def remote(settings: Settings) -> Client | None:
     """The control plane's client when CUPOLA_API_URL is set: the command then works through the API."""
-    return Client(settings.api_url, settings.api_token.get_secret_value(), user=settings.user or None) if settings.api_url else None
+    return (
+        Client(settings.api_url, settings.api_token.get_secret_value(), user=settings.user or None)
+        if settings.api_url
+        else None
+    )
 
 
 def _progress_lines() -> Callable[[str, int, int], None]:
@@ -67,4 +78,3 @@ def _progress_lines() -> Callable[[str, int, int], None]:
             console.print(f"{step}: done ({done}/{total})", highlight=False, soft_wrap=True)
 
     return report
-

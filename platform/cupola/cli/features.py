@@ -65,7 +65,9 @@ def describe(
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return
-    console.print(f"[bold]{info['name']}[/] — {info['description']}\nowner: {info['owner']}   declared in: {info['declared_in']}")
+    console.print(
+        f"[bold]{info['name']}[/] — {info['description']}\nowner: {info['owner']}   declared in: {info['declared_in']}"
+    )
     console.print(
         f"entities: {', '.join(e['name'] + ':' + e['dtype'] for e in info['entities'])}   event time: {info['event_time']}   "
         f"rows: {info['rows']:,}   fresh as of: {info['freshness'] or 'not built'}"
@@ -96,11 +98,15 @@ def build(
         with progress_bars() as progress:
             results = store.build(names, first, last, progress)
     for result in results:
-        console.print(f"built {result.group}: {result.rows:,} rows over {len(result.dates)} dates in {result.seconds:.1f}s")
+        console.print(
+            f"built {result.group}: {result.rows:,} rows over {len(result.dates)} dates in {result.seconds:.1f}s"
+        )
 
 
 @app.command()
-def materialize(names: Annotated[Optional[list[str]], typer.Argument(help="groups (default: every online group)")] = None) -> None:
+def materialize(
+    names: Annotated[Optional[list[str]], typer.Argument(help="groups (default: every online group)")] = None,
+) -> None:
     """Copy each entity's latest values into the online store."""
     with user_errors():
         store = open_feature_store()
@@ -113,7 +119,9 @@ def materialize(names: Annotated[Optional[list[str]], typer.Argument(help="group
 @app.command()
 def get(
     features: Annotated[list[str], typer.Argument(help="feature references, group.feature or group.*")],
-    entity: Annotated[list[str], typer.Option("--entity", "-e", help="one entity row as key=value[,key=value]; repeat for more")],
+    entity: Annotated[
+        list[str], typer.Option("--entity", "-e", help="one entity row as key=value[,key=value]; repeat for more")
+    ],
 ) -> None:
     """Read online values for entity rows, e.g. `cupola features get restaurant_prep.* -e restaurant_id=3`."""
     rows = []

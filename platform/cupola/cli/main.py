@@ -12,7 +12,12 @@ from cupola.cli import features, models, monitoring, serving
 from cupola.cli.console import console, load_settings, progress_bars, user_errors
 from cupola.cli.models import print_comparison
 
-app = typer.Typer(help="cupola: an end-to-end machine-learning platform on Ray.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="cupola: an end-to-end machine-learning platform on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 app.add_typer(features.app, name="features")
 example_app = typer.Typer(help="The packaged food-delivery example.", no_args_is_help=True)
 app.add_typer(example_app, name="example")
@@ -68,7 +73,9 @@ def build_training_set(
         store = FeatureStore(load_settings())
         with progress_bars() as progress:
             result = store.training_set(name, labels, event_time, feature, progress)
-    console.print(f"training set {result.name}: {result.rows:,} rows, {len(result.feature_columns)} features at {result.uri}")
+    console.print(
+        f"training set {result.name}: {result.rows:,} rows, {len(result.feature_columns)} features at {result.uri}"
+    )
     console.print(f"fingerprint {result.fingerprint}")
 
 
@@ -88,11 +95,19 @@ def quickstart(
             summary = run_quickstart(settings, rows, seed, progress)
     table = Table("feature group", "rows", "dates", "seconds", "online entities", title="feature groups")
     for build in summary.builds:
-        table.add_row(build.group, f"{build.rows:,}", str(len(build.dates)), f"{build.seconds:.1f}", f"{summary.materialized.get(build.group, 0):,}")
+        table.add_row(
+            build.group,
+            f"{build.rows:,}",
+            str(len(build.dates)),
+            f"{build.seconds:.1f}",
+            f"{summary.materialized.get(build.group, 0):,}",
+        )
     console.print(table)
     training_set = summary.training_set
     console.print(f"orders generated:  {summary.orders:,}")
-    console.print(f"training set:      {training_set.rows:,} rows x {len(training_set.columns)} columns ({len(training_set.feature_columns)} features)")
+    console.print(
+        f"training set:      {training_set.rows:,} rows x {len(training_set.columns)} columns ({len(training_set.feature_columns)} features)"
+    )
     console.print(f"                   {training_set.uri}")
     console.print(f"datalake:          {summary.data_root}")
     console.print(f"online store:      {summary.online_store}")
@@ -104,8 +119,14 @@ def quickstart(
     console.print(f"online endpoint (a Serve app in this process, now stopped): {summary.endpoint}")
     for request, answer in zip(summary.requests, summary.answers, strict=True):
         first = answer["predictions"][0]
-        console.print(f"  POST /v1/models/{answer['model']}:predict {json.dumps(request)}", highlight=False, soft_wrap=True)
-        console.print(f"    → {first['prediction']:.2f} minutes (v{answer['version']}, partition model {first['partition_model']}, request {answer['request_id']})", highlight=False, soft_wrap=True)
+        console.print(
+            f"  POST /v1/models/{answer['model']}:predict {json.dumps(request)}", highlight=False, soft_wrap=True
+        )
+        console.print(
+            f"    → {first['prediction']:.2f} minutes (v{answer['version']}, partition model {first['partition_model']}, request {answer['request_id']})",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print("monitoring (100% of predictions sampled; outcomes posted to /v1/outcomes by order_id):")
     for phase in summary.monitoring:
         figures = ", ".join(f"{name} {value:.4g}" for name, value in phase.metrics.items())
@@ -114,15 +135,25 @@ def quickstart(
             console.print(f"    [bold red]ALERT[/] {breach}", highlight=False)
         if not phase.breaches:
             console.print("    no alert limit breached")
-    console.print("  see `cupola monitor delivery_minutes`; Prometheus: scrape /metrics with cluster/prometheus/prometheus.yml")
+    console.print(
+        "  see `cupola monitor delivery_minutes`; Prometheus: scrape /metrics with cluster/prometheus/prometheus.yml"
+    )
     console.print("keep it running: `ray start --head && cupola deploy delivery_minutes --alias production`, then")
-    console.print(f"  curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict -H 'content-type: application/json' -d '{json.dumps({'row': summary.requests[0]})}'", highlight=False, soft_wrap=True)
-    console.print("next: `cupola features list`, `cupola models versions delivery_minutes`, `cupola models report late_delivery --open`, `cupola runs list`")
+    console.print(
+        f"  curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict -H 'content-type: application/json' -d '{json.dumps({'row': summary.requests[0]})}'",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        "next: `cupola features list`, `cupola models versions delivery_minutes`, `cupola models report late_delivery --open`, `cupola runs list`"
+    )
 
 
 @app.command()
 def ui(
-    host: Annotated[str, typer.Option(help="address to listen on; anything but loopback needs CUPOLA_API_*_TOKEN set")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="address to listen on; anything but loopback needs CUPOLA_API_*_TOKEN set")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port")] = 8080,
 ) -> None:
     """Serve the control-plane API (/api/v1, OpenAPI at /openapi.json) and the web UI until interrupted."""
@@ -142,7 +173,10 @@ def ui(
     except (urllib.error.URLError, OSError):
         dashboard = "not running: `ray start --head` starts one; training runs submitted from the UI need it"
     shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
-    console.print(f"cupola UI:      http://{shown}:{port}/ui/models   (API reference: http://{shown}:{port}/ui/api)", highlight=False)
+    console.print(
+        f"cupola UI:      http://{shown}:{port}/ui/models   (API reference: http://{shown}:{port}/ui/api)",
+        highlight=False,
+    )
     console.print(f"Ray dashboard:  {settings.dashboard_url}   ({dashboard})", highlight=False)
     run_server(settings, host, port)
 

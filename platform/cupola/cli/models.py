@@ -29,8 +29,15 @@ def open_repository(settings: Settings | None = None) -> ModelRepository:
 
 
 def train_command(
-    spec_path: Annotated[str, typer.Argument(help="model spec YAML: a local file, or a URI in the datalake (how the control plane's jobs get theirs)")],
-    run_id: Annotated[Optional[str], typer.Option(help="resume (or name) this run; an interrupted run resumes its search")] = None,
+    spec_path: Annotated[
+        str,
+        typer.Argument(
+            help="model spec YAML: a local file, or a URI in the datalake (how the control plane's jobs get theirs)"
+        ),
+    ],
+    run_id: Annotated[
+        Optional[str], typer.Option(help="resume (or name) this run; an interrupted run resumes its search")
+    ] = None,
 ) -> None:
     """Search hyperparameters per partition with Ray Tune, train, and register a new model version."""
     from cupola.specs.errors import SpecError, read_spec_text
@@ -50,7 +57,9 @@ def train_command(
         client = remote(settings)
         if client is not None:
             submitted = client.submit_training_run(text, run_id)
-            console.print(f"submitted run {submitted['run_id']} of {submitted['model']} as Ray job {submitted['job_id']}: follow it with `cupola runs show {submitted['run_id']}`")
+            console.print(
+                f"submitted run {submitted['run_id']} of {submitted['model']} as Ray job {submitted['job_id']}: follow it with `cupola runs show {submitted['run_id']}`"
+            )
             return
         with console.status(f"training {spec.name}: search of {spec.search.num_samples} configurations per unit"):
             result = train(spec, settings, run_id, spec_source=spec_path)
@@ -61,7 +70,13 @@ def print_comparison(result: TrainingResult) -> None:
     """Test metrics per partition: the partitioned model next to one global model (the fallback)."""
     version = result.version
     metric = "rmse" if version.spec["task"] == "regression" else "auc"
-    table = Table(Column("partition", no_wrap=True), f"{metric}: partitioned", f"{metric}: one global model", "served by", title=f"{version.name} v{version.version}: test metrics")
+    table = Table(
+        Column("partition", no_wrap=True),
+        f"{metric}: partitioned",
+        f"{metric}: one global model",
+        "served by",
+        title=f"{version.name} v{version.version}: test metrics",
+    )
     for partition, pair in result.comparison.items():
         served = version.metrics.get(f"partition:{partition}", {}).get("served_by", "")
         table.add_row(partition, f"{pair['partitioned'][metric]:.4f}", f"{pair['fallback_only'][metric]:.4f}", served)
@@ -79,10 +94,24 @@ def list_runs(model: Annotated[Optional[str], typer.Option(help="only this model
         client = remote(load_settings())
         if client is not None:
             for run in client.training_runs(model):
-                table.add_row(run["run_id"], run["model"], run["status"], (run["started_at"] or "-")[:19].replace("T", " "), str(run["version"] or "-"), str(run["progress"].get("step", "-")))
+                table.add_row(
+                    run["run_id"],
+                    run["model"],
+                    run["status"],
+                    (run["started_at"] or "-")[:19].replace("T", " "),
+                    str(run["version"] or "-"),
+                    str(run["progress"].get("step", "-")),
+                )
         else:
             for record in open_store("runs", load_settings()).list(model):
-                table.add_row(record.run_id, record.model, record.status, record.started_at.strftime("%Y-%m-%d %H:%M:%S"), str(record.version or "-"), str(record.progress.get("step", "-")))
+                table.add_row(
+                    record.run_id,
+                    record.model,
+                    record.status,
+                    record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    str(record.version or "-"),
+                    str(record.progress.get("step", "-")),
+                )
     console.print(table)
 
 
@@ -96,7 +125,13 @@ def show_run(run_id: str) -> None:
         if client is not None:
             view = client.training_run(run_id)
             logs = [(line["at"], line["message"]) for line in client.training_run_logs(run_id)["lines"]]
-            status, model, progress, version, error = view["status"], view["model"], view["progress"], view["version"], view["error"]
+            status, model, progress, version, error = (
+                view["status"],
+                view["model"],
+                view["progress"],
+                view["version"],
+                view["error"],
+            )
         else:
             runs = open_store("runs", load_settings())
             run = runs.get(run_id)
@@ -117,7 +152,12 @@ def list_models() -> None:
         if client is not None:
             table = Table(Column("model", no_wrap=True), "latest", "aliases", "owner")
             for model in client.models():
-                table.add_row(model["name"], str(model["latest"]), ", ".join(f"{a}→{v}" for a, v in model["aliases"].items()) or "-", model["owner"] or "-")
+                table.add_row(
+                    model["name"],
+                    str(model["latest"]),
+                    ", ".join(f"{a}→{v}" for a, v in model["aliases"].items()) or "-",
+                    model["owner"] or "-",
+                )
             console.print(table)
             return
         repository = open_repository()
@@ -125,7 +165,13 @@ def list_models() -> None:
         for name in repository.models():
             latest = repository.resolve(name, "latest")
             aliases = ", ".join(f"{a}→{v}" for a, v in repository.aliases(name).items()) or "-"
-            table.add_row(name, str(latest.version), aliases, latest.created_by, latest.training_ended_at.strftime("%Y-%m-%d %H:%M"))
+            table.add_row(
+                name,
+                str(latest.version),
+                aliases,
+                latest.created_by,
+                latest.training_ended_at.strftime("%Y-%m-%d %H:%M"),
+            )
     console.print(table)
 
 
@@ -141,13 +187,24 @@ def list_versions(name: str) -> None:
     table = Table("version", "aliases", "trained by", "ended (UTC)", "run", "test metrics (overall)")
     for version in versions:
         tags = ", ".join(a for a, v in aliases.items() if v == version.version) or "-"
-        overall = ", ".join(f"{k}={v:.4g}" for k, v in version.metrics.get("overall", {}).items() if isinstance(v, float))
-        table.add_row(str(version.version), tags, version.created_by, version.training_ended_at.strftime("%Y-%m-%d %H:%M"), version.run_id, overall)
+        overall = ", ".join(
+            f"{k}={v:.4g}" for k, v in version.metrics.get("overall", {}).items() if isinstance(v, float)
+        )
+        table.add_row(
+            str(version.version),
+            tags,
+            version.created_by,
+            version.training_ended_at.strftime("%Y-%m-%d %H:%M"),
+            version.run_id,
+            overall,
+        )
     console.print(table)
 
 
 @models_app.command("show")
-def show(name: str, version: Annotated[str, typer.Option(help="version number, alias, or 'latest'")] = "latest") -> None:
+def show(
+    name: str, version: Annotated[str, typer.Option(help="version number, alias, or 'latest'")] = "latest"
+) -> None:
     """The full record of one version as JSON."""
     with user_errors():
         record = open_repository().resolve(name, version)
@@ -161,7 +218,9 @@ def alias(
     name: str,
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
     version: int,
-    expect: Annotated[Optional[int], typer.Option(help="move only if the alias points to this version now (0: must not exist)")] = None,
+    expect: Annotated[
+        Optional[int], typer.Option(help="move only if the alias points to this version now (0: must not exist)")
+    ] = None,
 ) -> None:
     """Point an alias (e.g. production) at a version; recorded with who and when."""
     with user_errors():
@@ -170,7 +229,9 @@ def alias(
         if client is not None:
             expected = client.model(name)["aliases"].get(alias_name) if expect is None else (expect or None)
             moved = client.move_alias(name, alias_name, version, expected)
-            console.print(f"{name}: {alias_name} → {moved['version']} (was {moved['previous_version'] or 'unset'}) by {moved['moved_by']}")
+            console.print(
+                f"{name}: {alias_name} → {moved['version']} (was {moved['previous_version'] or 'unset'}) by {moved['moved_by']}"
+            )
             return
         move = open_repository(settings).set_alias(name, alias_name, version, settings.acting_user(), expect)
     console.print(f"{name}: {alias_name} → {move.version} (was {move.previous_version or 'unset'}) by {move.moved_by}")
@@ -189,7 +250,9 @@ def delete_alias(name: str, alias_name: Annotated[str, typer.Argument(metavar="A
 def report(
     name: str,
     version: Annotated[str, typer.Option(help="version number, alias, or 'latest'")] = "latest",
-    output: Annotated[Optional[Path], typer.Option(help="where to write the HTML (default: ./NAME-vN-report.html)")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option(help="where to write the HTML (default: ./NAME-vN-report.html)")
+    ] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="open the page in a browser")] = False,
 ) -> None:
     """Write a version's evaluation report as one self-contained HTML page (charts inline, no network)."""
@@ -212,10 +275,19 @@ def compare(name: str, first: str, second: str) -> None:
 
     with user_errors():
         a, b, rows = compare_versions(open_repository(), name, first, second)
-    table = Table(Column("scope", no_wrap=True), "metric", f"v{a.version}", f"v{b.version}", "change", title=f"{name}: v{a.version} vs v{b.version} (test split)")
+    table = Table(
+        Column("scope", no_wrap=True),
+        "metric",
+        f"v{a.version}",
+        f"v{b.version}",
+        "change",
+        title=f"{name}: v{a.version} vs v{b.version} (test split)",
+    )
     for scope, metric, left, right in rows:
         change = right - left
         improved = change < 0 if metric in LOWER_IS_BETTER else change > 0
         style = "" if metric in {"rows", "threshold"} or change == 0 else ("green" if improved else "red")
-        table.add_row(scope, metric, f"{left:.4g}", f"{right:.4g}", f"[{style}]{change:+.4g}[/]" if style else f"{change:+.4g}")
+        table.add_row(
+            scope, metric, f"{left:.4g}", f"{right:.4g}", f"[{style}]{change:+.4g}[/]" if style else f"{change:+.4g}"
+        )
     console.print(table)

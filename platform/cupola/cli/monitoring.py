@@ -15,7 +15,9 @@ outcomes_app = typer.Typer(help="Observed outcomes of earlier predictions.", no_
 
 def monitor_command(
     name: str,
-    refresh: Annotated[bool, typer.Option(help="recompute the live metrics now (else show the last computation)")] = True,
+    refresh: Annotated[
+        bool, typer.Option(help="recompute the live metrics now (else show the last computation)")
+    ] = True,
     partitions: Annotated[bool, typer.Option(help="also show each partition model and the fallback")] = False,
     hours: Annotated[float, typer.Option(min=0.01, help="history shown in the sparklines")] = 24.0,
 ) -> None:
@@ -26,11 +28,15 @@ def monitor_command(
     with user_errors():
         summary = monitor_summary(load_settings(), name, refresh=refresh, since_s=hours * 3600)
     if not summary.latest:
-        console.print(f"{name}: no sampled predictions in any window yet (deploy it, send traffic, or raise --sample-percent)")
+        console.print(
+            f"{name}: no sampled predictions in any window yet (deploy it, send traffic, or raise --sample-percent)"
+        )
         raise typer.Exit(code=0)
     metrics = [m for m in summary.latest if m.metric != "psi" and (partitions or m.unit == ALL_UNITS)]
     names = list(dict.fromkeys(m.metric for m in metrics))
-    table = Table(title=f"{name}: live metrics at {datetime.fromtimestamp(summary.latest[0].at, timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+    table = Table(
+        title=f"{name}: live metrics at {datetime.fromtimestamp(summary.latest[0].at, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    )
     for column in ("version", "window", "partition", *names):
         table.add_column(column, justify="right" if column not in ("window", "partition") else "left")
     grouped: dict[tuple[int, str, str], dict[str, float]] = {}
@@ -55,7 +61,10 @@ def monitor_command(
         console.print(f"history (last {hours:g} h, partition all, {overall['at'].nunique()} computations):")
         for (version, window, metric), series in overall.groupby(["version", "window", "metric"], sort=True):
             values = series["value"].tolist()
-            console.print(f"  v{version} {window:>4} {metric:>15}  {sparkline(values)}  {values[0]:.4g} → {values[-1]:.4g}", highlight=False)
+            console.print(
+                f"  v{version} {window:>4} {metric:>15}  {sparkline(values)}  {values[0]:.4g} → {values[-1]:.4g}",
+                highlight=False,
+            )
     if summary.breaches:
         for breach in summary.breaches:
             console.print(f"[bold red]ALERT[/] {name} {breach}", highlight=False)
@@ -67,7 +76,9 @@ def monitor_command(
 def join(
     name: str,
     hours: Annotated[float, typer.Option(min=0.01, help="label events of the last N hours")] = 24.0,
-    version: Annotated[Optional[str], typer.Option(help="version or alias whose spec names the label columns")] = "production",
+    version: Annotated[
+        Optional[str], typer.Option(help="version or alias whose spec names the label columns")
+    ] = "production",
 ) -> None:
     """Store label events from the datalake as outcomes of the model's logged predictions (by its outcome keys)."""
     from datetime import timedelta
@@ -78,4 +89,6 @@ def join(
         since = datetime.now(timezone.utc) - timedelta(hours=hours)
         target = int(version) if version and version.isdigit() else (version or "production")
         receipt = join_outcomes(load_settings(), name, since, version=target)
-    console.print(f"{name}: {receipt.stored} outcome(s) stored, {receipt.replaced} replaced an earlier label, {receipt.matched} matched a logged prediction, {receipt.pending} pending")
+    console.print(
+        f"{name}: {receipt.stored} outcome(s) stored, {receipt.replaced} replaced an earlier label, {receipt.matched} matched a logged prediction, {receipt.pending} pending"
+    )

@@ -13,20 +13,33 @@ from cupola.cli.console import console, load_settings, remote, user_errors
 from cupola.errors import InvalidInput, NotFound
 
 deployments_app = typer.Typer(help="Online deployments: what serves, canaries, shadows, history.", no_args_is_help=True)
-predict_app = typer.Typer(help="Predictions: batch over Parquet with Ray Data, or rows in-process.", no_args_is_help=True)
+predict_app = typer.Typer(
+    help="Predictions: batch over Parquet with Ray Data, or rows in-process.", no_args_is_help=True
+)
 
 
 def deploy_command(
     name: str,
-    alias: Annotated[Optional[str], typer.Option(help="serve the version this alias points to (follows later moves)")] = None,
+    alias: Annotated[
+        Optional[str], typer.Option(help="serve the version this alias points to (follows later moves)")
+    ] = None,
     version: Annotated[Optional[int], typer.Option(help="serve this version number (pinned)")] = None,
     canary_version: Annotated[Optional[int], typer.Option(help="send a share of requests to this version")] = None,
     canary_percent: Annotated[float, typer.Option(help="share of requests for the canary, 0-100")] = 10.0,
     canary_max_error_rate: Annotated[float, typer.Option(help="roll the canary back above this failure share")] = 0.05,
-    canary_max_p95_ms: Annotated[Optional[float], typer.Option(help="roll the canary back above this p95 latency")] = None,
+    canary_max_p95_ms: Annotated[
+        Optional[float], typer.Option(help="roll the canary back above this p95 latency")
+    ] = None,
     canary_min_requests: Annotated[int, typer.Option(help="canary requests before its limits are judged")] = 20,
-    shadow_version: Annotated[Optional[int], typer.Option(help="mirror every request to this version; its answers are logged, never returned")] = None,
-    sample_percent: Annotated[Optional[float], typer.Option(min=0, max=100, help="share of predictions logged for monitoring (default: CUPOLA_SAMPLE_PERCENT)")] = None,
+    shadow_version: Annotated[
+        Optional[int], typer.Option(help="mirror every request to this version; its answers are logged, never returned")
+    ] = None,
+    sample_percent: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0, max=100, help="share of predictions logged for monitoring (default: CUPOLA_SAMPLE_PERCENT)"
+        ),
+    ] = None,
     start: Annotated[bool, typer.Option(help="start the Serve app on the Ray cluster if it is not running")] = True,
     port: Annotated[int, typer.Option(help="HTTP port of the endpoint when it is started")] = 8000,
 ) -> None:
@@ -41,20 +54,41 @@ def deploy_command(
         target = str(version) if version else (alias or "production")
         canary = None
         if canary_version is not None:
-            canary = Canary(version=canary_version, percent=canary_percent, max_error_rate=canary_max_error_rate, max_p95_ms=canary_max_p95_ms, min_requests=canary_min_requests)
+            canary = Canary(
+                version=canary_version,
+                percent=canary_percent,
+                max_error_rate=canary_max_error_rate,
+                max_p95_ms=canary_max_p95_ms,
+                min_requests=canary_min_requests,
+            )
         client = remote(settings)
         if client is not None:  # the record only: the endpoint runs on the cluster (`serve deploy cluster/serve.yaml`)
-            answer = client.deploy(name, target, canary=canary.model_dump() if canary else None, shadow_version=shadow_version, sample_percent=sample_percent)
-            console.print(f"{name}: serving {target} (now v{answer['version']}); revision {answer['revision']} by {answer['updated_by']}")
+            answer = client.deploy(
+                name,
+                target,
+                canary=canary.model_dump() if canary else None,
+                shadow_version=shadow_version,
+                sample_percent=sample_percent,
+            )
+            console.print(
+                f"{name}: serving {target} (now v{answer['version']}); revision {answer['revision']} by {answer['updated_by']}"
+            )
             return
         repository = create_repository(settings)
         resolved = repository.resolve(name, target)
         for extra in (canary_version, shadow_version):
             if extra is not None:
                 repository.get(name, extra)
-        config = DeploymentConfig(model=name, target=target, canary=canary, shadow_version=shadow_version, sample_percent=sample_percent)
+        config = DeploymentConfig(
+            model=name, target=target, canary=canary, shadow_version=shadow_version, sample_percent=sample_percent
+        )
         deployment = Deployments.from_settings(settings).put(config, "deploy", settings.acting_user())
-        console.print(f"{name}: serving {target} (now v{resolved.version})" + (f", canary v{canary_version} at {canary_percent}%" if canary else "") + (f", shadow v{shadow_version}" if shadow_version else "") + f"; revision {deployment.revision} by {deployment.updated_by}")
+        console.print(
+            f"{name}: serving {target} (now v{resolved.version})"
+            + (f", canary v{canary_version} at {canary_percent}%" if canary else "")
+            + (f", shadow v{shadow_version}" if shadow_version else "")
+            + f"; revision {deployment.revision} by {deployment.updated_by}"
+        )
         if start:
             from cupola.serving.endpoint import ensure_endpoint
 
@@ -87,13 +121,29 @@ def list_deployments() -> None:
         if client is not None:
             for d in client.deployments():
                 canary = f"v{d['canary']['version']} {d['canary']['percent']:g}%" if d["canary"] else "-"
-                table.add_row(d["model"], f"{d['target']} (v{d['version']})", canary, str(d["shadow_version"] or "-"), str(d["revision"]), d["updated_by"], d["updated_at"][:19].replace("T", " "))
+                table.add_row(
+                    d["model"],
+                    f"{d['target']} (v{d['version']})",
+                    canary,
+                    str(d["shadow_version"] or "-"),
+                    str(d["revision"]),
+                    d["updated_by"],
+                    d["updated_at"][:19].replace("T", " "),
+                )
             console.print(table)
             return
         deployments = Deployments.from_settings(load_settings()).list()
     for d in deployments:
         canary = f"v{d.config.canary.version} {d.config.canary.percent:g}%" if d.config.canary else "-"
-        table.add_row(d.config.model, d.config.target, canary, str(d.config.shadow_version or "-"), str(d.revision), d.updated_by, d.updated_at.strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(
+            d.config.model,
+            d.config.target,
+            canary,
+            str(d.config.shadow_version or "-"),
+            str(d.revision),
+            d.updated_by,
+            d.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
     console.print(table)
 
 
@@ -109,7 +159,15 @@ def history(name: str) -> None:
     table = Table("at (UTC)", "action", "target", "canary", "shadow", "by", "reason")
     for e in events:
         c = e.config
-        table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.action, c.target if c else "-", f"v{c.canary.version} {c.canary.percent:g}%" if c and c.canary else "-", str(c.shadow_version or "-") if c else "-", e.by, e.reason)
+        table.add_row(
+            e.at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.action,
+            c.target if c else "-",
+            f"v{c.canary.version} {c.canary.percent:g}%" if c and c.canary else "-",
+            str(c.shadow_version or "-") if c else "-",
+            e.by,
+            e.reason,
+        )
     console.print(table)
 
 
@@ -134,21 +192,52 @@ def served_at(name: str, at: Annotated[str, typer.Argument(help="ISO 8601 time, 
 @predict_app.command("batch")
 def batch(
     name: str,
-    input_path: Annotated[str, typer.Option("--input", help="Parquet dataset: a path under the data root, an absolute path or a URI")],
+    input_path: Annotated[
+        str, typer.Option("--input", help="Parquet dataset: a path under the data root, an absolute path or a URI")
+    ],
     version: Annotated[str, typer.Option(help="version number, alias or 'latest'")] = "production",
-    output: Annotated[Optional[str], typer.Option(help="where to write (default predictions/NAME/RUN under the data root)")] = None,
-    features_from_offline_store: Annotated[bool, typer.Option(help="the input has entity keys and event times: join store features point-in-time first")] = False,
-    workers: Annotated[Optional[int], typer.Option(help="Ray Data actors (default: one per CPU; on nodes under 2 CPUs, one fewer than the nodes)")] = None,
-    keep: Annotated[Optional[list[str]], typer.Option(help="input columns to write beside the predictions (repeat; default: all but joined store features)")] = None,
-    engine: Annotated[str, typer.Option(help="local (this process), ray-data (over the cluster), or auto: local up to CUPOLA_BATCH_LOCAL_MAX_ROWS rows")] = "auto",
+    output: Annotated[
+        Optional[str], typer.Option(help="where to write (default predictions/NAME/RUN under the data root)")
+    ] = None,
+    features_from_offline_store: Annotated[
+        bool, typer.Option(help="the input has entity keys and event times: join store features point-in-time first")
+    ] = False,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(help="Ray Data actors (default: one per CPU; on nodes under 2 CPUs, one fewer than the nodes)"),
+    ] = None,
+    keep: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="input columns to write beside the predictions (repeat; default: all but joined store features)"
+        ),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process), ray-data (over the cluster), or auto: local up to CUPOLA_BATCH_LOCAL_MAX_ROWS rows"
+        ),
+    ] = "auto",
 ) -> None:
     """Predict a Parquet dataset (in this process or with Ray Data, by size) and write predictions to the datalake."""
     from cupola.serving.batch import predict_batch
 
     with user_errors():
         with console.status(f"batch prediction with {name} {version}"):
-            result = predict_batch(load_settings(), name, version, input_path, output, features_from_offline_store, workers, keep or None, engine)  # type: ignore[arg-type]
-    console.print(f"{result.rows:,} rows predicted by {result.model} v{result.version} in {result.seconds:.1f} s with {result.engine} (run {result.run_id})")
+            result = predict_batch(
+                load_settings(),
+                name,
+                version,
+                input_path,
+                output,
+                features_from_offline_store,
+                workers,
+                keep or None,
+                engine,
+            )  # type: ignore[arg-type]
+    console.print(
+        f"{result.rows:,} rows predicted by {result.model} v{result.version} in {result.seconds:.1f} s with {result.engine} (run {result.run_id})"
+    )
     console.print(f"output: {result.output_uri}", highlight=False)
 
 
@@ -171,4 +260,6 @@ def rows(
         label = f"  label {bool(labels[index])}" if labels is not None else ""
         console.print(f"row {index}: {value:.4f}  (model v{predictor.version.version}, partition model {unit}){label}")
     for missing in predictions.missing_entities:
-        console.print(f"[yellow]row {missing['row']}: {missing['feature_group']} has no entity {missing['entity']}: its features were missing[/]")
+        console.print(
+            f"[yellow]row {missing['row']}: {missing['feature_group']} has no entity {missing['entity']}: its features were missing[/]"
+        )

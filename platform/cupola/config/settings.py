@@ -31,8 +31,16 @@ ENV_PREFIX = "CUPOLA_"
 # node (CUPOLA_CASSANDRA_PASSWORD in the environment Ray was started with, or CUPOLA_CONFIG_FILE), never from a
 # runtime_env, which the dashboard and the Jobs API show to anyone who can read them.
 CASSANDRA_FIELDS = {
-    "cassandra_hosts", "cassandra_port", "cassandra_keyspace", "cassandra_local_dc", "cassandra_replication", "cassandra_write_consistency",
-    "cassandra_read_consistency", "cassandra_request_timeout_s", "cassandra_username", "cassandra_tls_ca_file",
+    "cassandra_hosts",
+    "cassandra_port",
+    "cassandra_keyspace",
+    "cassandra_local_dc",
+    "cassandra_replication",
+    "cassandra_write_consistency",
+    "cassandra_read_consistency",
+    "cassandra_request_timeout_s",
+    "cassandra_username",
+    "cassandra_tls_ca_file",
 }
 
 
@@ -129,16 +137,19 @@ class Settings(BaseSettings):
     )
     cassandra_port: int = Field(default=9042, ge=1, le=65535, description="CQL port. Env: CUPOLA_CASSANDRA_PORT.")
     cassandra_keyspace: str = Field(
-        default="cupola", pattern=r"^[a-z][a-z0-9_]{0,47}$", description="Keyspace of every cupola table. Env: CUPOLA_CASSANDRA_KEYSPACE."
+        default="cupola",
+        pattern=r"^[a-z][a-z0-9_]{0,47}$",
+        description="Keyspace of every cupola table. Env: CUPOLA_CASSANDRA_KEYSPACE.",
     )
     cassandra_local_dc: str = Field(
-        default="datacenter1", description="The client's data center (LOCAL_* consistency and routing). Env: CUPOLA_CASSANDRA_LOCAL_DC."
+        default="datacenter1",
+        description="The client's data center (LOCAL_* consistency and routing). Env: CUPOLA_CASSANDRA_LOCAL_DC.",
     )
     cassandra_replication: dict[str, str | int] = Field(
         default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1},
         description=(
             "Keyspace replication used by `cupola storage init`, e.g. "
-            "{\"class\": \"NetworkTopologyStrategy\", \"dc1\": 3} (JSON). Env: CUPOLA_CASSANDRA_REPLICATION."
+            '{"class": "NetworkTopologyStrategy", "dc1": 3} (JSON). Env: CUPOLA_CASSANDRA_REPLICATION.'
         ),
     )
     cassandra_write_consistency: str = Field(
@@ -150,9 +161,13 @@ class Settings(BaseSettings):
         description="Consistency level of online-store reads on the serving path. Env: CUPOLA_CASSANDRA_READ_CONSISTENCY.",
     )
     cassandra_request_timeout_s: float = Field(
-        default=2.0, gt=0, description="Per-request timeout of online reads and writes. Env: CUPOLA_CASSANDRA_REQUEST_TIMEOUT_S."
+        default=2.0,
+        gt=0,
+        description="Per-request timeout of online reads and writes. Env: CUPOLA_CASSANDRA_REQUEST_TIMEOUT_S.",
     )
-    cassandra_username: str = Field(default="", description="PasswordAuthenticator user; empty: no authentication. Env: CUPOLA_CASSANDRA_USERNAME.")
+    cassandra_username: str = Field(
+        default="", description="PasswordAuthenticator user; empty: no authentication. Env: CUPOLA_CASSANDRA_USERNAME."
+    )
     cassandra_password: SecretStr = Field(
         default=SecretStr(""),
         description=(
@@ -161,7 +176,8 @@ class Settings(BaseSettings):
         ),
     )
     cassandra_tls_ca_file: Path | None = Field(
-        default=None, description="CA certificate (PEM) to verify the nodes over TLS; empty: no TLS. Env: CUPOLA_CASSANDRA_TLS_CA_FILE."
+        default=None,
+        description="CA certificate (PEM) to verify the nodes over TLS; empty: no TLS. Env: CUPOLA_CASSANDRA_TLS_CA_FILE.",
     )
     user: str = Field(
         default="",
@@ -233,8 +249,7 @@ class Settings(BaseSettings):
             path = Path(config_file)
             if not path.is_file():
                 raise SettingsError(
-                    f"CUPOLA_CONFIG_FILE points to {path}, which does not exist: "
-                    "create it or unset the variable"
+                    f"CUPOLA_CONFIG_FILE points to {path}, which does not exist: create it or unset the variable"
                 )
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
@@ -274,7 +289,7 @@ class Settings(BaseSettings):
             return cls(**overrides)
         except PydanticSettingsError as error:  # a list or mapping variable that is not JSON
             raise SettingsError(
-                f"{error}: list and mapping values are JSON, e.g. CUPOLA_CASSANDRA_HOSTS='[\"10.0.0.1\", \"10.0.0.2\"]'"
+                f'{error}: list and mapping values are JSON, e.g. CUPOLA_CASSANDRA_HOSTS=\'["10.0.0.1", "10.0.0.2"]\''
             ) from None
         except ValidationError as error:
             lines = []
@@ -333,8 +348,12 @@ class Settings(BaseSettings):
         if self.user:
             overrides["user"] = self.user
         if self.backend == "cassandra":
-            overrides.update({name: json.dumps(value) if isinstance(value, list | dict) else str(value)
-                              for name, value in self.model_dump(include=CASSANDRA_FIELDS, exclude_none=True).items()})
+            overrides.update(
+                {
+                    name: json.dumps(value) if isinstance(value, list | dict) else str(value)
+                    for name, value in self.model_dump(include=CASSANDRA_FIELDS, exclude_none=True).items()
+                }
+            )
         if self.backend == "sqlite":
             overrides["records_path"] = str(self.resolved_records_path())
             overrides["online_store_path"] = str(self.resolved_online_store_path())

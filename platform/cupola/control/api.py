@@ -56,22 +56,30 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code i
 class TrainingRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     spec: str = Field(min_length=1, max_length=200_000, description="the model spec, YAML text")
-    run_id: str | None = Field(default=None, pattern=RUN_ID.pattern, description="name the run (default: model-time-random)")
+    run_id: str | None = Field(
+        default=None, pattern=RUN_ID.pattern, description="name the run (default: model-time-random)"
+    )
 
 
 class AliasMoveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = Field(ge=1, le=999_999_999)
-    expected_version: int | None = Field(ge=1, le=999_999_999, description="the version the alias points to now; null: the alias must not exist yet")
+    expected_version: int | None = Field(
+        ge=1, le=999_999_999, description="the version the alias points to now; null: the alias must not exist yet"
+    )
 
 
 class DeployRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    target: str = Field(default="production", pattern=REFERENCE.replace("|latest", ""), description="version number or alias")
+    target: str = Field(
+        default="production", pattern=REFERENCE.replace("|latest", ""), description="version number or alias"
+    )
     canary: Canary | None = None
     shadow_version: int | None = Field(default=None, ge=1, le=999_999_999)
     sample_percent: float | None = Field(default=None, ge=0, le=100)
-    expected_revision: int | None = Field(default=None, ge=0, description="refuse (409) unless the deployment is at this revision")
+    expected_revision: int | None = Field(
+        default=None, ge=0, description="refuse (409) unless the deployment is at this revision"
+    )
 
 
 class Context:
@@ -152,7 +160,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
-            return _problem(422, f"body: not valid JSON ({first.get('ctx', {}).get('error', first['msg'])}): send a JSON object", "body")
+            return _problem(
+                422,
+                f"body: not valid JSON ({first.get('ctx', {}).get('error', first['msg'])}): send a JSON object",
+                "body",
+            )
         field = ".".join(str(part) for part in first["loc"][1:]) or None
         return _problem(422, f"{field or 'request'}: {first['msg']}", field)
 
@@ -205,7 +217,15 @@ def _run_view(context: Context, run_id: str) -> dict[str, Any]:
         "progress": record.progress if record else {},
         "version": record.version if record else None,
         "error": record.error if record else None,
-        "job": {"job_id": job.job_id, "state": job_state, "submitted_by": job.submitted_by, "submitted_at": job.submitted_at.isoformat(), "trigger": job.trigger} if job else None,
+        "job": {
+            "job_id": job.job_id,
+            "state": job_state,
+            "submitted_by": job.submitted_by,
+            "submitted_at": job.submitted_at.isoformat(),
+            "trigger": job.trigger,
+        }
+        if job
+        else None,
     }
 
 
@@ -234,14 +254,20 @@ def build_router(context: Context) -> APIRouter:
         return context.feature_store().registry.describe(name)
 
     @api.post("/feature-groups/{name}/builds", dependencies=write, status_code=202, tags=["features"])
-    def build_feature_group(name: GroupName, request: Request, materialize: bool = Query(default=False, description="materialize into the online store after the build")) -> dict[str, Any]:
+    def build_feature_group(
+        name: GroupName,
+        request: Request,
+        materialize: bool = Query(default=False, description="materialize into the online store after the build"),
+    ) -> dict[str, Any]:
         """Build (and optionally materialize) the group as a Ray job."""
         context.feature_store().registry.get(name)
         run_id = f"build-{name}-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{int(time.time() * 1e6) % 1_000_000:06d}"
         arguments = ["features", "build", name]
         job = context.jobs.submit(run_id, "build", name, arguments, context.acting_user(request))
         if materialize:
-            job = context.jobs.submit(f"{run_id}-online", "materialize", name, ["features", "materialize", name], context.acting_user(request))
+            job = context.jobs.submit(
+                f"{run_id}-online", "materialize", name, ["features", "materialize", name], context.acting_user(request)
+            )
         return {"run_id": job.run_id, "job_id": job.job_id}
 
     # --- training runs --------------------------------------------------------------------
@@ -257,14 +283,20 @@ def build_router(context: Context) -> APIRouter:
         if previous is not None and context.jobs.state(previous.job_id) in {"PENDING", "RUNNING"}:
             raise HTTPException(409, f"run '{run_id}' is still running as Ray job {previous.job_id}")
         uri = context.jobs.save_spec(run_id, body.spec)
-        job = context.jobs.submit(run_id, "train", spec.name, ["train", uri, "--run-id", run_id], context.acting_user(request))
+        job = context.jobs.submit(
+            run_id, "train", spec.name, ["train", uri, "--run-id", run_id], context.acting_user(request)
+        )
         return {"run_id": run_id, "job_id": job.job_id, "model": spec.name, "status": "submitted"}
 
     @api.get("/training-runs", dependencies=read, tags=["training"])
     def list_training_runs(model: str | None = Query(default=None, pattern=NAME)) -> list[dict[str, Any]]:
         ids = [run.run_id for run in context.runs.list(model)]
         ids += [job.run_id for job in context.jobs.records.list("train", model) if job.run_id not in ids]
-        return sorted((_run_view(context, run_id) for run_id in ids), key=lambda run: run["started_at"] or run["job"]["submitted_at"], reverse=True)
+        return sorted(
+            (_run_view(context, run_id) for run_id in ids),
+            key=lambda run: run["started_at"] or run["job"]["submitted_at"],
+            reverse=True,
+        )
 
     @api.get("/training-runs/{run_id}", dependencies=read, tags=["training"])
     def get_training_run(run_id: RunId) -> dict[str, Any]:
@@ -296,8 +328,15 @@ def build_router(context: Context) -> APIRouter:
         models = []
         for name in repository.models():
             versions = repository.versions(name)
-            models.append({"name": name, "versions": len(versions), "latest": versions[-1].version if versions else None,
-                           "aliases": repository.aliases(name), "owner": versions[-1].spec.get("owner") if versions else None})
+            models.append(
+                {
+                    "name": name,
+                    "versions": len(versions),
+                    "latest": versions[-1].version if versions else None,
+                    "aliases": repository.aliases(name),
+                    "owner": versions[-1].spec.get("owner") if versions else None,
+                }
+            )
         return models
 
     @api.get("/models/{name}", dependencies=read, tags=["models"])
@@ -309,16 +348,31 @@ def build_router(context: Context) -> APIRouter:
             "name": name,
             "aliases": aliases,
             "versions": [_version_summary(v, aliases) for v in reversed(versions)],
-            "alias_history": [{"alias": m.alias, "version": m.version, "previous_version": m.previous_version, "moved_by": m.moved_by, "moved_at": m.moved_at.isoformat()}
-                              for m in repository.alias_history(name)],
+            "alias_history": [
+                {
+                    "alias": m.alias,
+                    "version": m.version,
+                    "previous_version": m.previous_version,
+                    "moved_by": m.moved_by,
+                    "moved_at": m.moved_at.isoformat(),
+                }
+                for m in repository.alias_history(name)
+            ],
         }
 
     @api.get("/models/{name}/versions/{version}", dependencies=read, tags=["models"])
     def get_version(name: ModelName, version: VersionRef) -> dict[str, Any]:
         record = context.repository.resolve(name, version)
-        return {**_version_summary(record, context.repository.aliases(name)), "name": name, "spec": record.spec, "params": record.params,
-                "metrics": record.metrics, "data": record.data, "training_started_at": record.training_started_at.isoformat(),
-                "training_ended_at": record.training_ended_at.isoformat()}
+        return {
+            **_version_summary(record, context.repository.aliases(name)),
+            "name": name,
+            "spec": record.spec,
+            "params": record.params,
+            "metrics": record.metrics,
+            "data": record.data,
+            "training_started_at": record.training_started_at.isoformat(),
+            "training_ended_at": record.training_ended_at.isoformat(),
+        }
 
     @api.get("/models/{name}/versions/{version}/report", dependencies=read, tags=["models"])
     def get_report(name: ModelName, version: VersionRef) -> dict[str, Any]:
@@ -334,14 +388,27 @@ def build_router(context: Context) -> APIRouter:
         return {key: ref.to_dict() for key, ref in record.artifacts.items()}
 
     @api.put("/models/{name}/aliases/{alias}", dependencies=write, tags=["models"])
-    def move_alias(name: ModelName, alias: Annotated[str, PathParam(pattern=ALIAS)], body: AliasMoveRequest, request: Request) -> dict[str, Any]:
+    def move_alias(
+        name: ModelName, alias: Annotated[str, PathParam(pattern=ALIAS)], body: AliasMoveRequest, request: Request
+    ) -> dict[str, Any]:
         """Point the alias at a version if it still points where the caller saw it (409 otherwise)."""
         context.repository.get(name, body.version)
-        move = context.repository.set_alias(name, alias, body.version, context.acting_user(request), expected_version=body.expected_version)
-        return {"name": name, "alias": alias, "version": move.version, "previous_version": move.previous_version, "moved_by": move.moved_by, "moved_at": move.moved_at.isoformat()}
+        move = context.repository.set_alias(
+            name, alias, body.version, context.acting_user(request), expected_version=body.expected_version
+        )
+        return {
+            "name": name,
+            "alias": alias,
+            "version": move.version,
+            "previous_version": move.previous_version,
+            "moved_by": move.moved_by,
+            "moved_at": move.moved_at.isoformat(),
+        }
 
     @api.delete("/models/{name}/aliases/{alias}", dependencies=write, tags=["models"])
-    def delete_alias(name: ModelName, alias: Annotated[str, PathParam(pattern=ALIAS)], request: Request) -> dict[str, Any]:
+    def delete_alias(
+        name: ModelName, alias: Annotated[str, PathParam(pattern=ALIAS)], request: Request
+    ) -> dict[str, Any]:
         move = context.repository.delete_alias(name, alias, context.acting_user(request))
         return {"name": name, "alias": alias, "previous_version": move.previous_version, "moved_by": move.moved_by}
 
@@ -357,9 +424,20 @@ def build_router(context: Context) -> APIRouter:
                 version = context.repository.resolve(config.model, config.target).version
             except NotFound:
                 version = None
-            answers.append({"model": config.model, "target": config.target, "version": version, "canary": config.canary.model_dump() if config.canary else None,
-                            "shadow_version": config.shadow_version, "sample_percent": config.sample_percent, "revision": deployment.revision,
-                            "updated_by": deployment.updated_by, "updated_at": deployment.updated_at.isoformat(), "replicas": replicas})
+            answers.append(
+                {
+                    "model": config.model,
+                    "target": config.target,
+                    "version": version,
+                    "canary": config.canary.model_dump() if config.canary else None,
+                    "shadow_version": config.shadow_version,
+                    "sample_percent": config.sample_percent,
+                    "revision": deployment.revision,
+                    "updated_by": deployment.updated_by,
+                    "updated_at": deployment.updated_at.isoformat(),
+                    "replicas": replicas,
+                }
+            )
         return answers
 
     @api.put("/deployments/{name}", dependencies=write, tags=["deployments"])
@@ -370,9 +448,23 @@ def build_router(context: Context) -> APIRouter:
         for extra in (body.canary.version if body.canary else None, body.shadow_version):
             if extra is not None:
                 repository.get(name, extra)
-        config = DeploymentConfig(model=name, target=body.target, canary=body.canary, shadow_version=body.shadow_version, sample_percent=body.sample_percent)
-        deployment = context.deployments.put(config, "deploy", context.acting_user(request), expected_revision=body.expected_revision)
-        return {"model": name, "target": body.target, "version": resolved.version, "revision": deployment.revision, "updated_by": deployment.updated_by}
+        config = DeploymentConfig(
+            model=name,
+            target=body.target,
+            canary=body.canary,
+            shadow_version=body.shadow_version,
+            sample_percent=body.sample_percent,
+        )
+        deployment = context.deployments.put(
+            config, "deploy", context.acting_user(request), expected_revision=body.expected_revision
+        )
+        return {
+            "model": name,
+            "target": body.target,
+            "version": resolved.version,
+            "revision": deployment.revision,
+            "updated_by": deployment.updated_by,
+        }
 
     @api.delete("/deployments/{name}", dependencies=write, tags=["deployments"])
     def undeploy(name: ModelName, request: Request) -> dict[str, Any]:
@@ -381,8 +473,16 @@ def build_router(context: Context) -> APIRouter:
 
     @api.get("/deployments/{name}/history", dependencies=read, tags=["deployments"])
     def deployment_history(name: ModelName) -> list[dict[str, Any]]:
-        return [{"action": e.action, "config": e.config.model_dump() if e.config else None, "reason": e.reason, "by": e.by, "at": e.at.isoformat()}
-                for e in context.deployments.events(name)]
+        return [
+            {
+                "action": e.action,
+                "config": e.config.model_dump() if e.config else None,
+                "reason": e.reason,
+                "by": e.by,
+                "at": e.at.isoformat(),
+            }
+            for e in context.deployments.events(name)
+        ]
 
     # --- schedules ------------------------------------------------------------------------
     @api.get("/schedules", dependencies=read, tags=["training"])
@@ -395,10 +495,22 @@ def build_router(context: Context) -> APIRouter:
         scheduler = Scheduler(context.jobs)
         now = datetime.now(timezone.utc)
         return [
-            {"model": model, "schedule": schedule.spec.schedule, "from_run": schedule.source_run,
-             "next_due": croniter(schedule.spec.schedule, now).get_next(datetime).isoformat(),
-             "decisions": [{"due_at": d.due_at.isoformat(), "decided_at": d.decided_at.isoformat(), "decision": d.decision, "run_id": d.run_id, "reason": d.reason}
-                           for d in scheduler.decisions(model)[:20]]}
+            {
+                "model": model,
+                "schedule": schedule.spec.schedule,
+                "from_run": schedule.source_run,
+                "next_due": croniter(schedule.spec.schedule, now).get_next(datetime).isoformat(),
+                "decisions": [
+                    {
+                        "due_at": d.due_at.isoformat(),
+                        "decided_at": d.decided_at.isoformat(),
+                        "decision": d.decision,
+                        "run_id": d.run_id,
+                        "reason": d.reason,
+                    }
+                    for d in scheduler.decisions(model)[:20]
+                ],
+            }
             for model, schedule in sorted(scheduler.schedules().items())
         ]
 
@@ -413,12 +525,24 @@ def build_router(context: Context) -> APIRouter:
         return {
             "model": name,
             "metrics": [metric_view(m) for m in summary.latest],
-            "alerts": [{"version": b.version, "window": b.window, "metric": b.metric, "feature": b.feature, "value": b.value, "bound": b.bound, "limit": b.limit}
-                       for b in summary.breaches],
+            "alerts": [
+                {
+                    "version": b.version,
+                    "window": b.window,
+                    "metric": b.metric,
+                    "feature": b.feature,
+                    "value": b.value,
+                    "bound": b.bound,
+                    "limit": b.limit,
+                }
+                for b in summary.breaches
+            ],
         }
 
     @api.get("/models/{name}/monitoring/history", dependencies=read, tags=["monitoring"])
-    def live_history(name: ModelName, since_s: float = Query(default=86_400.0, gt=0, le=30 * 86_400)) -> list[dict[str, Any]]:
+    def live_history(
+        name: ModelName, since_s: float = Query(default=86_400.0, gt=0, le=30 * 86_400)
+    ) -> list[dict[str, Any]]:
         from cupola.stores.monitoring.base import MonitoringStore
 
         context.model_versions(name)
@@ -429,8 +553,15 @@ def build_router(context: Context) -> APIRouter:
 
 
 def metric_view(metric: Any) -> dict[str, Any]:
-    return {"version": metric.version, "unit": metric.unit, "window": metric.window, "metric": metric.metric, "feature": metric.feature,
-            "value": metric.value, "at": metric.at}
+    return {
+        "version": metric.version,
+        "unit": metric.unit,
+        "window": metric.window,
+        "metric": metric.metric,
+        "feature": metric.feature,
+        "value": metric.value,
+        "at": metric.at,
+    }
 
 
 def serve_replicas(settings: Settings) -> dict[str, Any] | None:
@@ -452,7 +583,14 @@ def serve_replicas(settings: Settings) -> dict[str, Any] | None:
 
 
 def create_api(settings: Settings) -> tuple[FastAPI, Context]:
-    app = FastAPI(title="cupola control plane", version="1", description=__doc__, openapi_url="/openapi.json", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="cupola control plane",
+        version="1",
+        description=__doc__,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
     context = Context(settings)
     install_error_handlers(app)
     router = build_router(context)

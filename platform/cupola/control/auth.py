@@ -46,7 +46,11 @@ def check(settings: Settings, request: Request, scope: Scope) -> None:
         return
     token = presented_token(request)
     if not token:
-        raise HTTPException(401, "this route needs a bearer token: send `Authorization: Bearer <token>`", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "this route needs a bearer token: send `Authorization: Bearer <token>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if _matches(token, settings.api_write_token):
         return
     if _matches(token, settings.api_read_token):

@@ -39,7 +39,9 @@ class RayJobs:
             try:
                 self._client = JobSubmissionClient(self.settings.dashboard_url)
             except Exception as error:
-                raise Unavailable(f"the Ray Jobs API at {self.settings.dashboard_url} did not answer ({error}): start Ray or set CUPOLA_DASHBOARD_URL") from None
+                raise Unavailable(
+                    f"the Ray Jobs API at {self.settings.dashboard_url} did not answer ({error}): start Ray or set CUPOLA_DASHBOARD_URL"
+                ) from None
         return self._client
 
     def save_spec(self, run_id: str, text: str) -> str:
@@ -52,7 +54,9 @@ class RayJobs:
         """A run's submitted spec, None when it was not submitted through the control plane."""
         return self.datalake.read_text(f"{SUBMITTED_SPECS}/{run_id}.yaml")
 
-    def submit(self, run_id: str, kind: str, target: str, arguments: list[str], submitted_by: str, trigger: str = "api") -> SubmittedJob:
+    def submit(
+        self, run_id: str, kind: str, target: str, arguments: list[str], submitted_by: str, trigger: str = "api"
+    ) -> SubmittedJob:
         """Submit one Ray job for the run; a run resumed later gets another job under the same run id."""
         env = {f"CUPOLA_{name.upper()}": value for name, value in self.settings.for_workers().items()}
         env["CUPOLA_USER"] = submitted_by
@@ -61,7 +65,12 @@ class RayJobs:
             entrypoint=" ".join(["python", "-m", "cupola", *arguments]),
             submission_id=f"cupola-{run_id}" + (f"-attempt-{attempt}" if attempt > 1 else ""),
             runtime_env={"env_vars": env},
-            metadata={"cupola_run_id": run_id, "cupola_kind": kind, "cupola_target": target, "submitted_by": submitted_by},
+            metadata={
+                "cupola_run_id": run_id,
+                "cupola_kind": kind,
+                "cupola_target": target,
+                "submitted_by": submitted_by,
+            },
         )
         job = SubmittedJob(run_id, job_id, kind, target, submitted_by, datetime.now(timezone.utc), trigger)
         self.records.record(job)

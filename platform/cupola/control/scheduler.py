@@ -71,14 +71,27 @@ class Scheduler:
         recent = self.jobs.records.list(kind="train", target=model)[:RECENT_RUNS_CHECKED]
         active = [job for job in recent if self.jobs.state(job.job_id) in ACTIVE_STATES]
         if active:
-            return self._record(Decision(model, due, now, "skipped", None, f"run {active[0].run_id} is still {self.jobs.state(active[0].job_id).lower()}"))
+            return self._record(
+                Decision(
+                    model,
+                    due,
+                    now,
+                    "skipped",
+                    None,
+                    f"run {active[0].run_id} is still {self.jobs.state(active[0].job_id).lower()}",
+                )
+            )
         run_id = f"{model}-scheduled-{due:%Y%m%dT%H%M}"
         try:
             uri = self.jobs.save_spec(run_id, schedule.text)
-            self.jobs.submit(run_id, "train", model, ["train", uri, "--run-id", run_id], SCHEDULER_USER, trigger="schedule")
+            self.jobs.submit(
+                run_id, "train", model, ["train", uri, "--run-id", run_id], SCHEDULER_USER, trigger="schedule"
+            )
         except Exception as error:  # recorded, and the next due time tries again
             return self._record(Decision(model, due, now, "failed", run_id, f"submission failed: {error}"))
-        return self._record(Decision(model, due, now, "submitted", run_id, f"due at {due.isoformat()} ({schedule.spec.schedule})"))
+        return self._record(
+            Decision(model, due, now, "submitted", run_id, f"due at {due.isoformat()} ({schedule.spec.schedule})")
+        )
 
     def _record(self, decision: Decision) -> Decision:
         """Keep the decision; when another scheduler decided this due time first, that one stands."""

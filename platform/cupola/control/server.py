@@ -43,7 +43,9 @@ def check_bind_address(settings: Settings, host: str) -> None:
         )
 
 
-def run_server(settings: Settings, host: str, port: int, scheduler_interval_s: float | None = SCHEDULER_INTERVAL_S) -> None:
+def run_server(
+    settings: Settings, host: str, port: int, scheduler_interval_s: float | None = SCHEDULER_INTERVAL_S
+) -> None:
     import uvicorn
 
     check_bind_address(settings, host)

@@ -36,7 +36,9 @@ COLORS = [BLUE, ORANGE, "#2ca02c", "#9467bd", "#8c564b"]
 
 
 def _page(context: Context, template: str, title: str, status: int = 200, **values: Any) -> HTMLResponse:
-    html = TEMPLATES.get_template(template).render(title=title, css=CSS, dashboard_url=context.settings.dashboard_url, **values)
+    html = TEMPLATES.get_template(template).render(
+        title=title, css=CSS, dashboard_url=context.settings.dashboard_url, **values
+    )
     return HTMLResponse(html, status_code=status)
 
 
@@ -60,24 +62,42 @@ def metric_charts(history: Any, thresholds: dict[tuple[int, str, str], float]) -
         with figure(4.6, 2.8) as (fig, ax):
             for index, (version, points) in enumerate(series.groupby("version")):
                 color = COLORS[index % len(COLORS)]
-                ax.plot(pd.to_datetime(points["at"], unit="s"), points["value"], color=color, label=f"v{version}", marker="o" if len(points) < 30 else None)
+                ax.plot(
+                    pd.to_datetime(points["at"], unit="s"),
+                    points["value"],
+                    color=color,
+                    label=f"v{version}",
+                    marker="o" if len(points) < 30 else None,
+                )
                 for bound in ("max", "min"):
                     limit = thresholds.get((int(version), metric, bound))
                     if limit is not None:
                         ax.axhline(limit, color=GREY, linestyle="--", linewidth=1)
-                        ax.annotate(f"{bound} {limit:.3g}", (ax.get_xlim()[0], limit), fontsize=7, color=GREY, va="bottom")
+                        ax.annotate(
+                            f"{bound} {limit:.3g}", (ax.get_xlim()[0], limit), fontsize=7, color=GREY, va="bottom"
+                        )
             ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
             ax.set_xlabel("time (UTC)")
             ax.set_ylabel(metric)
             ax.legend(fontsize=7)
-            charts.append(chart_figure(f"live:{window}:{metric}", f"{metric} over the last {window}, partition all", svg_markup(fig)))
+            charts.append(
+                chart_figure(
+                    f"live:{window}:{metric}", f"{metric} over the last {window}, partition all", svg_markup(fig)
+                )
+            )
     drift = history[(history["unit"] == "all") & (history["feature"] != "")]
     if not drift.empty:
         latest = drift.sort_values("at").groupby("feature").tail(1)
         watched = latest.nlargest(DRIFT_LINES, "value")["feature"]
         with figure(4.6, 2.8) as (fig, ax):
             for index, (feature, points) in enumerate(drift[drift["feature"].isin(watched)].groupby("feature")):
-                ax.plot(pd.to_datetime(points["at"], unit="s"), points["value"], color=COLORS[index % len(COLORS)], label=feature, marker="o" if len(points) < 30 else None)
+                ax.plot(
+                    pd.to_datetime(points["at"], unit="s"),
+                    points["value"],
+                    color=COLORS[index % len(COLORS)],
+                    label=feature,
+                    marker="o" if len(points) < 30 else None,
+                )
             limit = thresholds_psi(thresholds)
             if limit is not None:
                 ax.axhline(limit, color=GREY, linestyle="--", linewidth=1)
@@ -85,7 +105,13 @@ def metric_charts(history: Any, thresholds: dict[tuple[int, str, str], float]) -
             ax.set_xlabel("time (UTC)")
             ax.set_ylabel("PSI")
             ax.legend(fontsize=6)
-            charts.append(chart_figure("live:drift_over_time", f"Feature drift over time (the {len(watched)} most drifted inputs; dashed: max_psi)", svg_markup(fig)))
+            charts.append(
+                chart_figure(
+                    "live:drift_over_time",
+                    f"Feature drift over time (the {len(watched)} most drifted inputs; dashed: max_psi)",
+                    svg_markup(fig),
+                )
+            )
         with figure(4.6, 0.4 + 0.25 * len(latest)) as (fig, ax):
             ax.barh(latest["feature"], latest["value"], color=[ORANGE if v > 0.2 else BLUE for v in latest["value"]])
             ax.axvline(0.2, color=GREY, linestyle="--", linewidth=1)
@@ -117,6 +143,7 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
                 return render(request, **request.path_params)
             except NotFound as error:
                 return _page(context, "base.html", "Not found", status=404, message=error.message)
+
         return handler
 
     def models(request: Request) -> Response:
@@ -124,15 +151,32 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
 
     def model(request: Request, name: str, message: str | None = None) -> Response:
         record = api_routes["get_model"](name)
-        metric_names = sorted({k for v in record["versions"] for k in v["test_metrics"] if k in {"rmse", "mae", "r2", "auc", "logloss", "f1"}})
-        return _page(context, "model.html", name, model=record, metric_names=metric_names, message=message, notice=request.query_params.get("notice"))
+        metric_names = sorted(
+            {
+                k
+                for v in record["versions"]
+                for k in v["test_metrics"]
+                if k in {"rmse", "mae", "r2", "auc", "logloss", "f1"}
+            }
+        )
+        return _page(
+            context,
+            "model.html",
+            name,
+            model=record,
+            metric_names=metric_names,
+            message=message,
+            notice=request.query_params.get("notice"),
+        )
 
     def version(request: Request, name: str, number: str) -> Response:
         from cupola.evaluation.publish import version_report_html
 
         _, html = version_report_html(context.repository, name, int(number) if number.isdigit() else number)
         nav = TEMPLATES.get_template("_nav.html").render(dashboard_url=settings.dashboard_url)
-        return HTMLResponse(html.replace("<body>", f"<body>{nav}<p><a href=\"/ui/models/{quote(name)}\">← {name}</a></p>", 1))
+        return HTMLResponse(
+            html.replace("<body>", f'<body>{nav}<p><a href="/ui/models/{quote(name)}">← {name}</a></p>', 1)
+        )
 
     def features(request: Request) -> Response:
         return _page(context, "features.html", "Feature groups", groups=api_routes["list_feature_groups"]())
@@ -143,13 +187,21 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
     def runs(request: Request) -> Response:
         listed = api_routes["list_training_runs"](None)
         active = any(r["status"] in {"running", "submitted"} for r in listed)
-        return _page(context, "runs.html", "Training runs", runs=listed, refresh=ACTIVE_RUN_REFRESH_S if active else None)
+        return _page(
+            context, "runs.html", "Training runs", runs=listed, refresh=ACTIVE_RUN_REFRESH_S if active else None
+        )
 
     def run(request: Request, run_id: str) -> Response:
         record = api_routes["get_training_run"](run_id)
         active = record["status"] in {"running", "submitted"}
-        return _page(context, "run.html", run_id, run=record, logs=api_routes["training_run_logs"](run_id),
-                     refresh=ACTIVE_RUN_REFRESH_S if active else None)
+        return _page(
+            context,
+            "run.html",
+            run_id,
+            run=record,
+            logs=api_routes["training_run_logs"](run_id),
+            refresh=ACTIVE_RUN_REFRESH_S if active else None,
+        )
 
     def deployments(request: Request) -> Response:
         return _page(context, "deployments.html", "Deployments", deployments=api_routes["list_deployments"]())
@@ -168,17 +220,28 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
         for number in sorted({int(v) for v in np.unique(history["version"])} if not history.empty else set()):
             for (metric, bound), limit in live.version(name, number)[1].monitoring.thresholds.limits().items():
                 thresholds[(number, metric, bound)] = limit
-        return _page(context, "monitoring.html", f"{name} monitoring", name=name, charts=metric_charts(history, thresholds),
-                     latest=[metric_view(m) for m in latest if m.unit == "all" and not m.feature], alerts=breaches(latest, live))
+        return _page(
+            context,
+            "monitoring.html",
+            f"{name} monitoring",
+            name=name,
+            charts=metric_charts(history, thresholds),
+            latest=[metric_view(m) for m in latest if m.unit == "all" and not m.feature],
+            alerts=breaches(latest, live),
+        )
 
     def api_reference(request: Request) -> Response:
         """The OpenAPI spec as a page (FastAPI's /docs loads Swagger UI from a CDN, which an offline cluster cannot reach)."""
         groups: dict[str, list[dict[str, Any]]] = {}
         for path, methods in request.app.openapi()["paths"].items():
             for method, operation in methods.items():
-                parameters = [p["name"] for p in operation.get("parameters", [])] + (["JSON body"] if "requestBody" in operation else [])
+                parameters = [p["name"] for p in operation.get("parameters", [])] + (
+                    ["JSON body"] if "requestBody" in operation else []
+                )
                 summary = (operation.get("description") or operation.get("summary") or "").split("\n")[0]
-                groups.setdefault((operation.get("tags") or ["other"])[0], []).append({"method": method.upper(), "path": path, "summary": summary, "parameters": parameters})
+                groups.setdefault((operation.get("tags") or ["other"])[0], []).append(
+                    {"method": method.upper(), "path": path, "summary": summary, "parameters": parameters}
+                )
         return _page(context, "api.html", "API", groups=groups)
 
     ui.add_api_route("/ui/api", page("read", api_reference), methods=["GET"])
@@ -218,9 +281,14 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
         try:
             body = AliasMoveRequest(version=version_number, expected_version=shown.get(alias))
             api_routes["move_alias"](name, alias, body, request)
-        except (CupolaError, ValidationError) as error:  # shown on the page: a conflict, an unknown version, a bad alias name
+        except (
+            CupolaError,
+            ValidationError,
+        ) as error:  # shown on the page: a conflict, an unknown version, a bad alias name
             return model(request, name, message=f"alias not moved: {error}")
-        return RedirectResponse(f"/ui/models/{name}?notice={quote(f'{alias} now points to v{version_number}')}", status_code=303)
+        return RedirectResponse(
+            f"/ui/models/{name}?notice={quote(f'{alias} now points to v{version_number}')}", status_code=303
+        )
 
     @ui.get("/ui/login")
     def login_page(request: Request) -> Response:
@@ -233,7 +301,9 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
         target = form.get("next", "/ui/models")
         target = target if target.startswith("/ui/") else "/ui/models"  # never redirect off this site
         if not auth.valid_token(settings, token):
-            return _page(context, "login.html", "Sign in", status=401, message="that token is not valid here", next=target)
+            return _page(
+                context, "login.html", "Sign in", status=401, message="that token is not valid here", next=target
+            )
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(auth.COOKIE, token, httponly=True, samesite="strict")
         return response

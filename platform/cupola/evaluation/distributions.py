@@ -36,7 +36,11 @@ def bin_counts(bins: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
     if bins["kind"] == "discrete":
         known = np.asarray(bins["values"], dtype="float64")
         index = np.searchsorted(known, present)
-        seen = (index < len(known)) & (known[np.minimum(index, len(known) - 1)] == present) if len(known) else np.zeros(len(present), bool)
+        seen = (
+            (index < len(known)) & (known[np.minimum(index, len(known) - 1)] == present)
+            if len(known)
+            else np.zeros(len(present), bool)
+        )
         counts = np.bincount(index[seen], minlength=len(known))
         return {"counts": counts.tolist(), "other": int(np.sum(~seen)), "nulls": int(np.sum(nulls))}
     edges = np.asarray(bins["edges"])
@@ -48,7 +52,12 @@ def _summary(values: np.ndarray) -> dict[str, float | None]:
     present = values[~np.isnan(values)]
     if len(present) == 0:
         return {"mean": None, "std": None, "min": None, "max": None}
-    return {"mean": float(np.mean(present)), "std": float(np.std(present)), "min": float(np.min(present)), "max": float(np.max(present))}
+    return {
+        "mean": float(np.mean(present)),
+        "std": float(np.std(present)),
+        "min": float(np.min(present)),
+        "max": float(np.max(present)),
+    }
 
 
 def numeric_distributions(names: list[str], train: np.ndarray, test: np.ndarray) -> dict[str, dict[str, Any]]:
@@ -72,6 +81,14 @@ def category_distribution(train: np.ndarray, test: np.ndarray) -> dict[str, Any]
     return {
         "kind": "categorical",
         "values": top,
-        "train": {"counts": [int(train_counts.get(v, 0)) for v in top], "other": int(train_counts.sum() - train_counts.loc[top].sum()), "rows": len(train)},
-        "test": {"counts": [int(test_counts.get(v, 0)) for v in top], "other": int(len(test) - sum(int(test_counts.get(v, 0)) for v in top)), "rows": len(test)},
+        "train": {
+            "counts": [int(train_counts.get(v, 0)) for v in top],
+            "other": int(train_counts.sum() - train_counts.loc[top].sum()),
+            "rows": len(train),
+        },
+        "test": {
+            "counts": [int(test_counts.get(v, 0)) for v in top],
+            "other": int(len(test) - sum(int(test_counts.get(v, 0)) for v in top)),
+            "rows": len(test),
+        },
     }

@@ -44,10 +44,15 @@ def evaluate(spec: ModelSpec, data: PreparedData, models: dict[str, Any]) -> Eva
         "overall": task_metrics(spec.task, test.label, routed, **at),
         "fallback_only": task_metrics(spec.task, test.label, fallback_only, **at),
     }
-    comparison: dict[str, dict] = {"overall": {"partitioned": metrics["overall"], "fallback_only": metrics["fallback_only"]}}
+    comparison: dict[str, dict] = {
+        "overall": {"partitioned": metrics["overall"], "fallback_only": metrics["fallback_only"]}
+    }
     for partition in sorted(set(test.partition)):
         rows = test.partition == partition
         own = task_metrics(spec.task, test.label[rows], routed[rows], **at)
         metrics[f"partition:{partition}"] = {**own, "served_by": str(units[rows][0])}
-        comparison[partition] = {"partitioned": own, "fallback_only": task_metrics(spec.task, test.label[rows], fallback_only[rows], **at)}
+        comparison[partition] = {
+            "partitioned": own,
+            "fallback_only": task_metrics(spec.task, test.label[rows], fallback_only[rows], **at),
+        }
     return Evaluation(metrics, comparison, threshold, routed, fallback_only)

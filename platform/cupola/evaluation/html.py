@@ -22,7 +22,13 @@ import numpy as np  # noqa: E402
 
 from cupola.metrics import LOWER_IS_BETTER  # noqa: E402
 
-STYLE = {"svg.fonttype": "none", "svg.hashsalt": "cupola", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
+STYLE = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "cupola",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#888888"
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -49,7 +55,7 @@ def svg_markup(fig: Any) -> str:
     fig.tight_layout()
     fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def chart_figure(key: str, caption: str, svg: str) -> str:
@@ -66,7 +72,12 @@ def format_number(value: Any) -> str:
 
 def _line_chart(key: str, caption: str, x: list, y: list, xlabel: str, ylabel: str, diagonal: bool = False) -> str:
     with figure() as (fig, ax):
-        ax.plot([v if v is not None else np.nan for v in x], [v if v is not None else np.nan for v in y], color=BLUE, marker="." if len(x) < 30 else None)
+        ax.plot(
+            [v if v is not None else np.nan for v in x],
+            [v if v is not None else np.nan for v in y],
+            color=BLUE,
+            marker="." if len(x) < 30 else None,
+        )
         if diagonal:
             ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1)
         ax.set_xlabel(xlabel)
@@ -75,20 +86,57 @@ def _line_chart(key: str, caption: str, x: list, y: list, xlabel: str, ylabel: s
 
 
 def _binary_charts(charts: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
-    roc, pr, calibration, confusion, scores = charts["roc"], charts["pr"], charts["calibration"], charts["confusion"], charts["score_histogram"]
+    roc, pr, calibration, confusion, scores = (
+        charts["roc"],
+        charts["pr"],
+        charts["calibration"],
+        charts["confusion"],
+        charts["score_histogram"],
+    )
     rendered = [
-        _line_chart("roc", f"ROC curve (AUC {format_number(metrics.get('auc'))})", roc["fpr"], roc["tpr"], "false positive rate", "true positive rate", diagonal=True),
-        _line_chart("pr", f"Precision-recall curve (PR AUC {format_number(metrics.get('pr_auc'))})", pr["recall"], pr["precision"], "recall", "precision"),
-        _line_chart("calibration", "Calibration: observed positive rate per predicted-probability bin", calibration["mean_predicted"], calibration["fraction_positive"], "mean predicted probability", "observed positive rate", diagonal=True),
+        _line_chart(
+            "roc",
+            f"ROC curve (AUC {format_number(metrics.get('auc'))})",
+            roc["fpr"],
+            roc["tpr"],
+            "false positive rate",
+            "true positive rate",
+            diagonal=True,
+        ),
+        _line_chart(
+            "pr",
+            f"Precision-recall curve (PR AUC {format_number(metrics.get('pr_auc'))})",
+            pr["recall"],
+            pr["precision"],
+            "recall",
+            "precision",
+        ),
+        _line_chart(
+            "calibration",
+            "Calibration: observed positive rate per predicted-probability bin",
+            calibration["mean_predicted"],
+            calibration["fraction_positive"],
+            "mean predicted probability",
+            "observed positive rate",
+            diagonal=True,
+        ),
     ]
     with figure(3.6, 3.2) as (fig, ax):
         cells = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
         ax.imshow(cells, cmap="Blues")
         for (row, column), count in np.ndenumerate(cells):
-            ax.text(column, row, str(count), ha="center", va="center", color="white" if count > cells.max() / 2 else "black")
+            ax.text(
+                column, row, str(count), ha="center", va="center", color="white" if count > cells.max() / 2 else "black"
+            )
         ax.set_xticks([0, 1], ["predicted 0", "predicted 1"])
         ax.set_yticks([0, 1], ["actual 0", "actual 1"])
-        rendered.append(chart_figure("confusion", f"Confusion matrix at threshold {format_number(confusion['threshold'])} (chosen on validation)", svg_markup(fig)))
+        rendered.append(
+            chart_figure(
+                "confusion",
+                f"Confusion matrix at threshold {format_number(confusion['threshold'])} (chosen on validation)",
+                svg_markup(fig),
+            )
+        )
     with figure() as (fig, ax):
         edges = np.asarray(scores["edges"])
         ax.stairs(scores["negative"], edges, label="actual 0", color=BLUE)
@@ -123,7 +171,9 @@ def _regression_charts(charts: dict[str, Any]) -> list[str]:
         ax.axhline(0, color=GREY, linestyle="--", linewidth=1)
         ax.set_xlabel("predicted")
         ax.set_ylabel("residual")
-        rendered.append(chart_figure("residuals_vs_prediction", "Residuals against prediction (test sample)", svg_markup(fig)))
+        rendered.append(
+            chart_figure("residuals_vs_prediction", "Residuals against prediction (test sample)", svg_markup(fig))
+        )
     return rendered
 
 
@@ -137,7 +187,9 @@ def _search_chart(search: dict[str, Any]) -> str:
             ax.legend()
         ax.set_xlabel("trial")
         ax.set_ylabel(f"validation {search['metric']}")
-        return chart_figure("search", f"Tune search: validation {search['metric']} per trial (mean over units)", svg_markup(fig))
+        return chart_figure(
+            "search", f"Tune search: validation {search['metric']} per trial (mean over units)", svg_markup(fig)
+        )
 
 
 def _importance_chart(key: str, caption: str, values: dict[str, float], errors: dict[str, float] | None = None) -> str:
@@ -160,7 +212,13 @@ def _distribution_chart(name: str, distribution: dict[str, Any]) -> str:
     with figure(4.2, 2.8) as (fig, ax):
         ax.bar(positions - 0.2, train_share, width=0.4, label="train", color=BLUE)
         ax.bar(positions + 0.2, test_share, width=0.4, label="test", color=ORANGE)
-        ax.set_xticks(positions, labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center", fontsize=7)
+        ax.set_xticks(
+            positions,
+            labels,
+            rotation=45 if len(labels) > 6 else 0,
+            ha="right" if len(labels) > 6 else "center",
+            fontsize=7,
+        )
         ax.set_ylabel("share of rows")
         ax.legend(fontsize=7)
         nulls = f", nulls train {train.get('nulls', 0)} / test {test.get('nulls', 0)}" if "nulls" in train else ""
@@ -169,7 +227,11 @@ def _distribution_chart(name: str, distribution: dict[str, Any]) -> str:
 
 def _metric_table(report: dict[str, Any], production: dict[str, Any] | None) -> str:
     overall = report["metrics"]["overall"]
-    columns = [("this version", overall), ("one global model", report["metrics"]["fallback"]), ("baseline", report["baseline"]["metrics"])]
+    columns = [
+        ("this version", overall),
+        ("one global model", report["metrics"]["fallback"]),
+        ("baseline", report["baseline"]["metrics"]),
+    ]
     if production:
         columns.insert(1, (f"production v{production['version']}", production["metrics"]))
     head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in columns)
@@ -179,30 +241,43 @@ def _metric_table(report: dict[str, Any], production: dict[str, Any] | None) -> 
             continue
         cells = [f"<td>{format_number(value)}</td>"]
         for _, other in columns[1:]:
-            cells.append(f"<td{_compare_class(metric, value, other.get(metric))}>{format_number(other.get(metric))}</td>")
+            cells.append(
+                f"<td{_compare_class(metric, value, other.get(metric))}>{format_number(other.get(metric))}</td>"
+            )
         rows.append(f"<tr><td>{html.escape(metric)}</td>{''.join(cells)}</tr>")
     return f'<table class="metrics"><tr><th>metric</th>{head}</tr>{"".join(rows)}</table>'
 
 
 def _compare_class(metric: str, ours: Any, theirs: Any) -> str:
     """Mark the other model's cell green when this version beats it, red when it loses."""
-    if not isinstance(theirs, int | float) or ours is None or metric in {"threshold", "positive_rate", "predicted_rate"}:
+    if (
+        not isinstance(theirs, int | float)
+        or ours is None
+        or metric in {"threshold", "positive_rate", "predicted_rate"}
+    ):
         return ""
     if math.isnan(ours) or math.isnan(theirs) or ours == theirs:
         return ""
     ours_better = ours < theirs if metric in LOWER_IS_BETTER else ours > theirs
-    return ' class="better" title="this version is better"' if ours_better else ' class="worse" title="this version is worse"'
+    return (
+        ' class="better" title="this version is better"'
+        if ours_better
+        else ' class="worse" title="this version is worse"'
+    )
 
 
 def _partition_table(report: dict[str, Any]) -> str:
     metric = report["metric"]
     rows = []
     for partition, values in report["metrics"]["partitions"].items():
-        rows.append(f"<tr><td>{html.escape(partition)}</td><td>{html.escape(values.get('served_by', ''))}</td><td>{format_number(values.get(metric))}</td><td>{format_number(values.get('rows'))}</td></tr>")
+        rows.append(
+            f"<tr><td>{html.escape(partition)}</td><td>{html.escape(values.get('served_by', ''))}</td><td>{format_number(values.get(metric))}</td><td>{format_number(values.get('rows'))}</td></tr>"
+        )
     fallback = report["metrics"]["fallback"]
-    rows.append(f"<tr><td><em>fallback model, all test rows</em></td><td>{html.escape(report['fallback_unit'])}</td><td>{format_number(fallback.get(metric))}</td><td>{format_number(fallback.get('rows'))}</td></tr>")
+    rows.append(
+        f"<tr><td><em>fallback model, all test rows</em></td><td>{html.escape(report['fallback_unit'])}</td><td>{format_number(fallback.get(metric))}</td><td>{format_number(fallback.get('rows'))}</td></tr>"
+    )
     return f'<table class="partitions"><tr><th>partition</th><th>served by</th><th>{html.escape(metric)}</th><th>test rows</th></tr>{"".join(rows)}</table>'
-
 
 
 def _row_counts(rows: dict[str, int]) -> str:
@@ -220,29 +295,49 @@ def render_report_html(version: Any, report: dict[str, Any], production: dict[st
     if production and production.get("version") == number:
         production = None  # this version *is* production: nothing to compare against
     overall = report["metrics"]["overall"]
-    charts = _binary_charts(report["charts"], overall) if report["task"] == "binary" else _regression_charts(report["charts"])
+    charts = (
+        _binary_charts(report["charts"], overall)
+        if report["task"] == "binary"
+        else _regression_charts(report["charts"])
+    )
     importance = report["importance"]
     importance_charts = []
     if importance.get("permutation"):
         permutation = importance["permutation"]
-        importance_charts.append(_importance_chart(
-            "importance_permutation", f"Permutation importance on test: increase in {report['metric']} when the feature is shuffled",
-            {k: v["mean"] for k, v in permutation.items()}, {k: v["std"] for k, v in permutation.items()},
-        ))
+        importance_charts.append(
+            _importance_chart(
+                "importance_permutation",
+                f"Permutation importance on test: increase in {report['metric']} when the feature is shuffled",
+                {k: v["mean"] for k, v in permutation.items()},
+                {k: v["std"] for k, v in permutation.items()},
+            )
+        )
     if importance.get("native"):
-        importance_charts.append(_importance_chart("importance_native", "XGBoost gain share, fallback model", importance["native"][report["fallback_unit"]]))
+        importance_charts.append(
+            _importance_chart(
+                "importance_native", "XGBoost gain share, fallback model", importance["native"][report["fallback_unit"]]
+            )
+        )
     distributions = [_distribution_chart(name, d) for name, d in report["distributions"].items()]
-    threshold = f" · decision threshold {format_number(report['threshold'])} (best F1 on validation)" if report.get("threshold") is not None else ""
+    threshold = (
+        f" · decision threshold {format_number(report['threshold'])} (best F1 on validation)"
+        if report.get("threshold") is not None
+        else ""
+    )
     title = f"{version.name} v{number}" if number else f"{version.name}, run {version.run_id}"
-    registered = f"registered {str(version.registered_at)[:19]} UTC" if number else f"trained {str(version.training_ended_at)[:19]} UTC"
+    registered = (
+        f"registered {str(version.registered_at)[:19]} UTC"
+        if number
+        else f"trained {str(version.training_ended_at)[:19]} UTC"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} · evaluation report</title><style>{CSS}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="meta">{html.escape(report['task'])} · trained by {html.escape(version.created_by)} · {html.escape(registered)} · run {html.escape(version.run_id)} · optimized {html.escape(report['metric'])}{threshold}</p>
-<p class="meta">training data {html.escape(str(version.data.get('training_set', '')))} · fingerprint {html.escape(str(version.data.get('fingerprint', ''))[:16])} · rows {html.escape(_row_counts(version.data.get('rows', {})))}</p>
+<p class="meta">{html.escape(report["task"])} · trained by {html.escape(version.created_by)} · {html.escape(registered)} · run {html.escape(version.run_id)} · optimized {html.escape(report["metric"])}{threshold}</p>
+<p class="meta">training data {html.escape(str(version.data.get("training_set", "")))} · fingerprint {html.escape(str(version.data.get("fingerprint", ""))[:16])} · rows {html.escape(_row_counts(version.data.get("rows", {})))}</p>
 <h2>Test metrics</h2>
-<p>Green: this version is better than that column; red: worse. Baseline: {html.escape(report['baseline']['description'])}.</p>
+<p>Green: this version is better than that column; red: worse. Baseline: {html.escape(report["baseline"]["description"])}.</p>
 {_metric_table(report, production)}
 <h2>Partitions</h2>
 {_partition_table(report)}

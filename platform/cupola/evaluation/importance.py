@@ -17,7 +17,13 @@ from cupola.specs.model import METRIC_MODE
 
 
 def permutation_importance(
-    predict: Callable[[np.ndarray], np.ndarray], features: np.ndarray, label: np.ndarray, names: list[str], metric: str, seed: int, repeats: int = 5
+    predict: Callable[[np.ndarray], np.ndarray],
+    features: np.ndarray,
+    label: np.ndarray,
+    names: list[str],
+    metric: str,
+    seed: int,
+    repeats: int = 5,
 ) -> dict[str, dict[str, float]]:
     """Mean and standard deviation, over `repeats` shuffles, of the metric's degradation per feature."""
     score = SCORERS[metric]

@@ -54,14 +54,22 @@ def binary_charts(label: np.ndarray, scores: np.ndarray, threshold: float) -> di
         "pr": _thin(m.pr_curve(label, scores), ("recall", "precision", "thresholds")),
         "confusion": {**m.confusion(label, scores, threshold), "threshold": threshold},
         "calibration": m.calibration_curve(label, scores),
-        "score_histogram": {"edges": edges.tolist(), "positive": _histogram(scores[label == 1], edges), "negative": _histogram(scores[label != 1], edges)},
+        "score_histogram": {
+            "edges": edges.tolist(),
+            "positive": _histogram(scores[label == 1], edges),
+            "negative": _histogram(scores[label != 1], edges),
+        },
     }
 
 
 def regression_charts(label: np.ndarray, predictions: np.ndarray, seed: int) -> dict[str, Any]:
     residuals = label - predictions
     sample = _sample(len(label), seed)
-    edges = np.histogram_bin_edges(residuals, bins=HISTOGRAM_BINS) if len(residuals) else np.linspace(-1, 1, HISTOGRAM_BINS + 1)
+    edges = (
+        np.histogram_bin_edges(residuals, bins=HISTOGRAM_BINS)
+        if len(residuals)
+        else np.linspace(-1, 1, HISTOGRAM_BINS + 1)
+    )
     return {
         "predicted_vs_actual": {"actual": label[sample].tolist(), "predicted": predictions[sample].tolist()},
         "residual_histogram": {"edges": edges.tolist(), "counts": _histogram(residuals, edges)},
@@ -75,7 +83,10 @@ def baseline(spec: ModelSpec, data: PreparedData, threshold: float | None) -> di
     predictions = np.full(len(data.test.label), constant)
     at = {} if threshold is None else {"threshold": threshold}
     what = "training mean" if spec.task == "regression" else "training positive rate"
-    return {"description": f"{what} {constant:.4g} for every row", "metrics": m.task_metrics(spec.task, data.test.label, predictions, **at)}
+    return {
+        "description": f"{what} {constant:.4g} for every row",
+        "metrics": m.task_metrics(spec.task, data.test.label, predictions, **at),
+    }
 
 
 def search_summary(spec: ModelSpec, trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,7 +94,15 @@ def search_summary(spec: ModelSpec, trials: list[dict[str, Any]]) -> dict[str, A
     return {
         "metric": spec.optimize,
         "mode": spec.mode,
-        "trials": [{"trial": index, "score": trial["score"], "config": trial["config"], "units_fitted": len(trial["unit_scores"])} for index, trial in enumerate(trials)],
+        "trials": [
+            {
+                "trial": index,
+                "score": trial["score"],
+                "config": trial["config"],
+                "units_fitted": len(trial["unit_scores"]),
+            }
+            for index, trial in enumerate(trials)
+        ],
     }
 
 
@@ -91,10 +110,22 @@ def production_summary(production: Any) -> dict[str, Any] | None:
     """The version under the `production` alias when this one was trained, for side-by-side metrics."""
     if production is None:
         return None
-    return {"version": production.version, "metrics": production.metrics.get("overall", {}), "created_by": production.created_by, "registered_at": str(production.registered_at)}
+    return {
+        "version": production.version,
+        "metrics": production.metrics.get("overall", {}),
+        "created_by": production.created_by,
+        "registered_at": str(production.registered_at),
+    }
 
 
-def build_report(spec: ModelSpec, data: PreparedData, models: dict[str, Any], evaluation: Evaluation, trials: list[dict[str, Any]], production: Any = None) -> dict[str, Any]:
+def build_report(
+    spec: ModelSpec,
+    data: PreparedData,
+    models: dict[str, Any],
+    evaluation: Evaluation,
+    trials: list[dict[str, Any]],
+    production: Any = None,
+) -> dict[str, Any]:
     """Metrics, charts as data, search, importance, distributions and comparisons for one version."""
     algorithm = get_algorithm(spec.algorithm.name)
     test = data.test
@@ -110,12 +141,20 @@ def build_report(spec: ModelSpec, data: PreparedData, models: dict[str, Any], ev
     distributions = numeric_distributions(data.inputs, data.train.features, test.features)
     if spec.partition is not None:
         distributions[spec.partition.column] = category_distribution(data.train.partition, test.partition)
-    partitions = {key.removeprefix("partition:"): value for key, value in evaluation.metrics.items() if key.startswith("partition:")}
+    partitions = {
+        key.removeprefix("partition:"): value
+        for key, value in evaluation.metrics.items()
+        if key.startswith("partition:")
+    }
     return {
         "task": spec.task,
         "metric": spec.optimize,
         "threshold": evaluation.threshold,
-        "metrics": {"overall": evaluation.metrics["overall"], "partitions": partitions, "fallback": evaluation.metrics["fallback_only"]},
+        "metrics": {
+            "overall": evaluation.metrics["overall"],
+            "partitions": partitions,
+            "fallback": evaluation.metrics["fallback_only"],
+        },
         "units": list(models),
         "fallback_unit": FALLBACK,
         "baseline": baseline(spec, data, evaluation.threshold),
@@ -123,7 +162,11 @@ def build_report(spec: ModelSpec, data: PreparedData, models: dict[str, Any], ev
         "charts": charts,
         "search": search_summary(spec, trials),
         "importance": {
-            "permutation": permutation_importance(predict, test.features, test.label, data.inputs, spec.optimize, spec.seed) if len(test.label) else {},
+            "permutation": permutation_importance(
+                predict, test.features, test.label, data.inputs, spec.optimize, spec.seed
+            )
+            if len(test.label)
+            else {},
             "native": native_importance(algorithm, models, data.inputs),
         },
         "distributions": distributions,

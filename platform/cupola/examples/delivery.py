@@ -119,7 +119,9 @@ def generate_orders(rows: int, seed: int = 7, days: int = 30) -> pd.DataFrame:
     speed = np.array([c.km_per_minute for c in cities])[city]
     rush = np.array([c.rush_slowdown for c in cities])[city]
     is_rush = ((hour >= 11.5) & (hour < 13.5)) | ((hour >= 18.5) & (hour < 21.0))
-    travel_minutes = distance_km / speed * courier_pace[courier] * (1.0 + rush * is_rush) + 2.0 + rng.gamma(1.5, 1.2, rows)
+    travel_minutes = (
+        distance_km / speed * courier_pace[courier] * (1.0 + rush * is_rush) + 2.0 + rng.gamma(1.5, 1.2, rows)
+    )
 
     order_ts = pd.to_datetime(order_ts_ns, utc=True).as_unit("us")
     pickup_ts = order_ts + pd.to_timedelta(np.round(prep_minutes * 60e6).astype("int64"), unit="us")
@@ -144,7 +146,17 @@ def generate_orders(rows: int, seed: int = 7, days: int = 30) -> pd.DataFrame:
     return frame.sort_values("order_ts", kind="stable").reset_index(drop=True)
 
 
-LABEL_COLUMNS = ["order_id", "city", "restaurant_id", "courier_id", "order_ts", "distance_km", "basket_size", "delivery_minutes", "late"]
+LABEL_COLUMNS = [
+    "order_id",
+    "city",
+    "restaurant_id",
+    "courier_id",
+    "order_ts",
+    "distance_km",
+    "basket_size",
+    "delivery_minutes",
+    "late",
+]
 
 
 def write_example(datalake: Datalake, rows: int, seed: int = 7, days: int = 30) -> pd.DataFrame:

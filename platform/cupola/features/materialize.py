@@ -15,14 +15,18 @@ from cupola.stores.online.base import OnlineStore
 @ray.remote
 def _latest_in_bucket(datalake: Datalake, spec: FeatureGroupSpec, bucket: int) -> pd.DataFrame:
     store = OfflineStore(datalake)
-    table = store.read_files(store.bucket_files(spec.name, bucket), [*spec.entity_names, spec.event_time, *spec.feature_names])
+    table = store.read_files(
+        store.bucket_files(spec.name, bucket), [*spec.entity_names, spec.event_time, *spec.feature_names]
+    )
     if table is None:
         return pd.DataFrame()
     frame = table.to_pandas().sort_values(spec.event_time, kind="stable")
     return frame.drop_duplicates(subset=spec.entity_names, keep="last")
 
 
-def materialize_group(spec: FeatureGroupSpec, datalake: Datalake, online: OnlineStore, progress: Progress | None = None) -> int:
+def materialize_group(
+    spec: FeatureGroupSpec, datalake: Datalake, online: OnlineStore, progress: Progress | None = None
+) -> int:
     """Write each entity's latest offline row to the online store; returns the entities written.
 
     Buckets are reduced in parallel on the cluster; rows are written from the driver as

@@ -48,9 +48,15 @@ class OfflineStore:
 
     def dates(self, group: str) -> list[str]:
         """The dates a group has rows for, oldest first."""
-        return [name.removeprefix("date=") for name in self.datalake.list_dirs(self.group_dir(group)) if name.startswith("date=")]
+        return [
+            name.removeprefix("date=")
+            for name in self.datalake.list_dirs(self.group_dir(group))
+            if name.startswith("date=")
+        ]
 
-    def write_staged_bucket(self, group: str, run_id: str, bucket: int, frame: pd.DataFrame, event_time: str) -> list[str]:
+    def write_staged_bucket(
+        self, group: str, run_id: str, bucket: int, frame: pd.DataFrame, event_time: str
+    ) -> list[str]:
         """Write one bucket's rows of a build into staging, one file per UTC date; returns the dates written."""
         if frame.empty:
             return []

@@ -47,7 +47,9 @@ class BuildResult:
     statistics: dict = field(repr=False, default_factory=dict)
 
 
-def _read_source_file(datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None) -> pd.DataFrame:
+def _read_source_file(
+    datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None
+) -> pd.DataFrame:
     columns = sorted(spec.source_columns())
     frame = pq.read_table(path, columns=columns, filesystem=datalake.filesystem).to_pandas()
     frame[spec.event_time] = to_utc(frame[spec.event_time], f"source of feature group '{spec.name}'")
@@ -60,14 +62,23 @@ def _read_source_file(datalake: Datalake, path: str, spec: FeatureGroupSpec, low
 
 
 @ray.remote
-def _map_source_file(datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
+def _map_source_file(
+    datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None
+) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
     frame = _read_source_file(datalake, path, spec, lower, upper)
     parts = split_by_bucket(frame, spec.entity_names, spec.buckets)
     return parts[0] if spec.buckets == 1 else tuple(parts)
 
 
 @ray.remote
-def _reduce_bucket(datalake: Datalake, spec: FeatureGroupSpec, run_id: str, bucket: int, keep_from: pd.Timestamp | None, *parts: pd.DataFrame) -> tuple[int, list[str]]:
+def _reduce_bucket(
+    datalake: Datalake,
+    spec: FeatureGroupSpec,
+    run_id: str,
+    bucket: int,
+    keep_from: pd.Timestamp | None,
+    *parts: pd.DataFrame,
+) -> tuple[int, list[str]]:
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     frame = frame.sort_values([*spec.entity_names, spec.event_time], kind="stable").reset_index(drop=True)
     features = to_declared_types(compute_windows(frame, spec), spec)
@@ -152,7 +163,10 @@ def build_feature_group(
     upper = day_start(end) if end is not None else None
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
-    mapped = [_map_source_file.options(num_returns=spec.buckets).remote(datalake, path, spec, lower, upper) for path in source_files]
+    mapped = [
+        _map_source_file.options(num_returns=spec.buckets).remote(datalake, path, spec, lower, upper)
+        for path in source_files
+    ]
     shards = [m if isinstance(m, list) else [m] for m in mapped]
     reduced = [
         _reduce_bucket.remote(datalake, spec, run_id, bucket, keep_from, *[shard[bucket] for shard in shards])
@@ -177,7 +191,13 @@ def build_feature_group(
             "max_event_time": event_stats.get("max"),
             "dates": offline.dates(spec.name),
             "statistics": statistics,
-            "last_run": {"run_id": run_id, "start": str(start) if start else None, "end": str(end) if end else None, "rows": rows, "seconds": round(seconds, 3)},
+            "last_run": {
+                "run_id": run_id,
+                "start": str(start) if start else None,
+                "end": str(end) if end else None,
+                "rows": rows,
+                "seconds": round(seconds, 3),
+            },
         },
     )
     return BuildResult(spec.name, run_id, rows, dates, seconds, len(source_files), statistics)

@@ -26,7 +26,9 @@ class FeatureRegistry:
 
     def __init__(self, repo: Path, offline: OfflineStore) -> None:
         if not repo.is_dir():
-            raise SpecError(f"{repo}: feature repository folder not found: set CUPOLA_FEATURE_REPO to a folder of *.yaml declarations")
+            raise SpecError(
+                f"{repo}: feature repository folder not found: set CUPOLA_FEATURE_REPO to a folder of *.yaml declarations"
+            )
         self.repo = repo
         self.offline = offline
         self._groups: dict[str, RegisteredGroup] = {}
@@ -60,7 +62,9 @@ class FeatureRegistry:
             names = spec.feature_names if feature == "*" else [feature]
             for name in names:
                 if name not in spec.feature_names:
-                    raise NotFound(f"feature group '{group_name}' has no feature '{name}'; it has: {', '.join(spec.feature_names)}")
+                    raise NotFound(
+                        f"feature group '{group_name}' has no feature '{name}'; it has: {', '.join(spec.feature_names)}"
+                    )
                 if name not in wanted.setdefault(group_name, []):
                     wanted[group_name].append(name)
         return [(self.get(group), features) for group, features in wanted.items()]

@@ -20,11 +20,15 @@ def normalize_keys(frame: pd.DataFrame, entities: Sequence[EntityKey], where: st
     """Cast entity columns to their declared type, so the same entity hashes the same everywhere."""
     for entity in entities:
         if entity.name not in frame.columns:
-            raise InvalidInput(f"{where} has no entity column '{entity.name}': add it (columns: {', '.join(frame.columns)})")
+            raise InvalidInput(
+                f"{where} has no entity column '{entity.name}': add it (columns: {', '.join(frame.columns)})"
+            )
         column = frame[entity.name]
         if entity.dtype == "int64":
             if column.isna().any():
-                raise InvalidInput(f"{where}: entity column '{entity.name}' has missing values: drop or fill those rows")
+                raise InvalidInput(
+                    f"{where}: entity column '{entity.name}' has missing values: drop or fill those rows"
+                )
             frame[entity.name] = column.astype("int64")
         else:
             frame[entity.name] = column.astype(str)
@@ -34,7 +38,11 @@ def normalize_keys(frame: pd.DataFrame, entities: Sequence[EntityKey], where: st
 def bucket_ids(frame: pd.DataFrame, keys: Sequence[str], buckets: int) -> np.ndarray:
     """Bucket number of every row; string keys are hashed as Python strings whatever their pandas dtype."""
     columns = {
-        key: (frame[key].to_numpy(dtype=object) if not pd.api.types.is_integer_dtype(frame[key]) else frame[key].to_numpy())
+        key: (
+            frame[key].to_numpy(dtype=object)
+            if not pd.api.types.is_integer_dtype(frame[key])
+            else frame[key].to_numpy()
+        )
         for key in keys
     }
     hashed = pd.util.hash_pandas_object(pd.DataFrame(columns), index=False).to_numpy()

@@ -40,7 +40,10 @@ def partial_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
             summary.update(kind="timestamp", min=_iso(pc.min(column).as_py()), max=_iso(pc.max(column).as_py()))
         else:
             counts = pc.value_counts(pc.drop_null(column)) if len(column) else []
-            summary.update(kind="categorical", top={str(item["values"]): item["counts"] for item in counts.to_pylist()} if len(column) else {})
+            summary.update(
+                kind="categorical",
+                top={str(item["values"]): item["counts"] for item in counts.to_pylist()} if len(column) else {},
+            )
         summaries[name] = summary
     return summaries
 
@@ -80,7 +83,12 @@ def _finish(summary: dict[str, Any]) -> dict[str, Any]:
         n = summary.get("n", 0)
         mean = summary["sum"] / n if n else None
         variance = (summary["sumsq"] - n * mean * mean) / (n - 1) if n > 1 and mean is not None else None
-        result.update(mean=mean, std=math.sqrt(max(variance, 0.0)) if variance is not None else None, min=summary["min"], max=summary["max"])
+        result.update(
+            mean=mean,
+            std=math.sqrt(max(variance, 0.0)) if variance is not None else None,
+            min=summary["min"],
+            max=summary["max"],
+        )
     elif summary["kind"] == "timestamp":
         result.update(min=summary["min"], max=summary["max"])
     else:

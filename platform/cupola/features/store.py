@@ -46,7 +46,13 @@ class FeatureStore:
     def online(self) -> OnlineStore:
         return create_online_store(self.settings)
 
-    def build(self, names: Sequence[str] | None = None, start: date | None = None, end: date | None = None, progress: Progress | None = None) -> list[BuildResult]:
+    def build(
+        self,
+        names: Sequence[str] | None = None,
+        start: date | None = None,
+        end: date | None = None,
+        progress: Progress | None = None,
+    ) -> list[BuildResult]:
         """Run the pipelines of `names` (all groups when None) for event dates in [start, end)."""
         specs = [self.registry.get(name) for name in (names or self.registry.names())]
         ensure_ray(self.settings)
@@ -60,16 +66,27 @@ class FeatureStore:
         specs = [self.registry.get(name) for name in chosen]
         for spec in specs:
             if not self.offline.dates(spec.name):
-                raise InvalidInput(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")
+                raise InvalidInput(
+                    f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first"
+                )
         ensure_ray(self.settings)
         return {spec.name: materialize_group(spec, self.datalake, self.online, progress) for spec in specs}
 
-    def training_set(self, name: str, labels: pd.DataFrame | str, event_time: str, features: Sequence[str], progress: Progress | None = None) -> TrainingSet:
+    def training_set(
+        self,
+        name: str,
+        labels: pd.DataFrame | str,
+        event_time: str,
+        features: Sequence[str],
+        progress: Progress | None = None,
+    ) -> TrainingSet:
         """Point-in-time-correct join of `features` (`group.feature`) onto label events."""
         stages = self.registry.resolve(list(features))
         for spec, _ in stages:
             if not self.offline.dates(spec.name):
-                raise InvalidInput(f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first")
+                raise InvalidInput(
+                    f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first"
+                )
         ensure_ray(self.settings)
         return build_training_set(name, labels, event_time, stages, self.datalake, progress)
 
@@ -78,11 +95,20 @@ class FeatureStore:
         rows: list[dict[str, Any]] = [{} for _ in entity_rows]
         missing: list[dict[str, Any]] = []
         for spec, names in self.registry.resolve(list(features)):
-            keys = [tuple(entity.value_of(row, f"entity_rows[{index}]") for entity in spec.entities) for index, row in enumerate(entity_rows)]
+            keys = [
+                tuple(entity.value_of(row, f"entity_rows[{index}]") for entity in spec.entities)
+                for index, row in enumerate(entity_rows)
+            ]
             found = self.online.read(spec, keys, names)
             for index, (key, hit) in enumerate(zip(keys, found, strict=True)):
                 for name in names:
                     rows[index][feature_column(spec.name, name)] = hit.values.get(name) if hit else None
                 if hit is None:
-                    missing.append({"row": index, "feature_group": spec.name, "entity": dict(zip(spec.entity_names, key, strict=True))})
+                    missing.append(
+                        {
+                            "row": index,
+                            "feature_group": spec.name,
+                            "entity": dict(zip(spec.entity_names, key, strict=True)),
+                        }
+                    )
         return OnlineFeatures(rows, missing)

@@ -61,7 +61,9 @@ class _Stage:
 
 def _prepare_labels(frame: pd.DataFrame, event_time: str) -> pd.DataFrame:
     if event_time not in frame.columns:
-        raise InvalidInput(f"labels have no event-time column '{event_time}': pass event_time= the label timestamp column")
+        raise InvalidInput(
+            f"labels have no event-time column '{event_time}': pass event_time= the label timestamp column"
+        )
     frame = frame.reset_index(drop=True)
     frame[event_time] = to_utc(frame[event_time], "labels")
     if frame[event_time].isna().any():
@@ -70,7 +72,9 @@ def _prepare_labels(frame: pd.DataFrame, event_time: str) -> pd.DataFrame:
 
 
 @ray.remote
-def _split_labels(source: pd.DataFrame | str, datalake: Datalake, event_time: str, spec: FeatureGroupSpec, prepare: bool) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
+def _split_labels(
+    source: pd.DataFrame | str, datalake: Datalake, event_time: str, spec: FeatureGroupSpec, prepare: bool
+) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
     frame = pq.read_table(source, filesystem=datalake.filesystem).to_pandas() if isinstance(source, str) else source
     if prepare:
         frame = _prepare_labels(frame, event_time)
@@ -100,7 +104,9 @@ def join_bucket(labels: pd.DataFrame, features: pd.DataFrame, stage: _Stage, eve
 
 
 @ray.remote
-def _join_stage_bucket(datalake: Datalake, stage: _Stage, event_time: str, bucket: int, output: str | None, *parts: pd.DataFrame) -> pd.DataFrame | tuple[int, str]:
+def _join_stage_bucket(
+    datalake: Datalake, stage: _Stage, event_time: str, bucket: int, output: str | None, *parts: pd.DataFrame
+) -> pd.DataFrame | tuple[int, str]:
     spec = stage.spec
     labels = pd.concat(parts, ignore_index=True)
     columns = [*spec.entity_names, spec.event_time, *stage.features]
@@ -109,7 +115,9 @@ def _join_stage_bucket(datalake: Datalake, stage: _Stage, event_time: str, bucke
         first = (labels[event_time].min() - pd.Timedelta(spec.max_age)).date() if spec.max_age is not None else None
         store = OfflineStore(datalake)
         table = store.read_files(store.bucket_files(spec.name, bucket, first, labels[event_time].max().date()), columns)
-    features = table.to_pandas() if table is not None else pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+    features = (
+        table.to_pandas() if table is not None else pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+    )
     features[spec.event_time] = to_utc(features[spec.event_time], f"feature group '{spec.name}'")
     features = normalize_keys(features, spec.entities, f"feature group '{spec.name}'")
     joined = join_bucket(labels, features, stage, event_time)
@@ -157,7 +165,9 @@ def build_training_set(
         shards = [s if isinstance(s, list) else [s] for s in split]
         last = index == len(plan) - 1
         joined = [
-            _join_stage_bucket.remote(datalake, stage, event_time, bucket, output if last else None, *[s[bucket] for s in shards])
+            _join_stage_bucket.remote(
+                datalake, stage, event_time, bucket, output if last else None, *[s[bucket] for s in shards]
+            )
             for bucket in range(spec.buckets)
         ]
         if last:

@@ -62,17 +62,34 @@ def run_monitoring_demo(settings: Settings, url: str, version: ModelVersion) -> 
     window = version.model_spec().monitoring.window_names()[0]
     store = MonitoringStore.from_settings(settings)
     phases = []
-    for index, (name, delay) in enumerate([("true outcomes", 0.0), (f"outcomes {PLANTED_DELAY_MINUTES:g} min later than predicted (planted)", PLANTED_DELAY_MINUTES)]):
+    for index, (name, delay) in enumerate(
+        [
+            ("true outcomes", 0.0),
+            (f"outcomes {PLANTED_DELAY_MINUTES:g} min later than predicted (planted)", PLANTED_DELAY_MINUTES),
+        ]
+    ):
         part = frame.iloc[index * PHASE_ROWS : (index + 1) * PHASE_ROWS]
         rows = client_rows(part)
         for start in range(0, len(rows), 100):
             _post(url, f"/v1/models/{version.name}:predict", {"rows": rows[start : start + 100]})
         order_ids = [row["order_id"] for row in rows]
         _wait_until_logged(store, version.name, order_ids)
-        outcomes = [{"keys": {"order_id": order_id}, "label": float(value) + delay} for order_id, value in zip(order_ids, part[label], strict=True)]
-        _post(url, "/v1/outcomes", {"model": version.name, "outcomes": outcomes}, settings.outcome_token.get_secret_value())
+        outcomes = [
+            {"keys": {"order_id": order_id}, "label": float(value) + delay}
+            for order_id, value in zip(order_ids, part[label], strict=True)
+        ]
+        _post(
+            url,
+            "/v1/outcomes",
+            {"model": version.name, "outcomes": outcomes},
+            settings.outcome_token.get_secret_value(),
+        )
         summary = monitor_summary(settings, version.name)
-        latest = {m.metric: m.value for m in summary.latest if m.unit == ALL_UNITS and m.window == window and m.metric != "psi"}
+        latest = {
+            m.metric: m.value
+            for m in summary.latest
+            if m.unit == ALL_UNITS and m.window == window and m.metric != "psi"
+        }
         phases.append(Phase(name, latest, summary.breaches))
     store.close()
     return phases
@@ -84,5 +101,7 @@ def _wait_until_logged(store: MonitoringStore, model: str, order_ids: list[int],
     deadline = time.monotonic() + timeout_s
     while not wanted <= set(store.logged(model)["outcome_key"]):
         if time.monotonic() > deadline:
-            raise ServerFault(f"sampled predictions of {model} did not reach the prediction log within {timeout_s:.0f} s")
+            raise ServerFault(
+                f"sampled predictions of {model} did not reach the prediction log within {timeout_s:.0f} s"
+            )
         time.sleep(0.1)

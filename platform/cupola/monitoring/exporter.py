@@ -55,8 +55,14 @@ class MonitoringCollector:
 
     def _live(self) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily] = {}
-        psi = GaugeMetricFamily("cupola_feature_psi", "Population stability index of a model input, live vs training.", labels=["model", "version", "feature", "window"])
-        computed = GaugeMetricFamily("cupola_live_metrics_timestamp_seconds", "When the live metrics were last computed.", labels=["model"])
+        psi = GaugeMetricFamily(
+            "cupola_feature_psi",
+            "Population stability index of a model input, live vs training.",
+            labels=["model", "version", "feature", "window"],
+        )
+        computed = GaugeMetricFamily(
+            "cupola_live_metrics_timestamp_seconds", "When the live metrics were last computed.", labels=["model"]
+        )
         seen_models: dict[str, float] = {}
         for m in self.store.latest_live():
             seen_models[m.model] = m.at
@@ -78,14 +84,22 @@ class MonitoringCollector:
         merged: dict[str, Metric] = {}
         for _, replica, families in self.store.counters():
             for family in families:
-                metric = merged.setdefault(family["name"], Metric(family["name"], family["documentation"], family["type"]))
+                metric = merged.setdefault(
+                    family["name"], Metric(family["name"], family["documentation"], family["type"])
+                )
                 for name, labels, value in family["samples"]:
                     metric.add_sample(name, {**labels, "replica": replica}, value)
         yield from merged.values()
 
     def _deployed(self) -> Iterator[Metric]:
-        deployed = GaugeMetricFamily("cupola_deployed", "1 for each model the online endpoint serves.", labels=["model"])
-        thresholds = GaugeMetricFamily("cupola_alert_threshold", "Alert limits from the model spec of the version served.", labels=["model", "metric", "bound"])
+        deployed = GaugeMetricFamily(
+            "cupola_deployed", "1 for each model the online endpoint serves.", labels=["model"]
+        )
+        thresholds = GaugeMetricFamily(
+            "cupola_alert_threshold",
+            "Alert limits from the model spec of the version served.",
+            labels=["model", "metric", "bound"],
+        )
         for deployment in self.deployments.list():
             model = deployment.config.model
             deployed.add_metric([model], 1)
@@ -104,7 +118,9 @@ class MonitoringCollector:
             return None
 
 
-def monitoring_registry(store: MonitoringStore, deployments: Deployments, repository: ModelRepository) -> CollectorRegistry:
+def monitoring_registry(
+    store: MonitoringStore, deployments: Deployments, repository: ModelRepository
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitoringCollector(store, deployments, repository))
     return registry

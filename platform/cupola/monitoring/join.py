@@ -22,18 +22,24 @@ from cupola.stores.models import create_repository
 from cupola.stores.monitoring.base import MonitoringStore, OutcomeReceipt, event_key
 
 
-def join_outcomes(settings: Settings, model: str, since: datetime, until: datetime | None = None, version: int | str = "production") -> OutcomeReceipt:
+def join_outcomes(
+    settings: Settings, model: str, since: datetime, until: datetime | None = None, version: int | str = "production"
+) -> OutcomeReceipt:
     """Store the label events of `model` with event time in [since, until) as outcomes; the spec of `version` names the columns."""
     spec = create_repository(settings).resolve(model, version).model_spec()
     keys = spec.monitoring.outcome_keys
     if not keys:
-        raise InvalidInput(f"model '{model}' sets no monitoring.outcome_keys, so label events cannot be matched to predictions: add e.g. `outcome_keys: [order_id]`")
+        raise InvalidInput(
+            f"model '{model}' sets no monitoring.outcome_keys, so label events cannot be matched to predictions: add e.g. `outcome_keys: [order_id]`"
+        )
     datalake = Datalake.from_settings(settings)
     uri = datalake.uri(spec.training_data.labels)
     dataset = datalake.parquet_dataset(uri, partitioning=None)
     absent = [c for c in (*keys, spec.label, spec.event_time) if c not in dataset.schema.names]
     if absent:
-        raise InvalidInput(f"label events at {uri} have no column(s) {', '.join(absent)}; columns: {', '.join(dataset.schema.names)}")
+        raise InvalidInput(
+            f"label events at {uri} have no column(s) {', '.join(absent)}; columns: {', '.join(dataset.schema.names)}"
+        )
     event_time = pc.field(spec.event_time)
     window = event_time >= pd.Timestamp(since)
     if until is not None:

@@ -61,7 +61,9 @@ def accuracy_metrics(task: str, labels: np.ndarray, predictions: np.ndarray, thr
     return {name: float(value) for name, value in values.items() if value is not None and np.isfinite(value)}
 
 
-def feature_drift(version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, partition_values: np.ndarray) -> dict[str, float]:
+def feature_drift(
+    version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, partition_values: np.ndarray
+) -> dict[str, float]:
     """PSI of every input with a stored training distribution (and the partition column's categories)."""
     distributions: dict[str, Any] = (version.report or {}).get("distributions", {})
     drift = {}
@@ -78,7 +80,9 @@ def feature_drift(version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, pa
         live_counts = np.zeros(len(known) + 1)
         for value in partition_values:
             live_counts[known.get(str(value), len(known))] += 1
-        drift[spec.partition.column] = psi(np.asarray([*stored["train"]["counts"], stored["train"]["other"]]), live_counts)
+        drift[spec.partition.column] = psi(
+            np.asarray([*stored["train"]["counts"], stored["train"]["other"]]), live_counts
+        )
     return drift
 
 
@@ -110,11 +114,19 @@ class LiveMetrics:
                 if in_window.empty:
                     continue
                 for unit, group in [(ALL_UNITS, in_window), *in_window.groupby("unit", sort=True)]:
-                    result += [LiveMetric(model, now, int(number), str(unit), name, metric, value) for metric, value in self._accuracy(version, spec, group).items()]
+                    result += [
+                        LiveMetric(model, now, int(number), str(unit), name, metric, value)
+                        for metric, value in self._accuracy(version, spec, group).items()
+                    ]
                 if len(in_window) >= spec.monitoring.min_drift_samples:
-                    inputs = np.asarray([json.loads(text) for text in in_window["inputs"]], dtype="float64").reshape(len(in_window), -1)
+                    inputs = np.asarray([json.loads(text) for text in in_window["inputs"]], dtype="float64").reshape(
+                        len(in_window), -1
+                    )
                     drift = feature_drift(version, spec, inputs, in_window["partition_value"].to_numpy())
-                    result += [LiveMetric(model, now, int(number), ALL_UNITS, name, "psi", value, feature) for feature, value in drift.items()]
+                    result += [
+                        LiveMetric(model, now, int(number), ALL_UNITS, name, "psi", value, feature)
+                        for feature, value in drift.items()
+                    ]
         return result
 
     @staticmethod
@@ -123,7 +135,11 @@ class LiveMetrics:
         figures = {"sampled": float(len(rows)), "outcomes": float(len(joined))}
         if len(joined) >= spec.monitoring.min_outcomes:
             threshold = (version.report or {}).get("threshold") or 0.5
-            figures.update(accuracy_metrics(spec.task, joined["label"].to_numpy(float), joined["prediction"].to_numpy(float), threshold))
+            figures.update(
+                accuracy_metrics(
+                    spec.task, joined["label"].to_numpy(float), joined["prediction"].to_numpy(float), threshold
+                )
+            )
         return figures
 
     def refresh(self, model: str, now: float) -> list[LiveMetric]:

@@ -36,12 +36,34 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05,
 logger = logging.getLogger("ray.serve")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
-PREDICTIONS = Counter("cupola_predictions", "Rows predicted online, by version and the role that answered.", ["model", "version", "served_by"], registry=REGISTRY)
-REQUESTS = Counter("cupola_requests", "Prediction requests answered, by HTTP status code.", ["model", "code"], registry=REGISTRY)
-LATENCY = Histogram("cupola_request_latency_seconds", "Time a replica spent on a prediction request.", ["model"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-SAMPLED = Counter("cupola_monitor_sampled_records", "Predictions sampled for the prediction log.", ["model"], registry=REGISTRY)
-DROPPED = Counter("cupola_monitor_dropped_records", "Sampled predictions not logged: monitoring actor down or slow, or buffer full.", ["model"], registry=REGISTRY)
-SERVED_MODELS: set[str] = set()  # models seen deployed: the only values of `model` on refusals, so bad names cannot add series
+PREDICTIONS = Counter(
+    "cupola_predictions",
+    "Rows predicted online, by version and the role that answered.",
+    ["model", "version", "served_by"],
+    registry=REGISTRY,
+)
+REQUESTS = Counter(
+    "cupola_requests", "Prediction requests answered, by HTTP status code.", ["model", "code"], registry=REGISTRY
+)
+LATENCY = Histogram(
+    "cupola_request_latency_seconds",
+    "Time a replica spent on a prediction request.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+SAMPLED = Counter(
+    "cupola_monitor_sampled_records", "Predictions sampled for the prediction log.", ["model"], registry=REGISTRY
+)
+DROPPED = Counter(
+    "cupola_monitor_dropped_records",
+    "Sampled predictions not logged: monitoring actor down or slow, or buffer full.",
+    ["model"],
+    registry=REGISTRY,
+)
+SERVED_MODELS: set[str] = (
+    set()
+)  # models seen deployed: the only values of `model` on refusals, so bad names cannot add series
 
 
 def mark_served(model: str) -> None:
@@ -63,9 +85,15 @@ def counter_snapshot(model: str) -> list[dict[str, Any]]:
     """This replica's metric families, reduced to one model's samples (what the exporter re-publishes)."""
     families = []
     for family in REGISTRY.collect():
-        samples = [[s.name, s.labels, s.value] for s in family.samples if s.labels.get("model") == model and not s.name.endswith("_created")]
+        samples = [
+            [s.name, s.labels, s.value]
+            for s in family.samples
+            if s.labels.get("model") == model and not s.name.endswith("_created")
+        ]
         if samples:
-            families.append({"name": family.name, "type": family.type, "documentation": family.documentation, "samples": samples})
+            families.append(
+                {"name": family.name, "type": family.type, "documentation": family.documentation, "samples": samples}
+            )
     return families
 
 
@@ -90,20 +118,26 @@ class SampledRequest:
     def records(self) -> list[dict[str, Any]]:
         result = []
         for index in self.chosen:
-            keys = {name: self.rows[index][name] for name in self.outcome_keys if self.rows[index].get(name) is not None}
-            result.append({
-                "model": self.model,
-                "request_id": self.request_id,
-                "row_index": index,
-                "version": self.version,
-                "unit": str(self.predictions.units[index]),
-                "partition_value": str(self.predictions.partitions[index]),
-                "at": self.at,
-                "prediction": float(self.predictions.values[index]),
-                "inputs": _finite(self.predictions.inputs[index].tolist()),
-                "outcome_key": event_key(keys) if self.outcome_keys and len(keys) == len(self.outcome_keys) else None,
-                "client_request_id": self.client_request_id,
-            })
+            keys = {
+                name: self.rows[index][name] for name in self.outcome_keys if self.rows[index].get(name) is not None
+            }
+            result.append(
+                {
+                    "model": self.model,
+                    "request_id": self.request_id,
+                    "row_index": index,
+                    "version": self.version,
+                    "unit": str(self.predictions.units[index]),
+                    "partition_value": str(self.predictions.partitions[index]),
+                    "at": self.at,
+                    "prediction": float(self.predictions.values[index]),
+                    "inputs": _finite(self.predictions.inputs[index].tolist()),
+                    "outcome_key": event_key(keys)
+                    if self.outcome_keys and len(keys) == len(self.outcome_keys)
+                    else None,
+                    "client_request_id": self.client_request_id,
+                }
+            )
         return result
 
 
@@ -138,13 +172,19 @@ class PredictionSampler:
         self._last_snapshot.setdefault(model, 0.0)
         if percent <= 0:
             return
-        chosen = range(len(rows)) if percent >= 100 else [i for i in range(len(rows)) if random.random() * 100 < percent]
+        chosen = (
+            range(len(rows)) if percent >= 100 else [i for i in range(len(rows)) if random.random() * 100 < percent]
+        )
         if not chosen:
             return
         room = max(0, MAX_BUFFERED - self._buffered[model])
         kept = chosen[:room]
         if kept:
-            self.buffers[model].append(SampledRequest(model, version, request_id, client_request_id, time.time(), rows, predictions, kept, outcome_keys))
+            self.buffers[model].append(
+                SampledRequest(
+                    model, version, request_id, client_request_id, time.time(), rows, predictions, kept, outcome_keys
+                )
+            )
             self._buffered[model] += len(kept)
         SAMPLED.labels(model).inc(len(chosen))
         if len(chosen) > room:
@@ -172,8 +212,16 @@ class PredictionSampler:
                 self._actors[model] = actor
             reference = actor.log.remote(self.replica, records, counter_snapshot(model))
             await asyncio.wait_for(asyncio.wrap_future(reference.future()), SEND_TIMEOUT_S)
-        except Exception as error:  # the actor is down or slow: the records are lost, counted, and the next send looks it up again
+        except (
+            Exception
+        ) as error:  # the actor is down or slow: the records are lost, counted, and the next send looks it up again
             self._actors.pop(model, None)
             if records:
                 DROPPED.labels(model).inc(len(records))
-                logger.warning("monitoring: %d sampled record(s) of %s dropped: %s: %s", len(records), model, type(error).__name__, error)
+                logger.warning(
+                    "monitoring: %d sampled record(s) of %s dropped: %s: %s",
+                    len(records),
+                    model,
+                    type(error).__name__,
+                    error,
+                )

@@ -28,7 +28,6 @@ leave through `monitoring.sampler` without the request waiting for them.
 and Serve's ingress moves the methods out of this module's namespace.)
 """
 
-
 import asyncio
 import hmac
 import logging
@@ -95,7 +94,9 @@ class PredictRequest(BaseModel):
 
     row: dict[str, Any] | None = None
     rows: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_ROWS_PER_REQUEST)
-    version: int | str | None = Field(default=None, description="version number (1, 2, ...) or alias; default: the deployment's target")
+    version: int | str | None = Field(
+        default=None, description="version number (1, 2, ...) or alias; default: the deployment's target"
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -105,7 +106,9 @@ class PredictRequest(BaseModel):
             return value
         if isinstance(value, str) and re.fullmatch(REFERENCE, value):
             return value
-        raise ValueError(f"must be a version number from 1 to {MAX_VERSION} or an alias name like 'production', got {_shown(value)}")
+        raise ValueError(
+            f"must be a version number from 1 to {MAX_VERSION} or an alias name like 'production', got {_shown(value)}"
+        )
 
 
 OutcomeKeyValue = Annotated[StrictStr, Field(max_length=256)] | Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
@@ -115,10 +118,12 @@ class Outcome(BaseModel):
     """An observed label for an earlier prediction, named by `request_id` (+ `row`) or by the model's outcome keys."""
 
     model_config = ConfigDict(extra="forbid")
-    request_id: str | None = Field(default=None, min_length=1, max_length=128, description="the answer's request_id or the client's x-request-id")
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="the answer's request_id or the client's x-request-id"
+    )
     row: int = Field(default=0, ge=0, lt=MAX_ROWS_PER_REQUEST, description="row of a batch request")
     keys: dict[Annotated[str, Field(max_length=64)], OutcomeKeyValue] | None = Field(
-        default=None, max_length=16, description="the spec's monitoring.outcome_keys, e.g. {\"order_id\": 42}"
+        default=None, max_length=16, description='the spec\'s monitoring.outcome_keys, e.g. {"order_id": 42}'
     )
     label: float = Field(allow_inf_nan=False)
     observed_at: datetime | None = None
@@ -155,7 +160,9 @@ class CachedDeployment:
     aliases: dict[str, int]
 
 
-api = FastAPI(title="cupola prediction API", version="1", description="Predictions from models in the cupola repository.")
+api = FastAPI(
+    title="cupola prediction API", version="1", description="Predictions from models in the cupola repository."
+)
 
 
 def _server_request_id(scope: dict[str, Any]) -> str:
@@ -181,10 +188,15 @@ def _check_token(header: str | None, accepted: Sequence[SecretStr], route: str, 
     """Refuse unless `Authorization: Bearer <token>` matches one of the accepted tokens (compared in constant time)."""
     tokens = [token.get_secret_value().encode() for token in accepted if token.get_secret_value()]
     if not tokens:
-        raise Forbidden(f"{route} is switched off: no token is configured on the serving nodes; set {setting} in their environment", "authorization")
+        raise Forbidden(
+            f"{route} is switched off: no token is configured on the serving nodes; set {setting} in their environment",
+            "authorization",
+        )
     scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not any(hmac.compare_digest(given.strip().encode(), token) for token in tokens):
-        raise Unauthorized(f"{route} needs `Authorization: Bearer <token>` with the token of {setting}", "authorization")
+        raise Unauthorized(
+            f"{route} needs `Authorization: Bearer <token>` with the token of {setting}", "authorization"
+        )
 
 
 def _refusal(error: CupolaError, request_id: str, predicting: str | None = None) -> dict[str, Any]:
@@ -200,7 +212,7 @@ def _invalid_body(errors: Sequence[Any]) -> CupolaError:
     first = errors[0] if errors else {}
     location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
     if first.get("type") == "json_invalid":
-        return _MalformedBody("the body is not valid JSON: send an object like {\"row\": {...}}", "body")
+        return _MalformedBody('the body is not valid JSON: send an object like {"row": {...}}', "body")
     if first.get("type") == "too_long":
         return PayloadTooLarge(f"{location}: {first.get('msg', 'too long')}", location)
     return InvalidInput(f"{location}: {first.get('msg', 'invalid')}", location)
@@ -218,7 +230,7 @@ def _predicting(scope: dict[str, Any]) -> str | None:
 
 def _route_path(scope: dict[str, Any]) -> str:
     path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 @api.exception_handler(CupolaError)
@@ -233,7 +245,11 @@ async def _invalid(request: Request, error: RequestValidationError) -> JSONRespo
 
 @api.exception_handler(StarletteHTTPException)
 async def _no_route(request: Request, error: StarletteHTTPException) -> JSONResponse:
-    fault = NotFound(f"no such route: {request.method} {request.url.path} (see /openapi.json)") if error.status_code == 404 else _http_error(error)
+    fault = (
+        NotFound(f"no such route: {request.method} {request.url.path} (see /openapi.json)")
+        if error.status_code == 404
+        else _http_error(error)
+    )
     return await _refused(request, fault)
 
 
@@ -252,7 +268,13 @@ async def _bug(request: Request, error: Exception) -> JSONResponse:
     """A fault of this server, not of the request: logged with its traceback, answered in the same shape."""
     request_id = _server_request_id(request.scope)
     logger.exception("request %s failed", request_id)
-    return JSONResponse(error_body(ServerFault(f"internal error ({type(error).__name__}); the server logged it under this request_id"), request_id), 500)
+    return JSONResponse(
+        error_body(
+            ServerFault(f"internal error ({type(error).__name__}); the server logged it under this request_id"),
+            request_id,
+        ),
+        500,
+    )
 
 
 PREDICT_PATH = re.compile(r"^/v1/models/(?P<name>[^/]+):predict$")  # what FastAPI's `{name}` matches
@@ -295,7 +317,10 @@ class PredictFastPath:
             if name is None:
                 await self.app(scope, _replay(body, receive), send)
                 return
-            status, payload = 200, await replica.answer(name, PredictRequest.model_validate_json(body), request_id, request.headers)
+            status, payload = (
+                200,
+                await replica.answer(name, PredictRequest.model_validate_json(body), request_id, request.headers),
+            )
         except ValidationError as error:
             problem = _invalid_body(error.errors())
             status, payload = problem.status, _refusal(problem, request_id, name)
@@ -312,12 +337,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is {int(declared)} bytes; at most {limit} (CUPOLA_MAX_REQUEST_BYTES): split the request", "body")
+        raise PayloadTooLarge(
+            f"the body is {int(declared)} bytes; at most {limit} (CUPOLA_MAX_REQUEST_BYTES): split the request", "body"
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the body is over {limit} bytes (CUPOLA_MAX_REQUEST_BYTES): split the request", "body")
+            raise PayloadTooLarge(
+                f"the body is over {limit} bytes (CUPOLA_MAX_REQUEST_BYTES): split the request", "body"
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -366,7 +395,14 @@ class CanaryWatch:
         return None
 
 
-def _response(predictor: Predictor, version: int, role: str, predictions: Predictions, request_id: str, client_request_id: str | None) -> dict[str, Any]:
+def _response(
+    predictor: Predictor,
+    version: int,
+    role: str,
+    predictions: Predictions,
+    request_id: str,
+    client_request_id: str | None,
+) -> dict[str, Any]:
     labels = predictor.labels(predictions.values)
     rows = []
     for index, (value, unit) in enumerate(zip(predictions.values.tolist(), predictions.units.tolist(), strict=True)):
@@ -527,9 +563,16 @@ class ModelServer:
         An outcome may arrive before its prediction's record, hours late, or again (the latest label
         wins and it is counted as `replaced`); one whose prediction was not sampled is stored and
         never counts (`pending` says how many had no logged prediction at the time)."""
-        _check_token(request.headers.get("authorization"), [self.settings.outcome_token, self.settings.api_write_token], "POST /v1/outcomes", "CUPOLA_OUTCOME_TOKEN")
+        _check_token(
+            request.headers.get("authorization"),
+            [self.settings.outcome_token, self.settings.api_write_token],
+            "POST /v1/outcomes",
+            "CUPOLA_OUTCOME_TOKEN",
+        )
         deployment, aliases = await self._deployed(body.model, "model", "outcomes are kept for deployed models only")
-        spec = (await self._predictor(body.model, await self._resolve(body.model, deployment.config.target, aliases))).spec
+        spec = (
+            await self._predictor(body.model, await self._resolve(body.model, deployment.config.target, aliases))
+        ).spec
         keys = sorted(spec.monitoring.outcome_keys)
         entries = []
         for index, outcome in enumerate(body.outcomes):
@@ -537,14 +580,34 @@ class ModelServer:
             if (outcome.request_id is None) == (outcome.keys is None):
                 raise InvalidInput(f"{where}: give exactly one of request_id or keys", f"{where}.request_id")
             if outcome.keys is not None and sorted(outcome.keys) != keys:
-                expected = ", ".join(keys) if keys else "none (the spec sets no monitoring.outcome_keys: use request_id)"
-                raise InvalidInput(f"{where}.keys has {', '.join(sorted(outcome.keys)) or 'no fields'}; the model's outcome keys are {expected}", f"{where}.keys")
+                expected = (
+                    ", ".join(keys) if keys else "none (the spec sets no monitoring.outcome_keys: use request_id)"
+                )
+                raise InvalidInput(
+                    f"{where}.keys has {', '.join(sorted(outcome.keys)) or 'no fields'}; the model's outcome keys are {expected}",
+                    f"{where}.keys",
+                )
             if spec.task == "binary" and outcome.label not in (0, 1):
-                raise InvalidInput(f"{where}.label is {outcome.label}; a binary model's outcome is 0 or 1 (or false/true)", f"{where}.label")
-            key = request_key(outcome.request_id, outcome.row) if outcome.request_id is not None else event_key(outcome.keys or {})
-            entries.append((key, float(outcome.label), outcome.observed_at.timestamp() if outcome.observed_at else None))
+                raise InvalidInput(
+                    f"{where}.label is {outcome.label}; a binary model's outcome is 0 or 1 (or false/true)",
+                    f"{where}.label",
+                )
+            key = (
+                request_key(outcome.request_id, outcome.row)
+                if outcome.request_id is not None
+                else event_key(outcome.keys or {})
+            )
+            entries.append(
+                (key, float(outcome.label), outcome.observed_at.timestamp() if outcome.observed_at else None)
+            )
         receipt = await self._in_thread(self.monitoring.record_outcomes, body.model, entries, "api", time.time())
-        return {"request_id": _server_request_id(request.scope), "stored": receipt.stored, "replaced": receipt.replaced, "matched": receipt.matched, "pending": receipt.pending}
+        return {
+            "request_id": _server_request_id(request.scope),
+            "stored": receipt.stored,
+            "replaced": receipt.replaced,
+            "matched": receipt.matched,
+            "pending": receipt.pending,
+        }
 
     @api.post("/v1/models/{name}:predict")
     async def predict(self, name: str, body: PredictRequest, request: Request) -> JSONResponse:
@@ -557,14 +620,22 @@ class ModelServer:
         """The prediction answer for one request; raises a CupolaError for a 4xx."""
         started = time.perf_counter()
         if self.settings.predict_token.get_secret_value():
-            _check_token(headers.get("authorization"), [self.settings.predict_token], f"POST /v1/models/{name}:predict", "CUPOLA_PREDICT_TOKEN")
+            _check_token(
+                headers.get("authorization"),
+                [self.settings.predict_token],
+                f"POST /v1/models/{name}:predict",
+                "CUPOLA_PREDICT_TOKEN",
+            )
         client_request_id = _client_request_id(headers.get("x-request-id"))
         rows = body.rows if body.rows is not None else ([body.row] if body.row is not None else None)
         if rows is None or (body.rows is not None and body.row is not None):
             raise InvalidInput("send exactly one of `row` (an object) or `rows` (a list of objects)", "rows")
         deployment, aliases = await self._deployed(name, "name", f"run `cupola deploy {name}`")
         config = deployment.config
-        role, version = "primary", await self._resolve(name, body.version if body.version is not None else config.target, aliases)
+        role, version = (
+            "primary",
+            await self._resolve(name, body.version if body.version is not None else config.target, aliases),
+        )
         canary = config.canary if body.version is None else None
         if canary is not None and random.random() * 100 < canary.percent:
             answer = await self._try_canary(name, canary, rows, request_id)
@@ -574,15 +645,28 @@ class ModelServer:
             predictor = await self._predictor(name, version)
             predictions = await self._predict(predictor, rows)
         if config.shadow_version is not None and body.version is None:
-            asyncio.get_running_loop().create_task(self._shadow(name, config.shadow_version, version, rows, predictions, request_id))
+            asyncio.get_running_loop().create_task(
+                self._shadow(name, config.shadow_version, version, rows, predictions, request_id)
+            )
         logger.debug("request %s: %s v%d (%s) predicted %d row(s)", request_id, name, version, role, len(rows))
         percent = config.sample_percent if config.sample_percent is not None else self.settings.sample_percent
-        self.sampler.sample(name, version, request_id, client_request_id, rows, predictions, percent, predictor.spec.monitoring.outcome_keys)
+        self.sampler.sample(
+            name,
+            version,
+            request_id,
+            client_request_id,
+            rows,
+            predictions,
+            percent,
+            predictor.spec.monitoring.outcome_keys,
+        )
         response = _response(predictor, version, role, predictions, request_id, client_request_id)
         count_answer(name, version, role, len(rows), time.perf_counter() - started)
         return response
 
-    async def _try_canary(self, name: str, canary: Canary, rows: list[dict[str, Any]], request_id: str) -> tuple[Predictions, Predictor] | None:
+    async def _try_canary(
+        self, name: str, canary: Canary, rows: list[dict[str, Any]], request_id: str
+    ) -> tuple[Predictions, Predictor] | None:
         """Answer with the canary; on a failure of the canary itself, count it and let the primary answer.
         A refused request (the client's fault) never counts against the canary."""
         watch = self._watches.get((name, canary.version))
@@ -612,13 +696,27 @@ class ModelServer:
         if deployment is None or deployment.config.canary != canary:
             return
         try:
-            self.deployments.put(deployment.config.model_copy(update={"canary": None}), "rollback", AUTOMATIC, f"canary v{canary.version}: {reason}", deployment.revision)
+            self.deployments.put(
+                deployment.config.model_copy(update={"canary": None}),
+                "rollback",
+                AUTOMATIC,
+                f"canary v{canary.version}: {reason}",
+                deployment.revision,
+            )
         except DeploymentConflict:
             return  # another replica or a person changed the deployment first
         self._configs.pop(name, None)
         logger.warning("%s: canary v%d rolled back: %s", name, canary.version, reason)
 
-    async def _shadow(self, name: str, shadow_version: int, primary_version: int, rows: list[dict[str, Any]], primary: Predictions, request_id: str) -> None:
+    async def _shadow(
+        self,
+        name: str,
+        shadow_version: int,
+        primary_version: int,
+        rows: list[dict[str, Any]],
+        primary: Predictions,
+        request_id: str,
+    ) -> None:
         """Predict with the shadow version after the answer is sent; log both (in a store thread), return nothing."""
         shadow, error = None, None
         try:
@@ -626,7 +724,16 @@ class ModelServer:
             shadow = (await self._predict(predictor, rows)).values.tolist()
         except Exception as failure:  # a failing shadow is logged, never seen by the client
             error = f"{type(failure).__name__}: {failure}"
-        await self._in_thread(self.deployments.log_shadow, request_id, name, primary_version, shadow_version, primary.values.tolist(), shadow, error)
+        await self._in_thread(
+            self.deployments.log_shadow,
+            request_id,
+            name,
+            primary_version,
+            shadow_version,
+            primary.values.tolist(),
+            shadow,
+            error,
+        )
 
 
 def build_app(args: dict[str, Any] | None = None) -> Any:

@@ -142,17 +142,32 @@ def predict_batch(
     needed = [*raw_columns(spec), *([spec.partition.column] if spec.partition else [])]
     read = [c for c in columns if c in set(keys) | set(needed)]  # read only what is predicted from or written back
     output_uri = _uri(datalake, output_path or f"predictions/{name}/{run_id}")
-    chosen = engine if engine != "auto" else ("local" if source.count_rows() <= settings.batch_local_max_rows else "ray-data")
+    chosen = (
+        engine
+        if engine != "auto"
+        else ("local" if source.count_rows() <= settings.batch_local_max_rows else "ray-data")
+    )
     if chosen == "local":
         _predict_locally(settings, version, source, read, keys, datalake, output_uri, run_id)
     else:
-        _predict_with_ray_data(settings, name, version.version, input_uri, read, keys, datalake, output_uri, run_id, workers)
+        _predict_with_ray_data(
+            settings, name, version.version, input_uri, read, keys, datalake, output_uri, run_id, workers
+        )
     rows = datalake.parquet_dataset(output_uri).count_rows()
-    return BatchResult(run_id, name, version.version, input_uri, output_uri, rows, time.perf_counter() - started, chosen)
+    return BatchResult(
+        run_id, name, version.version, input_uri, output_uri, rows, time.perf_counter() - started, chosen
+    )
 
 
 def _predict_locally(
-    settings: Settings, version: Any, source: pds.Dataset, read: list[str], keep: list[str], datalake: Datalake, output_uri: str, run_id: str
+    settings: Settings,
+    version: Any,
+    source: pds.Dataset,
+    read: list[str],
+    keep: list[str],
+    datalake: Datalake,
+    output_uri: str,
+    run_id: str,
 ) -> None:
     """The `local` engine: batches of LOCAL_BATCH_ROWS streamed from the dataset through the Predictor into one file."""
     if version.spec["algorithm"]["name"] == "xgboost":
@@ -180,7 +195,15 @@ def _predict_locally(
 
 
 def _predict_with_ray_data(
-    settings: Settings, name: str, version: int, input_uri: str, read: list[str], keep: list[str], datalake: Datalake, output_uri: str, run_id: str,
+    settings: Settings,
+    name: str,
+    version: int,
+    input_uri: str,
+    read: list[str],
+    keep: list[str],
+    datalake: Datalake,
+    output_uri: str,
+    run_id: str,
     workers: int | None,
 ) -> None:
     """The `ray-data` engine: parallel read, one predicting actor per CPU (the version loaded once each), streamed writes."""
@@ -194,7 +217,13 @@ def _predict_with_ray_data(
         )
     dataset = source_rows.map_batches(
         PredictBatches,
-        fn_constructor_kwargs={"settings": settings.for_workers(), "name": name, "version": version, "run_id": run_id, "keep": keep},
+        fn_constructor_kwargs={
+            "settings": settings.for_workers(),
+            "name": name,
+            "version": version,
+            "run_id": run_id,
+            "keep": keep,
+        },
         batch_format="pyarrow",
         batch_size=BATCH_ROWS,
         compute=ray.data.ActorPoolStrategy(size=workers or default_workers(node_cpus)),
@@ -251,7 +280,9 @@ def _join_offline_features(settings: Settings, spec: Any, source: pds.Dataset, i
     from cupola.features import FeatureStore
 
     if spec.event_time not in source.schema.names:
-        raise InvalidInput(f"batch input has no event time column '{spec.event_time}': features are joined as of that time")
+        raise InvalidInput(
+            f"batch input has no event time column '{spec.event_time}': features are joined as of that time"
+        )
     if not spec.store_features():
         return input_uri
     frame = source.to_table().to_pandas()

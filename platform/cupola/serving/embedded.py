@@ -11,7 +11,9 @@ from cupola.stores.models import ArtifactStore, ModelRepository, create_reposito
 from cupola.stores.online.base import create_online_store
 
 
-def load_predictor(settings: Settings, repository: ModelRepository, name: str, version_or_alias: int | str) -> Predictor:
+def load_predictor(
+    settings: Settings, repository: ModelRepository, name: str, version_or_alias: int | str
+) -> Predictor:
     """A version with its online-store lookups wired in when the spec reads the feature store."""
     version = repository.resolve(name, version_or_alias)
     datalake = Datalake.from_settings(settings)

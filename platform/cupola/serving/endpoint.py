@@ -74,7 +74,9 @@ def post_rows(url: str, name: str, rows: list[dict]) -> list[dict]:
 
     answers = []
     for row in rows:
-        request = urllib.request.Request(f"{url}/v1/models/{name}:predict", json.dumps({"row": row}).encode(), {"content-type": "application/json"})
+        request = urllib.request.Request(
+            f"{url}/v1/models/{name}:predict", json.dumps({"row": row}).encode(), {"content-type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             answers.append(json.loads(response.read()))
     return answers

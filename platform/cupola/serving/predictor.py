@@ -82,7 +82,9 @@ class Predictor:
         compiled = None
         if runtime.get("runtime") == "onnxruntime":
             task = version.spec["task"]
-            compiled = {unit: CompiledUnit(artifacts.get(ArtifactRef(**ref)), task) for unit, ref in runtime["units"].items()}
+            compiled = {
+                unit: CompiledUnit(artifacts.get(ArtifactRef(**ref)), task) for unit, ref in runtime["units"].items()
+            }
         return cls(version, models, online, feature_groups, compiled)
 
     def predict_records(self, rows: Sequence[dict[str, Any]]) -> Predictions:
@@ -90,10 +92,14 @@ class Predictor:
         if not isinstance(rows, list | tuple) or not rows:
             raise InvalidInput("send a non-empty list of rows (objects of feature values)", "rows")
         if len(rows) > MAX_ROWS_PER_REQUEST:
-            raise PayloadTooLarge(f"{len(rows)} rows in one request; at most {MAX_ROWS_PER_REQUEST}: split the batch", "rows")
+            raise PayloadTooLarge(
+                f"{len(rows)} rows in one request; at most {MAX_ROWS_PER_REQUEST}: split the batch", "rows"
+            )
         for index, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise InvalidInput(f"rows[{index}] must be an object of feature values, got {type(row).__name__}", f"rows[{index}]")
+                raise InvalidInput(
+                    f"rows[{index}] must be an object of feature values, got {type(row).__name__}", f"rows[{index}]"
+                )
         columns: dict[str, Any] = {}
         for name in self.request_columns:
             columns[name] = column(rows, name, self.fields.get(name, "number"), required=True)
@@ -105,21 +111,33 @@ class Predictor:
         """Predict a batch whose columns already hold every needed value (store features joined offline)."""
         self._check_batch_columns(list(frame.columns))
         columns = {name: dsl.column_array(frame[name]) for name in [*self.request_columns, *self.store_columns]}
-        partitions = frame[self.spec.partition.column].astype(str).to_numpy() if self.spec.partition else np.full(len(frame), "", dtype=object)
+        partitions = (
+            frame[self.spec.partition.column].astype(str).to_numpy()
+            if self.spec.partition
+            else np.full(len(frame), "", dtype=object)
+        )
         return self._predict(columns, len(frame), partitions)
 
     def predict_table(self, table: pa.Table) -> Predictions:
         """`predict_frame` for an Arrow table, without converting it to pandas; the same numbers."""
         self._check_batch_columns(table.column_names)
-        columns = {name: dsl.arrow_column_array(table.column(name)) for name in [*self.request_columns, *self.store_columns]}
+        columns = {
+            name: dsl.arrow_column_array(table.column(name)) for name in [*self.request_columns, *self.store_columns]
+        }
         if self.spec.partition:
-            partitions = np.asarray(table.column(self.spec.partition.column).cast(pa.string()).to_pylist(), dtype=object)
+            partitions = np.asarray(
+                table.column(self.spec.partition.column).cast(pa.string()).to_pylist(), dtype=object
+            )
         else:
             partitions = np.full(table.num_rows, "", dtype=object)
         return self._predict(columns, table.num_rows, partitions)
 
     def _check_batch_columns(self, present: list[str]) -> None:
-        needed = [*self.request_columns, *self.store_columns, *([self.spec.partition.column] if self.spec.partition else [])]
+        needed = [
+            *self.request_columns,
+            *self.store_columns,
+            *([self.spec.partition.column] if self.spec.partition else []),
+        ]
         absent = [c for c in needed if c not in present]
         if absent:
             raise InvalidInput(
@@ -132,7 +150,9 @@ class Predictor:
         """Binary decisions at the threshold chosen on validation (None for regression)."""
         return None if self.threshold is None else values >= self.threshold
 
-    def _predict(self, columns: dict[str, Any], rows: int, partitions: np.ndarray, missing: list[dict[str, Any]] | None = None) -> Predictions:
+    def _predict(
+        self, columns: dict[str, Any], rows: int, partitions: np.ndarray, missing: list[dict[str, Any]] | None = None
+    ) -> Predictions:
         try:
             matrix = input_matrix(self.spec, with_transforms(self.spec, columns, rows), rows)
         except InvalidInput as error:
@@ -168,7 +188,10 @@ class Predictor:
             columns.update(values)
             if to_look_up:
                 if self.online is None:
-                    raise InvalidInput(f"send {', '.join(group_columns)} in each row: this predictor has no online store", group_columns[0])
+                    raise InvalidInput(
+                        f"send {', '.join(group_columns)} in each row: this predictor has no online store",
+                        group_columns[0],
+                    )
                 keys = [tuple(entity.value_of(rows[i], f"rows[{i}]") for entity in group.entities) for i in to_look_up]
                 lookups.append((group, names, group_columns, to_look_up, keys))
         if not lookups:
@@ -178,7 +201,13 @@ class Predictor:
         for (group, names, group_columns, to_look_up, keys), found in zip(lookups, hits, strict=True):
             for index, key, hit in zip(to_look_up, keys, found, strict=True):
                 if hit is None:
-                    missing.append({"row": index, "feature_group": group.name, "entity": dict(zip(group.entity_names, key, strict=True))})
+                    missing.append(
+                        {
+                            "row": index,
+                            "feature_group": group.name,
+                            "entity": dict(zip(group.entity_names, key, strict=True)),
+                        }
+                    )
                     continue
                 for name, c in zip(names, group_columns, strict=True):
                     value = hit.values.get(name)

@@ -22,15 +22,21 @@ EARLIEST, LATEST = datetime(1900, 1, 1), datetime(2262, 4, 11)  # numpy's dateti
 
 def _timestamp(value: Any, where: str) -> np.datetime64:
     if not isinstance(value, str):
-        raise InvalidInput(f"{where} must be an ISO 8601 timestamp string such as '2026-01-05T12:30:00Z', got {value!r}", where)
+        raise InvalidInput(
+            f"{where} must be an ISO 8601 timestamp string such as '2026-01-05T12:30:00Z', got {value!r}", where
+        )
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(f"{where} must be an ISO 8601 timestamp such as '2026-01-05T12:30:00Z', got {value!r}", where) from None
+        raise InvalidInput(
+            f"{where} must be an ISO 8601 timestamp such as '2026-01-05T12:30:00Z', got {value!r}", where
+        ) from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     if not EARLIEST <= parsed < LATEST:
-        raise InvalidInput(f"{where} = {value!r} is outside {EARLIEST.year}..{LATEST.year - 1}: send a real event time", where)
+        raise InvalidInput(
+            f"{where} = {value!r} is outside {EARLIEST.year}..{LATEST.year - 1}: send a real event time", where
+        )
     return np.datetime64(parsed, "us")
 
 
@@ -56,7 +62,10 @@ def finite_float(value: int | float, where: str) -> float:
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise InvalidInput(f"{where} must be a finite number, got {'a number too large' if isinstance(value, int) else repr(value)} (send null for a missing value)", where)
+        raise InvalidInput(
+            f"{where} must be a finite number, got {'a number too large' if isinstance(value, int) else repr(value)} (send null for a missing value)",
+            where,
+        )
     return number
 
 
@@ -76,7 +85,9 @@ def column(rows: Sequence[dict[str, Any]], name: str, kind: str, required: bool)
                 raise InvalidInput(f"{at} is null: send the event time as an ISO 8601 timestamp", name)
         return np.array([_timestamp(v, at) for v, at in zip(values, where, strict=True)], dtype="datetime64[us]")
     if kind in ("number", "integer"):
-        checked = [None if v is None else _check_number(v, at, kind == "integer") for v, at in zip(values, where, strict=True)]
+        checked = [
+            None if v is None else _check_number(v, at, kind == "integer") for v, at in zip(values, where, strict=True)
+        ]
         if kind == "integer" and None not in checked:
             return np.array(checked, dtype="int64")
         return np.array([np.nan if v is None else v for v in checked], dtype="float64")

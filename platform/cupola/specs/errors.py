@@ -48,9 +48,7 @@ def _first_model(annotation: object) -> type[BaseModel] | None:
     return None
 
 
-def spec_error_from_validation(
-    source: Path | str, model: type[BaseModel], error: ValidationError
-) -> SpecError:
+def spec_error_from_validation(source: Path | str, model: type[BaseModel], error: ValidationError) -> SpecError:
     """Turn pydantic's errors into one SpecError naming each field and how to fix it."""
     lines = []
     for problem in error.errors():

@@ -57,7 +57,10 @@ class EntityKey(_Strict):
             raise InvalidInput(f"{where} is missing the entity key '{self.name}' ({self.dtype}): add it", self.name)
         value = row[self.name]
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise InvalidInput(f"{where}.{self.name} must be {'an integer' if self.dtype == 'int64' else 'a string'} entity key, got {value!r}", self.name)
+            raise InvalidInput(
+                f"{where}.{self.name} must be {'an integer' if self.dtype == 'int64' else 'a string'} entity key, got {value!r}",
+                self.name,
+            )
         if self.dtype == "string":
             return value if isinstance(value, str) else str(value)
         if isinstance(value, str):
@@ -139,7 +142,8 @@ class FeatureGroupSpec(_Strict):
     )
     online: bool = Field(default=True, description="materialize the latest values to the online store")
     online_ttl: Duration | None = Field(
-        default=None, description="online values expire this long after they are materialized (Cassandra TTL); empty: never"
+        default=None,
+        description="online values expire this long after they are materialized (Cassandra TTL); empty: never",
     )
     buckets: int = Field(default=4, ge=1, le=1024, description="entity-hash buckets of the offline store")
     tags: dict[str, str] = Field(default_factory=dict)
@@ -155,7 +159,9 @@ class FeatureGroupSpec(_Strict):
             if feature.name in seen:
                 raise ValueError(f"feature name '{feature.name}' is declared twice: rename one of them")
             if feature.name in reserved:
-                raise ValueError(f"feature name '{feature.name}' clashes with an entity key or the event time: rename it")
+                raise ValueError(
+                    f"feature name '{feature.name}' clashes with an entity key or the event time: rename it"
+                )
             seen.add(feature.name)
         entity_names = [entity.name for entity in self.entities]
         if len(set(entity_names)) != len(entity_names):

@@ -20,7 +20,10 @@ from cupola.specs.feature_group import Identifier
 
 METRIC_MODE = {"rmse": "min", "mae": "min", "logloss": "min", "error": "min", "auc": "max"}
 TASK_METRICS = {"regression": {"rmse", "mae"}, "binary": {"logloss", "error", "auc"}}
-LIVE_METRICS = {"regression": {"r2", "rmse", "rmsle", "mae"}, "binary": {"auc", "logloss", "accuracy", "positive_rate", "predicted_rate"}}
+LIVE_METRICS = {
+    "regression": {"r2", "rmse", "rmsle", "mae"},
+    "binary": {"auc", "logloss", "accuracy", "positive_rate", "predicted_rate"},
+}
 
 
 class _Strict(BaseModel):
@@ -52,7 +55,9 @@ class AlgorithmSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="fixed parameters, e.g. num_boost_round")
     search_space: dict[str, Distribution] = Field(default_factory=dict)
     distributed_above_rows: int | None = Field(
-        default=None, ge=1, description="units with more training rows get their final fit data-parallel with Ray Train (XGBoostTrainer or TensorflowTrainer)"
+        default=None,
+        ge=1,
+        description="units with more training rows get their final fit data-parallel with Ray Train (XGBoostTrainer or TensorflowTrainer)",
     )
     distributed_workers: int = Field(default=2, ge=1, le=1024)
 
@@ -97,11 +102,17 @@ class AlertThresholds(_Strict):
     min_auc: float | None = Field(default=None, ge=0, le=1)
     max_logloss: float | None = Field(default=None, gt=0)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
-    max_psi: float = Field(default=0.2, gt=0, description="population stability index; 0.1-0.2 is moderate drift, above 0.2 significant")
+    max_psi: float = Field(
+        default=0.2, gt=0, description="population stability index; 0.1-0.2 is moderate drift, above 0.2 significant"
+    )
 
     def limits(self) -> dict[tuple[str, str], float]:
         """(metric, bound) → value for every threshold set, e.g. ('rmse', 'max') → 9.0."""
-        return {(name.split("_", 1)[1], name.split("_", 1)[0]): value for name, value in self.model_dump().items() if value is not None}
+        return {
+            (name.split("_", 1)[1], name.split("_", 1)[0]): value
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
 
 class MonitoringSpec(_Strict):
@@ -112,16 +123,24 @@ class MonitoringSpec(_Strict):
         default_factory=list,
         description="request fields that identify the event an outcome is about (e.g. [order_id]); outcomes can always name a request id instead",
     )
-    windows: list[Duration] = Field(default_factory=lambda: [timedelta(hours=1), timedelta(hours=24)], min_length=1, max_length=6)
-    min_outcomes: int = Field(default=30, ge=1, description="a window's accuracy is published once it has this many joined outcomes")
-    min_drift_samples: int = Field(default=500, ge=1, description="a window's drift is published once it has this many sampled rows")
+    windows: list[Duration] = Field(
+        default_factory=lambda: [timedelta(hours=1), timedelta(hours=24)], min_length=1, max_length=6
+    )
+    min_outcomes: int = Field(
+        default=30, ge=1, description="a window's accuracy is published once it has this many joined outcomes"
+    )
+    min_drift_samples: int = Field(
+        default=500, ge=1, description="a window's drift is published once it has this many sampled rows"
+    )
     thresholds: AlertThresholds = AlertThresholds()
 
     @model_validator(mode="after")
     def _bounded_windows(self) -> "MonitoringSpec":
         for window in self.windows:
             if window > timedelta(days=7):
-                raise ValueError(f"monitoring.windows: {format_duration(window)} is longer than 7d; use windows of 7d or less")
+                raise ValueError(
+                    f"monitoring.windows: {format_duration(window)} is longer than 7d; use windows of 7d or less"
+                )
         return self
 
     def window_names(self) -> list[str]:
@@ -137,7 +156,9 @@ class ModelSpec(_Strict):
     task: Literal["regression", "binary"]
     label: str
     event_time: str
-    features: list[str] = Field(min_length=1, description="`group.feature` from the feature store, or request-time columns")
+    features: list[str] = Field(
+        min_length=1, description="`group.feature` from the feature store, or request-time columns"
+    )
     transforms: dict[Identifier, str] = Field(default_factory=dict)
     inputs: list[str] | None = Field(default=None, description="model inputs; default: transforms plus features")
     partition: PartitionSpec | None = None
@@ -161,14 +182,18 @@ class ModelSpec(_Strict):
         from croniter import croniter
 
         if not croniter.is_valid(value) or len(value.split()) != 5:
-            raise ValueError(f"'{value}' is not a five-field cron expression (minute hour day-of-month month day-of-week), e.g. '0 3 * * *'")
+            raise ValueError(
+                f"'{value}' is not a five-field cron expression (minute hour day-of-month month day-of-week), e.g. '0 3 * * *'"
+            )
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
         metric = self.metric or ("rmse" if self.task == "regression" else "logloss")
         if metric not in TASK_METRICS[self.task]:
-            raise ValueError(f"metric '{metric}' does not fit task '{self.task}': use one of {', '.join(sorted(TASK_METRICS[self.task]))}")
+            raise ValueError(
+                f"metric '{metric}' does not fit task '{self.task}': use one of {', '.join(sorted(TASK_METRICS[self.task]))}"
+            )
         if len(set(self.features)) != len(self.features):
             raise ValueError("features lists the same feature twice: list each once")
         known = set(self.columns_before_transforms())
@@ -179,9 +204,13 @@ class ModelSpec(_Strict):
                 raise ValueError(f"transform '{name}': {error}") from None
             unknown = used - known
             if unknown:
-                raise ValueError(f"transform '{name}' reads unknown column(s) {', '.join(sorted(unknown))}: add them to features or fix the expression")
+                raise ValueError(
+                    f"transform '{name}' reads unknown column(s) {', '.join(sorted(unknown))}: add them to features or fix the expression"
+                )
             if self.label in used:
-                raise ValueError(f"transform '{name}' reads the label '{self.label}': that leaks the answer into the inputs")
+                raise ValueError(
+                    f"transform '{name}' reads the label '{self.label}': that leaks the answer into the inputs"
+                )
             known.add(name)
         misplaced = {metric for metric, _ in self.monitoring.thresholds.limits()} - {"psi", *LIVE_METRICS[self.task]}
         if misplaced:
@@ -191,7 +220,9 @@ class ModelSpec(_Strict):
             )
         for column in self.model_inputs():
             if column not in known:
-                raise ValueError(f"input '{column}' is neither a feature nor a transform: add it to features or transforms")
+                raise ValueError(
+                    f"input '{column}' is neither a feature nor a transform: add it to features or transforms"
+                )
             if column == self.label:
                 raise ValueError(f"input '{column}' is the label: remove it from inputs")
         return self

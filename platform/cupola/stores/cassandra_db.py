@@ -24,51 +24,83 @@ from cupola.errors import Conflict, InvalidInput, Unavailable
 Result = TypeVar("Result")
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "model repository", [
-        "CREATE TABLE IF NOT EXISTS model_versions (name text, version int, registered_at text, record text, PRIMARY KEY (name, version))",
-        "CREATE TABLE IF NOT EXISTS model_aliases (name text, alias text, version int, PRIMARY KEY (name, alias))",
-        "CREATE TABLE IF NOT EXISTS model_alias_history (name text, moved_at timeuuid, alias text, version int, previous_version int, "
-        "moved_by text, moved_at_text text, PRIMARY KEY (name, moved_at))",
-    ]),
-    (2, "deployments", [
-        "CREATE TABLE IF NOT EXISTS deployments (model text PRIMARY KEY, config text, revision int, updated_by text, updated_at text)",
-        "CREATE TABLE IF NOT EXISTS deployment_events (model text, at timeuuid, action text, config text, reason text, by_user text, at_text text, PRIMARY KEY (model, at))",
-        "CREATE TABLE IF NOT EXISTS shadow_predictions (model text, day text, at timeuuid, request_id text, primary_version int, shadow_version int, "
-        "at_text text, primary_predictions text, shadow_predictions text, max_abs_difference double, error text, PRIMARY KEY ((model, day), at))",
-    ]),
-    (3, "prediction log, outcomes, serving counters, live metrics", [
-        "CREATE TABLE IF NOT EXISTS prediction_log (model text, hour bigint, at double, request_id text, row_index int, version int, unit text, "
-        "partition_value text, prediction double, inputs text, outcome_key text, PRIMARY KEY ((model, hour), at, request_id, row_index))",
-        "CREATE TABLE IF NOT EXISTS prediction_by_request (model text, request_id text, row_index int, at double, PRIMARY KEY ((model, request_id), row_index))",
-        "CREATE TABLE IF NOT EXISTS prediction_by_key (model text, outcome_key text, request_id text, row_index int, "
-        "PRIMARY KEY ((model, outcome_key), request_id, row_index))",
-        "CREATE TABLE IF NOT EXISTS outcomes (model text, key text, label double, observed_at double, received_at double, source text, updates int, "
-        "PRIMARY KEY ((model, key)))",
-        "CREATE TABLE IF NOT EXISTS serving_counters (model text, replica text, families text, updated_at double, PRIMARY KEY (model, replica))",
-        "CREATE TABLE IF NOT EXISTS live_metrics (model text, day text, at double, version int, unit text, window text, metric text, feature text, "
-        "value double, PRIMARY KEY ((model, day), at, version, unit, window, metric, feature))",
-        "CREATE TABLE IF NOT EXISTS live_latest (model text PRIMARY KEY, at double)",
-    ]),
-    (4, "training runs, job attempts, schedule decisions", [
-        "CREATE TABLE IF NOT EXISTS training_runs (run_id text PRIMARY KEY, model text, status text, created_by text, started_at text, "
-        "ended_at text, progress text, version int, error text, state text)",
-        "CREATE TABLE IF NOT EXISTS training_runs_by_model (model text, started_at text, run_id text, PRIMARY KEY (model, started_at, run_id))",
-        "CREATE TABLE IF NOT EXISTS training_run_logs (run_id text, at timeuuid, at_text text, message text, PRIMARY KEY (run_id, at))",
-        "CREATE TABLE IF NOT EXISTS submitted_jobs (run_id text, submitted_at text, job_id text, kind text, target text, submitted_by text, "
-        "trigger text, PRIMARY KEY (run_id, submitted_at, job_id)) WITH CLUSTERING ORDER BY (submitted_at DESC, job_id ASC)",
-        "CREATE TABLE IF NOT EXISTS schedule_decisions (model text, due_at text, decided_at text, decision text, run_id text, reason text, "
-        "PRIMARY KEY (model, due_at))",
-    ]),
-    (5, "clients' request ids beside the server's in the prediction log", [
-        "ALTER TABLE prediction_log ADD client_request_id text",
-    ]),
+    (
+        1,
+        "model repository",
+        [
+            "CREATE TABLE IF NOT EXISTS model_versions (name text, version int, registered_at text, record text, PRIMARY KEY (name, version))",
+            "CREATE TABLE IF NOT EXISTS model_aliases (name text, alias text, version int, PRIMARY KEY (name, alias))",
+            "CREATE TABLE IF NOT EXISTS model_alias_history (name text, moved_at timeuuid, alias text, version int, previous_version int, "
+            "moved_by text, moved_at_text text, PRIMARY KEY (name, moved_at))",
+        ],
+    ),
+    (
+        2,
+        "deployments",
+        [
+            "CREATE TABLE IF NOT EXISTS deployments (model text PRIMARY KEY, config text, revision int, updated_by text, updated_at text)",
+            "CREATE TABLE IF NOT EXISTS deployment_events (model text, at timeuuid, action text, config text, reason text, by_user text, at_text text, PRIMARY KEY (model, at))",
+            "CREATE TABLE IF NOT EXISTS shadow_predictions (model text, day text, at timeuuid, request_id text, primary_version int, shadow_version int, "
+            "at_text text, primary_predictions text, shadow_predictions text, max_abs_difference double, error text, PRIMARY KEY ((model, day), at))",
+        ],
+    ),
+    (
+        3,
+        "prediction log, outcomes, serving counters, live metrics",
+        [
+            "CREATE TABLE IF NOT EXISTS prediction_log (model text, hour bigint, at double, request_id text, row_index int, version int, unit text, "
+            "partition_value text, prediction double, inputs text, outcome_key text, PRIMARY KEY ((model, hour), at, request_id, row_index))",
+            "CREATE TABLE IF NOT EXISTS prediction_by_request (model text, request_id text, row_index int, at double, PRIMARY KEY ((model, request_id), row_index))",
+            "CREATE TABLE IF NOT EXISTS prediction_by_key (model text, outcome_key text, request_id text, row_index int, "
+            "PRIMARY KEY ((model, outcome_key), request_id, row_index))",
+            "CREATE TABLE IF NOT EXISTS outcomes (model text, key text, label double, observed_at double, received_at double, source text, updates int, "
+            "PRIMARY KEY ((model, key)))",
+            "CREATE TABLE IF NOT EXISTS serving_counters (model text, replica text, families text, updated_at double, PRIMARY KEY (model, replica))",
+            "CREATE TABLE IF NOT EXISTS live_metrics (model text, day text, at double, version int, unit text, window text, metric text, feature text, "
+            "value double, PRIMARY KEY ((model, day), at, version, unit, window, metric, feature))",
+            "CREATE TABLE IF NOT EXISTS live_latest (model text PRIMARY KEY, at double)",
+        ],
+    ),
+    (
+        4,
+        "training runs, job attempts, schedule decisions",
+        [
+            "CREATE TABLE IF NOT EXISTS training_runs (run_id text PRIMARY KEY, model text, status text, created_by text, started_at text, "
+            "ended_at text, progress text, version int, error text, state text)",
+            "CREATE TABLE IF NOT EXISTS training_runs_by_model (model text, started_at text, run_id text, PRIMARY KEY (model, started_at, run_id))",
+            "CREATE TABLE IF NOT EXISTS training_run_logs (run_id text, at timeuuid, at_text text, message text, PRIMARY KEY (run_id, at))",
+            "CREATE TABLE IF NOT EXISTS submitted_jobs (run_id text, submitted_at text, job_id text, kind text, target text, submitted_by text, "
+            "trigger text, PRIMARY KEY (run_id, submitted_at, job_id)) WITH CLUSTERING ORDER BY (submitted_at DESC, job_id ASC)",
+            "CREATE TABLE IF NOT EXISTS schedule_decisions (model text, due_at text, decided_at text, decision text, run_id text, reason text, "
+            "PRIMARY KEY (model, due_at))",
+        ],
+    ),
+    (
+        5,
+        "clients' request ids beside the server's in the prediction log",
+        [
+            "ALTER TABLE prediction_log ADD client_request_id text",
+        ],
+    ),
 ]
 _sessions: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
 def _key(settings: Settings) -> str:
-    return json.dumps(settings.model_dump(mode="json", include={"cassandra_hosts", "cassandra_port", "cassandra_keyspace", "cassandra_username", "cassandra_tls_ca_file"}), sort_keys=True)
+    return json.dumps(
+        settings.model_dump(
+            mode="json",
+            include={
+                "cassandra_hosts",
+                "cassandra_port",
+                "cassandra_keyspace",
+                "cassandra_username",
+                "cassandra_tls_ca_file",
+            },
+        ),
+        sort_keys=True,
+    )
 
 
 def cassandra_session(settings: Settings) -> Any:
@@ -94,11 +126,25 @@ def _connect(settings: Settings) -> Any:
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)),
         request_timeout=settings.cassandra_request_timeout_s,
     )
-    auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password.get_secret_value()) if settings.cassandra_username else None
-    tls = ssl.create_default_context(cafile=str(settings.cassandra_tls_ca_file)) if settings.cassandra_tls_ca_file else None
+    auth = (
+        PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password.get_secret_value())
+        if settings.cassandra_username
+        else None
+    )
+    tls = (
+        ssl.create_default_context(cafile=str(settings.cassandra_tls_ca_file))
+        if settings.cassandra_tls_ca_file
+        else None
+    )
     cluster = Cluster(
-        settings.cassandra_hosts, port=settings.cassandra_port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-        auth_provider=auth, ssl_context=tls, connect_timeout=5, control_connection_timeout=5, protocol_version=5,
+        settings.cassandra_hosts,
+        port=settings.cassandra_port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=auth,
+        ssl_context=tls,
+        connect_timeout=5,
+        control_connection_timeout=5,
+        protocol_version=5,
     )
     try:
         return cluster.connect()
@@ -154,7 +200,9 @@ def migrate(session: Any, settings: Settings) -> list[int]:
     keyspace = settings.cassandra_keyspace
     replication = json.dumps(settings.cassandra_replication).replace('"', "'")
     session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}")
-    session.execute(f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations (version int PRIMARY KEY, description text, applied_at timestamp)")
+    session.execute(
+        f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations (version int PRIMARY KEY, description text, applied_at timestamp)"
+    )
     done = {row.version for row in session.execute(f"SELECT version FROM {keyspace}.schema_migrations")}
     applied = []
     for version, description, statements in MIGRATIONS:

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 def open_filesystem(root_uri: str, s3_endpoint_url: str = "") -> tuple[pafs.FileSystem, str]:
     """pyarrow's filesystem and path for a URI; an s3:// URI goes to `s3_endpoint_url` when one is given."""
     if s3_endpoint_url and root_uri.startswith("s3://"):
-        filesystem = pafs.S3FileSystem(endpoint_override=s3_endpoint_url, region=os.environ.get("AWS_REGION", "us-east-1"))
+        filesystem = pafs.S3FileSystem(
+            endpoint_override=s3_endpoint_url, region=os.environ.get("AWS_REGION", "us-east-1")
+        )
         return filesystem, root_uri.removeprefix("s3://")
     return pafs.FileSystem.from_uri(root_uri)
 
@@ -57,7 +59,7 @@ class Datalake:
         if "://" in relative:
             root = self.root_uri.rstrip("/")
             if relative == root or relative.startswith(f"{root}/"):
-                return self.root_path + relative[len(root):]
+                return self.root_path + relative[len(root) :]
             _, path = open_filesystem(relative, self.s3_endpoint_url)
             return path
         return f"{self.root_path}/{relative.strip('/')}" if relative else self.root_path
@@ -107,7 +109,10 @@ class Datalake:
         there a folder moves file by file: a reader may briefly see part of it in both places."""
         source_path, destination_path = self.path(source), self.path(destination)
         self.filesystem.create_dir(destination_path.rsplit("/", 1)[0], recursive=True)
-        if isinstance(self.filesystem, pafs.LocalFileSystem) or self.filesystem.get_file_info(source_path).type == pafs.FileType.File:
+        if (
+            isinstance(self.filesystem, pafs.LocalFileSystem)
+            or self.filesystem.get_file_info(source_path).type == pafs.FileType.File
+        ):
             self.filesystem.move(source_path, destination_path)
             return
         for info in self.filesystem.get_file_info(pafs.FileSelector(source_path, recursive=True)):

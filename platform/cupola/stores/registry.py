@@ -48,6 +48,8 @@ def open_store(domain: Domain, settings: Settings) -> Any:
     backends = STORE_CLASSES[domain]
     qualified = backends.get(settings.backend)
     if qualified is None:
-        raise InvalidInput(f"no '{settings.backend}' {domain} store: use CUPOLA_BACKEND={' or '.join(sorted(backends))}")
+        raise InvalidInput(
+            f"no '{settings.backend}' {domain} store: use CUPOLA_BACKEND={' or '.join(sorted(backends))}"
+        )
     module_name, class_name = qualified.rsplit(".", 1)
     return getattr(importlib.import_module(module_name), class_name).from_settings(settings)

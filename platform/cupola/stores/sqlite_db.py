@@ -79,4 +79,3 @@ class SqliteStore:
 
     def close(self) -> None:
         self.database.close()
-

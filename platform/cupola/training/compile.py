@@ -20,7 +20,13 @@ StoreCompiled = Callable[[int, str, bytes], ArtifactRef]
 Compiler = Callable[[Any, int], bytes]
 
 
-def compile_for_serving(spec: ModelSpec, models: dict[str, Any], check_rows: np.ndarray, store: StoreCompiled, compiler: Compiler = compile_booster) -> dict[str, Any]:
+def compile_for_serving(
+    spec: ModelSpec,
+    models: dict[str, Any],
+    check_rows: np.ndarray,
+    store: StoreCompiled,
+    compiler: Compiler = compile_booster,
+) -> dict[str, Any]:
     """Compile every unit with `compiler`, check each on up to PARITY_ROWS of `check_rows` (the test split), and
     store them with `store(index, unit, onnx_bytes)` only when every unit passes: a version is served by one runtime."""
     if spec.algorithm.name != "xgboost":
@@ -34,7 +40,10 @@ def compile_for_serving(spec: ModelSpec, models: dict[str, Any], check_rows: np.
             model = compiler(booster, rows.shape[1])
             parity = check_parity(CompiledUnit(model, spec.task), booster.inplace_predict(rows), rows)
         except Exception as error:  # the converter's errors have no common type; the booster still serves
-            return {"runtime": "native", "reason": f"unit {unit}: conversion to ONNX failed ({type(error).__name__}: {error})"}
+            return {
+                "runtime": "native",
+                "reason": f"unit {unit}: conversion to ONNX failed ({type(error).__name__}: {error})",
+            }
         if not parity.holds:
             return {
                 "runtime": "native",
@@ -43,4 +52,10 @@ def compile_for_serving(spec: ModelSpec, models: dict[str, Any], check_rows: np.
             }
         compiled[unit], worst = model, max(worst, parity.max_abs_difference)
     refs = {unit: store(index, unit, model).to_dict() for index, (unit, model) in enumerate(compiled.items())}
-    return {"runtime": "onnxruntime", "units": refs, "rows_checked": len(rows), "max_abs_difference": worst, "relative_tolerance": RELATIVE_TOLERANCE}
+    return {
+        "runtime": "onnxruntime",
+        "units": refs,
+        "rows_checked": len(rows),
+        "max_abs_difference": worst,
+        "relative_tolerance": RELATIVE_TOLERANCE,
+    }

@@ -59,7 +59,9 @@ def load_labels(spec: ModelSpec, store: FeatureStore) -> pd.DataFrame:
     labels = table.to_pandas()
     for column in (spec.event_time, spec.label):
         if column not in labels.columns:
-            raise InvalidInput(f"model '{spec.name}': labels at {uri} have no column '{column}'; columns: {', '.join(labels.columns)}")
+            raise InvalidInput(
+                f"model '{spec.name}': labels at {uri} have no column '{column}'; columns: {', '.join(labels.columns)}"
+            )
     labels[spec.event_time] = to_utc(labels[spec.event_time], "labels")
     window = pd.Series(True, index=labels.index)
     if spec.training_data.start:
@@ -73,7 +75,9 @@ def build_training_data(spec: ModelSpec, store: FeatureStore, run_id: str) -> Tr
     """The point-in-time training set of a model (immutable, fingerprinted)."""
     labels = load_labels(spec, store)
     if labels.empty:
-        raise InvalidInput(f"model '{spec.name}': no label events in the training window {spec.training_data.start}..{spec.training_data.end}")
+        raise InvalidInput(
+            f"model '{spec.name}': no label events in the training window {spec.training_data.start}..{spec.training_data.end}"
+        )
     missing = [f for f in spec.request_features() if f not in labels.columns]
     if missing:
         raise InvalidInput(f"model '{spec.name}': request features {', '.join(missing)} are not columns of the labels")
@@ -112,10 +116,16 @@ def prepare(spec: ModelSpec, frame: pd.DataFrame) -> PreparedData:
         partitions = part[partition_column].astype(str).to_numpy() if partition_column else np.full(len(part), FALLBACK)
         return Split(feature_matrix(spec, part), part[spec.label].to_numpy(dtype="float64"), partitions)
 
-    train, valid, test = split(slice(0, valid_start)), split(slice(valid_start, test_start)), split(slice(test_start, n))
+    train, valid, test = (
+        split(slice(0, valid_start)),
+        split(slice(valid_start, test_start)),
+        split(slice(test_start, n)),
+    )
     units = [FALLBACK]
     if spec.partition is not None:
         values, counts = np.unique(train.partition, return_counts=True)
         valid_values = set(valid.partition)
-        units += [str(v) for v, c in zip(values, counts, strict=True) if c >= spec.partition.min_rows and v in valid_values]
+        units += [
+            str(v) for v, c in zip(values, counts, strict=True) if c >= spec.partition.min_rows and v in valid_values
+        ]
     return PreparedData(spec.model_inputs(), train, valid, test, units)

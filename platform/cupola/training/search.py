@@ -63,7 +63,11 @@ def planned_configs(spec: ModelSpec) -> list[dict[str, Any]]:
     combinations (grid distributions, and choices under method `grid`) `num_samples` times over, the
     random distributions drawn from the spec's seed for each."""
     space = spec.algorithm.search_space
-    on_grid = {name: d.values for name, d in space.items() if d.type == "grid" or (spec.search.method == "grid" and d.type == "choice")}
+    on_grid = {
+        name: d.values
+        for name, d in space.items()
+        if d.type == "grid" or (spec.search.method == "grid" and d.type == "choice")
+    }
     rng = np.random.default_rng(spec.seed)
     configs = []
     for _ in range(spec.search.num_samples):
@@ -85,7 +89,10 @@ def unit_scores(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> 
 
 
 def _summary(scores: dict[str, float], weights: dict[str, int]) -> dict[str, Any]:
-    return {"score": float(np.average(list(scores.values()), weights=list(weights.values()))), "unit_scores": dict(scores)}
+    return {
+        "score": float(np.average(list(scores.values()), weights=list(weights.values()))),
+        "unit_scores": dict(scores),
+    }
 
 
 def evaluate_config(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> dict[str, Any]:
@@ -116,7 +123,9 @@ def _scheduler(spec: ModelSpec, units: int) -> ASHAScheduler | None:
     """ASHA stops configurations whose running score trails after the first units; None is FIFO."""
     if spec.search.scheduler != "asha" or units < 2:
         return None
-    return ASHAScheduler(time_attr="training_iteration", max_t=units, grace_period=max(1, units // 4), reduction_factor=2)
+    return ASHAScheduler(
+        time_attr="training_iteration", max_t=units, grace_period=max(1, units // 4), reduction_factor=2
+    )
 
 
 def _trial_result(metrics: dict[str, Any]) -> TrialResult:
@@ -154,7 +163,11 @@ def _quiet_tune() -> Iterator[None]:
 
 
 def _run_trials(
-    spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]], pending: list[int], max_concurrent: int,
+    spec: ModelSpec,
+    data: PreparedData,
+    plan: list[dict[str, Any]],
+    pending: list[int],
+    max_concurrent: int,
     on_trial: Callable[[int, TrialResult], None],
 ) -> dict[int, TrialResult]:
     """Run the pending planned trials with Tune; results by plan index."""
@@ -172,7 +185,10 @@ def _run_trials(
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name="search", storage_path=storage, verbose=0, callbacks=[_TrialRecorder(on_trial), JsonLoggerCallback()]
+                name="search",
+                storage_path=storage,
+                verbose=0,
+                callbacks=[_TrialRecorder(on_trial), JsonLoggerCallback()],
             ),
         )
         results: dict[int, TrialResult] = {}
@@ -188,7 +204,10 @@ def _run_trials(
 
 
 def search(
-    spec: ModelSpec, data: PreparedData, max_concurrent: int, finished: dict[int, TrialResult] | None = None,
+    spec: ModelSpec,
+    data: PreparedData,
+    max_concurrent: int,
+    finished: dict[int, TrialResult] | None = None,
     on_trial: Callable[[int, TrialResult], None] = lambda index, result: None,
 ) -> SearchOutcome:
     """Run the planned trials not in `finished` (plan index → result of an earlier attempt) and pick the

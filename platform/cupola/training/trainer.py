@@ -55,7 +55,9 @@ def new_run_id(spec: ModelSpec) -> str:
 @ray.remote(num_cpus=1)
 def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, Any]) -> tuple[bytes, float, int]:
     algorithm = get_algorithm(spec.algorithm.name)
-    result = algorithm.fit({**spec.algorithm.params, **config}, spec.task, spec.optimize, spec.seed, *data.unit_split(unit))
+    result = algorithm.fit(
+        {**spec.algorithm.params, **config}, spec.task, spec.optimize, spec.seed, *data.unit_split(unit)
+    )
     return algorithm.serialize(result.model), result.valid_score, result.iterations
 
 
@@ -70,19 +72,31 @@ def _trained_with(spec: ModelSpec, data: PreparedData, unit: str) -> str:
     return "in-process"
 
 
-def _refit(spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any]], storage: Datalake, run_id: str) -> list[tuple[bytes, float, int]]:
+def _refit(
+    spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any]], storage: Datalake, run_id: str
+) -> list[tuple[bytes, float, int]]:
     """Refit each unit's best configuration: small units as parallel one-CPU tasks, then large units
     data-parallel with Ray Train from the driver (inside a one-CPU task its workers would starve)."""
     data_ref = ray.put(data)
-    small = {unit: _fit_unit.remote(spec, data_ref, unit, configs[unit]) for unit in data.units if not _is_large(spec, data, unit)}
+    small = {
+        unit: _fit_unit.remote(spec, data_ref, unit, configs[unit])
+        for unit in data.units
+        if not _is_large(spec, data, unit)
+    }
     results = dict(zip(small, ray.get(list(small.values())), strict=True))
     algorithm = get_algorithm(spec.algorithm.name)
     for unit in data.units:
         if unit in results:
             continue
         result = algorithm.fit_distributed(
-            {**spec.algorithm.params, **configs[unit]}, spec.task, spec.optimize, spec.seed,
-            *data.unit_split(unit), spec.algorithm.distributed_workers, storage.path(f"training_runs/{run_id}/train"), storage.filesystem,
+            {**spec.algorithm.params, **configs[unit]},
+            spec.task,
+            spec.optimize,
+            spec.seed,
+            *data.unit_split(unit),
+            spec.algorithm.distributed_workers,
+            storage.path(f"training_runs/{run_id}/train"),
+            storage.filesystem,
         )
         results[unit] = (algorithm.serialize(result.model), result.valid_score, result.iterations)
     return [results[unit] for unit in data.units]
@@ -99,7 +113,9 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
     if previous is not None and previous.status == "succeeded":
         runs.close()
         repository.close()
-        raise Conflict(f"run '{run_id}' already succeeded and registered {previous.model} version {previous.version}: omit --run-id to train again")
+        raise Conflict(
+            f"run '{run_id}' already succeeded and registered {previous.model} version {previous.version}: omit --run-id to train again"
+        )
     run = runs.start(run_id, spec.name, user)
     started = datetime.now(timezone.utc)
     try:
@@ -124,19 +140,35 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         metrics = dict(evaluation.metrics)
         for unit, (_, valid_score, iterations) in zip(data.units, fitted, strict=True):
             metrics.setdefault(f"unit:{unit}", {}).update(
-                {f"valid_{spec.optimize}": valid_score, "iterations": iterations, "trained_with": _trained_with(spec, data, unit)}
+                {
+                    f"valid_{spec.optimize}": valid_score,
+                    "iterations": iterations,
+                    "trained_with": _trained_with(spec, data, unit),
+                }
             )
         artifacts = ArtifactStore(store.datalake)
-        attempt = f"{run_id}/{uuid.uuid4().hex[:8]}"  # a resumed run writes beside, never over, a crashed attempt's files
+        attempt = (
+            f"{run_id}/{uuid.uuid4().hex[:8]}"  # a resumed run writes beside, never over, a crashed attempt's files
+        )
         refs = {
-            unit: artifacts.put(spec.name, attempt, f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}", blob, algorithm.artifact_format)
+            unit: artifacts.put(
+                spec.name, attempt, f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}", blob, algorithm.artifact_format
+            )
             for index, (unit, (blob, _, _)) in enumerate(zip(data.units, fitted, strict=True))
         }
         serving_runtime = compile_for_serving(
-            spec, models, data.test.features,
-            lambda index, unit, model: artifacts.put(spec.name, attempt, f"{index:04d}-{_safe(unit)}{COMPILED_SUFFIX}", model, COMPILED_FORMAT),
+            spec,
+            models,
+            data.test.features,
+            lambda index, unit, model: artifacts.put(
+                spec.name, attempt, f"{index:04d}-{_safe(unit)}{COMPILED_SUFFIX}", model, COMPILED_FORMAT
+            ),
         )
-        runs.log(run_id, f"serving runtime: {serving_runtime['runtime']}" + (f" ({serving_runtime['reason']})" if "reason" in serving_runtime else ""))
+        runs.log(
+            run_id,
+            f"serving runtime: {serving_runtime['runtime']}"
+            + (f" ({serving_runtime['reason']})" if "reason" in serving_runtime else ""),
+        )
         production = _production(repository, spec.name)
         report = build_report(spec, data, models, evaluation, outcome.trials, production)
         draft = NewModelVersion(
@@ -151,13 +183,21 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
             data={
                 "training_set": training_set.uri,
                 "fingerprint": training_set.fingerprint,
-                "rows": {"train": len(data.train.label), "validation": len(data.valid.label), "test": len(data.test.label)},
+                "rows": {
+                    "train": len(data.train.label),
+                    "validation": len(data.valid.label),
+                    "test": len(data.test.label),
+                },
                 "inputs": data.inputs,
                 "request_fields": request_fields(spec, frame.dtypes.to_dict()),
                 "serving_runtime": serving_runtime,
             },
             artifacts=refs,
-            summary={"units": data.units, "trials": outcome.trials, "label_mean": float(np.mean(data.train.label)) if len(data.train.label) else None},
+            summary={
+                "units": data.units,
+                "trials": outcome.trials,
+                "label_mean": float(np.mean(data.train.label)) if len(data.train.label) else None,
+            },
             report=report,
         )
         html = render_report_html(draft, report).encode()

@@ -37,7 +37,9 @@ class Canary(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: int = Field(ge=1)
     percent: float = Field(gt=0, le=100)
-    max_error_rate: float = Field(default=0.05, ge=0, le=1, description="rolled back above this share of failed requests")
+    max_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="rolled back above this share of failed requests"
+    )
     max_p95_ms: float | None = Field(default=None, gt=0, description="rolled back when its p95 latency exceeds this")
     min_requests: int = Field(default=20, ge=1, description="requests seen before the limits are judged")
 
@@ -48,7 +50,12 @@ class DeploymentConfig(BaseModel):
     target: str = Field(default="production", min_length=1, description="version number or alias served by default")
     canary: Canary | None = None
     shadow_version: int | None = Field(default=None, ge=1)
-    sample_percent: float | None = Field(default=None, ge=0, le=100, description="share of predictions logged for monitoring; default: CUPOLA_SAMPLE_PERCENT")
+    sample_percent: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="share of predictions logged for monitoring; default: CUPOLA_SAMPLE_PERCENT",
+    )
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,9 @@ def utc_now() -> datetime:
 
 
 def deployment_from_text(config: str, revision: int, updated_by: str, updated_at: str) -> Deployment:
-    return Deployment(DeploymentConfig.model_validate_json(config), revision, updated_by, datetime.fromisoformat(updated_at))
+    return Deployment(
+        DeploymentConfig.model_validate_json(config), revision, updated_by, datetime.fromisoformat(updated_at)
+    )
 
 
 def max_difference(primary: list[float], shadow: list[float] | None) -> float | None:
@@ -109,7 +118,9 @@ class Deployments(ABC):
         """Every current deployment, by model name."""
 
     @abstractmethod
-    def put(self, config: DeploymentConfig, action: str, by: str, reason: str = "", expected_revision: int | None = None) -> Deployment:
+    def put(
+        self, config: DeploymentConfig, action: str, by: str, reason: str = "", expected_revision: int | None = None
+    ) -> Deployment:
         """Write `config` as the model's deployment and record the event; with `expected_revision`, only if unchanged
         (DeploymentConflict otherwise, nothing written)."""
 
@@ -122,7 +133,16 @@ class Deployments(ABC):
         """Every change of a model's deployment, oldest first."""
 
     @abstractmethod
-    def log_shadow(self, request_id: str, model: str, primary_version: int, shadow_version: int, primary: list[float], shadow: list[float] | None, error: str | None) -> None:
+    def log_shadow(
+        self,
+        request_id: str,
+        model: str,
+        primary_version: int,
+        shadow_version: int,
+        primary: list[float],
+        shadow: list[float] | None,
+        error: str | None,
+    ) -> None:
         """Keep a shadow prediction next to the primary's."""
 
     @abstractmethod

@@ -57,16 +57,22 @@ class SqliteDeployments(SqliteStore, Deployments):
     SCHEMA = SCHEMA
 
     def get(self, model: str) -> Deployment | None:
-        row = self.database.connection().execute(
-            "SELECT config, revision, updated_by, updated_at FROM deployments WHERE model = ?", (model,)
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute("SELECT config, revision, updated_by, updated_at FROM deployments WHERE model = ?", (model,))
+            .fetchone()
+        )
         return None if row is None else deployment_from_text(*row)
 
     def list(self) -> list[Deployment]:
-        rows = self.database.connection().execute("SELECT config, revision, updated_by, updated_at FROM deployments ORDER BY model")
+        rows = self.database.connection().execute(
+            "SELECT config, revision, updated_by, updated_at FROM deployments ORDER BY model"
+        )
         return [deployment_from_text(*row) for row in rows]
 
-    def put(self, config: DeploymentConfig, action: str, by: str, reason: str = "", expected_revision: int | None = None) -> Deployment:
+    def put(
+        self, config: DeploymentConfig, action: str, by: str, reason: str = "", expected_revision: int | None = None
+    ) -> Deployment:
         """Write `config` as the model's deployment and record the event; with `expected_revision`, only if unchanged."""
         at = utc_now()
 
@@ -74,7 +80,9 @@ class SqliteDeployments(SqliteStore, Deployments):
             row = connection.execute("SELECT revision FROM deployments WHERE model = ?", (config.model,)).fetchone()
             current = row[0] if row else 0
             if expected_revision is not None and current != expected_revision:
-                raise DeploymentConflict(f"deployment of '{config.model}' is at revision {current}, not {expected_revision}")
+                raise DeploymentConflict(
+                    f"deployment of '{config.model}' is at revision {current}, not {expected_revision}"
+                )
             connection.execute(
                 "INSERT INTO deployments (model, config, revision, updated_by, updated_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (model) DO UPDATE SET config = excluded.config, revision = excluded.revision, "
@@ -101,27 +109,62 @@ class SqliteDeployments(SqliteStore, Deployments):
             "SELECT model, action, config, reason, by, at FROM deployment_events WHERE model = ? ORDER BY id", (model,)
         )
         return [
-            DeploymentEvent(m, action, DeploymentConfig.model_validate_json(c) if c else None, reason, by, datetime.fromisoformat(at))
+            DeploymentEvent(
+                m,
+                action,
+                DeploymentConfig.model_validate_json(c) if c else None,
+                reason,
+                by,
+                datetime.fromisoformat(at),
+            )
             for m, action, c, reason, by, at in rows
         ]
 
-    def log_shadow(self, request_id: str, model: str, primary_version: int, shadow_version: int, primary: list[float], shadow: list[float] | None, error: str | None) -> None:
+    def log_shadow(
+        self,
+        request_id: str,
+        model: str,
+        primary_version: int,
+        shadow_version: int,
+        primary: list[float],
+        shadow: list[float] | None,
+        error: str | None,
+    ) -> None:
         difference = max_difference(primary, shadow)
         self.database.write(
             lambda connection: connection.execute(
                 "INSERT INTO shadow_predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (request_id, model, primary_version, shadow_version, utc_now().isoformat(), json.dumps(primary),
-                 json.dumps(shadow) if shadow is not None else None, difference, error),
+                (
+                    request_id,
+                    model,
+                    primary_version,
+                    shadow_version,
+                    utc_now().isoformat(),
+                    json.dumps(primary),
+                    json.dumps(shadow) if shadow is not None else None,
+                    difference,
+                    error,
+                ),
             )
         )
 
     def shadow_log(self, model: str) -> list[dict[str, Any]]:
-        cursor = self.database.connection().execute("SELECT * FROM shadow_predictions WHERE model = ? ORDER BY at", (model,))
+        cursor = self.database.connection().execute(
+            "SELECT * FROM shadow_predictions WHERE model = ? ORDER BY at", (model,)
+        )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
     @staticmethod
-    def _event(connection: sqlite3.Connection, model: str, action: str, config: DeploymentConfig | None, reason: str, by: str, at: datetime) -> None:
+    def _event(
+        connection: sqlite3.Connection,
+        model: str,
+        action: str,
+        config: DeploymentConfig | None,
+        reason: str,
+        by: str,
+        at: datetime,
+    ) -> None:
         connection.execute(
             "INSERT INTO deployment_events (model, action, config, reason, by, at) VALUES (?, ?, ?, ?, ?, ?)",
             (model, action, config.model_dump_json() if config else None, reason, by, at.isoformat()),

@@ -27,7 +27,9 @@ class CassandraJobAttempts(JobAttempts):
         self.session = session
         self.statements = {name: session.prepare(text) for name, text in STATEMENTS.items()}
         for name, statement in self.statements.items():
-            statement.consistency_level = consistency(settings.cassandra_write_consistency if name == "record" else "LOCAL_QUORUM")
+            statement.consistency_level = consistency(
+                settings.cassandra_write_consistency if name == "record" else "LOCAL_QUORUM"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "CassandraJobAttempts":
@@ -40,7 +42,9 @@ class CassandraJobAttempts(JobAttempts):
         )
 
     def attempts(self, run_id: str) -> list[SubmittedJob]:
-        return [_decode(row) for row in self.session.execute(self.statements["attempts"], (run_id,))]  # clustered newest first
+        return [
+            _decode(row) for row in self.session.execute(self.statements["attempts"], (run_id,))
+        ]  # clustered newest first
 
     def list(self, kind: str | None = None, target: str | None = None) -> list[SubmittedJob]:
         return latest_per_run([_decode(row) for row in self.session.execute(self.statements["all"])], kind, target)
@@ -50,4 +54,12 @@ class CassandraJobAttempts(JobAttempts):
 
 
 def _decode(row: Any) -> SubmittedJob:
-    return SubmittedJob(row.run_id, row.job_id, row.kind, row.target, row.submitted_by, datetime.fromisoformat(row.submitted_at), row.trigger)
+    return SubmittedJob(
+        row.run_id,
+        row.job_id,
+        row.kind,
+        row.target,
+        row.submitted_by,
+        datetime.fromisoformat(row.submitted_at),
+        row.trigger,
+    )

@@ -25,18 +25,33 @@ class SqliteJobAttempts(SqliteStore, JobAttempts):
     SCHEMA = SCHEMA
 
     def record(self, job: SubmittedJob) -> None:
-        self.database.write(lambda c: c.execute(
-            f"INSERT INTO submitted_jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job.run_id, job.job_id, job.kind, job.target, job.submitted_by, job.submitted_at.isoformat(), job.trigger),
-        ))
+        self.database.write(
+            lambda c: c.execute(
+                f"INSERT INTO submitted_jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.run_id,
+                    job.job_id,
+                    job.kind,
+                    job.target,
+                    job.submitted_by,
+                    job.submitted_at.isoformat(),
+                    job.trigger,
+                ),
+            )
+        )
 
     def attempts(self, run_id: str) -> list[SubmittedJob]:
-        rows = self.database.connection().execute(f"SELECT {COLUMNS} FROM submitted_jobs WHERE run_id = ? ORDER BY submitted_at DESC", (run_id,))
+        rows = self.database.connection().execute(
+            f"SELECT {COLUMNS} FROM submitted_jobs WHERE run_id = ? ORDER BY submitted_at DESC", (run_id,)
+        )
         return [_decode(row) for row in rows]
 
     def list(self, kind: str | None = None, target: str | None = None) -> list[SubmittedJob]:
-        return latest_per_run([_decode(row) for row in self.database.connection().execute(f"SELECT {COLUMNS} FROM submitted_jobs")], kind, target)
-
+        return latest_per_run(
+            [_decode(row) for row in self.database.connection().execute(f"SELECT {COLUMNS} FROM submitted_jobs")],
+            kind,
+            target,
+        )
 
 
 def _decode(row: tuple[str, ...]) -> SubmittedJob:

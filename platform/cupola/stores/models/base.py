@@ -90,7 +90,9 @@ class ModelRepository(ABC):
         """Names of all models with at least one version."""
 
     @abstractmethod
-    def set_alias(self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None) -> AliasMove:
+    def set_alias(
+        self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None
+    ) -> AliasMove:
         """Point `alias` at `version`. With `expected_version`, move only if the alias points there now
         (use 0 for "the alias must not exist yet"); otherwise raise AliasConflict and change nothing."""
 

@@ -72,7 +72,11 @@ class CassandraModelRepository(ModelRepository):
             registered_at = _now().isoformat()
             if not self._run("insert", draft.name, version, registered_at, record).was_applied:
                 return None
-            return ModelVersion(**asdict(draft) | {"artifacts": draft.artifacts}, version=version, registered_at=datetime.fromisoformat(registered_at))
+            return ModelVersion(
+                **asdict(draft) | {"artifacts": draft.artifacts},
+                version=version,
+                registered_at=datetime.fromisoformat(registered_at),
+            )
 
         return until_applied(take_next_number, f"register a version of '{draft.name}'")
 
@@ -90,7 +94,9 @@ class CassandraModelRepository(ModelRepository):
     def models(self) -> list[str]:
         return sorted(row.name for row in self.session.execute("SELECT DISTINCT name FROM model_versions"))
 
-    def set_alias(self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None) -> AliasMove:
+    def set_alias(
+        self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None
+    ) -> AliasMove:
         self.get(name, version)
 
         def move() -> AliasMove | None:  # None: moved meanwhile, judge the precondition again
@@ -98,7 +104,11 @@ class CassandraModelRepository(ModelRepository):
             current = row.version if row else None
             if expected_version is not None and (current or 0) != expected_version:
                 raise alias_conflict(name, alias, current, expected_version)
-            result = self._run("create_alias", name, alias, version) if current is None else self._run("move_alias", version, name, alias, current)
+            result = (
+                self._run("create_alias", name, alias, version)
+                if current is None
+                else self._run("move_alias", version, name, alias, current)
+            )
             return self._record(name, alias, version, current, moved_by) if result.was_applied else None
 
         return until_applied(move, f"move alias '{alias}' of '{name}'")
@@ -108,7 +118,11 @@ class CassandraModelRepository(ModelRepository):
             row = self._run("alias", name, alias).one()
             if row is None:
                 raise NotFound(f"model '{name}' has no alias '{alias}'")
-            return self._record(name, alias, None, row.version, moved_by) if self._run("delete_alias", name, alias, row.version).was_applied else None
+            return (
+                self._record(name, alias, None, row.version, moved_by)
+                if self._run("delete_alias", name, alias, row.version).was_applied
+                else None
+            )
 
         return until_applied(delete, f"delete alias '{alias}' of '{name}'")
 
@@ -121,7 +135,10 @@ class CassandraModelRepository(ModelRepository):
         return {row.alias: row.version for row in self._run("aliases", name)}
 
     def alias_history(self, name: str) -> list[AliasMove]:
-        return [AliasMove(name, r.alias, r.version, r.previous_version, r.moved_by, datetime.fromisoformat(r.moved_at_text)) for r in self._run("read_history", name)]
+        return [
+            AliasMove(name, r.alias, r.version, r.previous_version, r.moved_by, datetime.fromisoformat(r.moved_at_text))
+            for r in self._run("read_history", name)
+        ]
 
     def close(self) -> None:
         """The session is shared by the process (see `cassandra_session`); nothing to release per repository."""

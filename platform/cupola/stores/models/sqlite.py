@@ -54,7 +54,9 @@ class SqliteModelRepository(SqliteStore, ModelRepository):
         record, registered_at = encode_record(draft), _now().isoformat()
 
         def insert(connection: sqlite3.Connection) -> int:
-            (latest,) = connection.execute("SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (draft.name,)).fetchone()
+            (latest,) = connection.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (draft.name,)
+            ).fetchone()
             connection.execute(
                 "INSERT INTO model_versions (name, version, registered_at, record) VALUES (?, ?, ?, ?)",
                 (draft.name, latest + 1, registered_at, record),
@@ -62,12 +64,21 @@ class SqliteModelRepository(SqliteStore, ModelRepository):
             return latest + 1
 
         version = self.database.write(insert)
-        return ModelVersion(**asdict(draft) | {"artifacts": draft.artifacts}, version=version, registered_at=datetime.fromisoformat(registered_at))
+        return ModelVersion(
+            **asdict(draft) | {"artifacts": draft.artifacts},
+            version=version,
+            registered_at=datetime.fromisoformat(registered_at),
+        )
 
     def get(self, name: str, version: int) -> ModelVersion:
-        row = self.database.connection().execute(
-            "SELECT version, registered_at, record FROM model_versions WHERE name = ? AND version = ?", (name, version)
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute(
+                "SELECT version, registered_at, record FROM model_versions WHERE name = ? AND version = ?",
+                (name, version),
+            )
+            .fetchone()
+        )
         if row is None:
             existing = [v.version for v in self.versions(name)]
             hint = f"versions: {existing[0]}..{existing[-1]}" if existing else "the model has no versions"
@@ -81,14 +92,21 @@ class SqliteModelRepository(SqliteStore, ModelRepository):
         return [decode_record(*row) for row in rows]
 
     def models(self) -> list[str]:
-        return [name for (name,) in self.database.connection().execute("SELECT DISTINCT name FROM model_versions ORDER BY name")]
+        return [
+            name
+            for (name,) in self.database.connection().execute("SELECT DISTINCT name FROM model_versions ORDER BY name")
+        ]
 
-    def set_alias(self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None) -> AliasMove:
+    def set_alias(
+        self, name: str, alias: str, version: int, moved_by: str, expected_version: int | None = None
+    ) -> AliasMove:
         self.get(name, version)
         moved_at = _now()
 
         def move(connection: sqlite3.Connection) -> AliasMove:
-            row = connection.execute("SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            row = connection.execute(
+                "SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
             current = row[0] if row else None
             if expected_version is not None and (current or 0) != expected_version:
                 raise alias_conflict(name, alias, current, expected_version)
@@ -109,7 +127,9 @@ class SqliteModelRepository(SqliteStore, ModelRepository):
         moved_at = _now()
 
         def delete(connection: sqlite3.Connection) -> AliasMove:
-            row = connection.execute("SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            row = connection.execute(
+                "SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"model '{name}' has no alias '{alias}'")
             connection.execute("DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias))
@@ -122,10 +142,15 @@ class SqliteModelRepository(SqliteStore, ModelRepository):
         return self.database.write(delete)
 
     def aliases(self, name: str) -> dict[str, int]:
-        return dict(self.database.connection().execute("SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias", (name,)))
+        return dict(
+            self.database.connection().execute(
+                "SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias", (name,)
+            )
+        )
 
     def alias_history(self, name: str) -> list[AliasMove]:
         rows = self.database.connection().execute(
-            "SELECT name, alias, version, previous_version, moved_by, moved_at FROM model_alias_history WHERE name = ? ORDER BY id", (name,)
+            "SELECT name, alias, version, previous_version, moved_by, moved_at FROM model_alias_history WHERE name = ? ORDER BY id",
+            (name,),
         )
         return [AliasMove(n, a, v, p, by, datetime.fromisoformat(at)) for n, a, v, p, by, at in rows]

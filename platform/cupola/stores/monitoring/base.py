@@ -26,7 +26,19 @@ import pandas as pd
 from cupola.config import Settings
 from cupola.stores import open_store
 
-LOG_COLUMNS = ("model", "request_id", "row_index", "version", "unit", "partition_value", "at", "prediction", "inputs", "outcome_key", "client_request_id")
+LOG_COLUMNS = (
+    "model",
+    "request_id",
+    "row_index",
+    "version",
+    "unit",
+    "partition_value",
+    "at",
+    "prediction",
+    "inputs",
+    "outcome_key",
+    "client_request_id",
+)
 
 
 def request_key(request_id: str, row: int) -> str:
@@ -85,7 +97,9 @@ class MonitoringStore(ABC):
         return open_store("monitoring", settings)  # type: ignore[no-any-return]
 
     @abstractmethod
-    def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
+    def log_and_count(
+        self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float
+    ) -> int:
         """Persist sampled predictions (idempotent per model, request id and row) and a replica's counter snapshot
         before returning: what the monitoring actor acknowledges. Returns how many records were given."""
 
@@ -95,7 +109,9 @@ class MonitoringStore(ABC):
         backends), with the label of their outcome when one arrived; an outcome by request id wins over one by keys."""
 
     @abstractmethod
-    def record_outcomes(self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float) -> OutcomeReceipt:
+    def record_outcomes(
+        self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float
+    ) -> OutcomeReceipt:
         """Upsert outcomes given as (key, label, observed_at); a key that already had a label gets the new one."""
 
     @abstractmethod

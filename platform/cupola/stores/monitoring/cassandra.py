@@ -40,7 +40,19 @@ HOUR_S = 3600
 DAY_S = 86_400
 KEYS_PER_QUERY = 100
 IN_FLIGHT = 16
-LOGGED_COLUMNS = ["request_id", "row_index", "version", "unit", "partition_value", "at", "prediction", "inputs", "outcome_key", "client_request_id", "label"]
+LOGGED_COLUMNS = [
+    "request_id",
+    "row_index",
+    "version",
+    "unit",
+    "partition_value",
+    "at",
+    "prediction",
+    "inputs",
+    "outcome_key",
+    "client_request_id",
+    "label",
+]
 HISTORY_COLUMNS = ["at", "version", "unit", "window", "metric", "feature", "value"]
 
 
@@ -54,12 +66,12 @@ class CassandraMonitoringStore(MonitoringStore):
         self.ttl = int(settings.monitoring_retention_days * DAY_S)
         texts = {
             "log": "INSERT INTO prediction_log (model, hour, at, request_id, row_index, version, unit, partition_value, prediction, inputs, outcome_key, "
-                   "client_request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+            "client_request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
             "by_request": "INSERT INTO prediction_by_request (model, request_id, row_index, at) VALUES (?, ?, ?, ?) USING TTL ?",
             "by_key": "INSERT INTO prediction_by_key (model, outcome_key, request_id, row_index) VALUES (?, ?, ?, ?) USING TTL ?",
             "counters": "INSERT INTO serving_counters (model, replica, families, updated_at) VALUES (?, ?, ?, ?)",
             "read_hour": "SELECT request_id, row_index, version, unit, partition_value, at, prediction, inputs, outcome_key, client_request_id FROM prediction_log "
-                         "WHERE model = ? AND hour = ? AND at > ? AND at <= ?",
+            "WHERE model = ? AND hour = ? AND at > ? AND at <= ?",
             "labels": "SELECT key, label FROM outcomes WHERE model = ? AND key IN ?",
             "outcome": "SELECT updates FROM outcomes WHERE model = ? AND key = ?",
             "put_outcome": "INSERT INTO outcomes (model, key, label, observed_at, received_at, source, updates) VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
@@ -74,7 +86,9 @@ class CassandraMonitoringStore(MonitoringStore):
         self.statements = {name: session.prepare(text) for name, text in texts.items()}
         for name, statement in self.statements.items():
             writes = name in ("log", "by_request", "by_key", "counters", "put_outcome", "live", "live_latest")
-            statement.consistency_level = consistency(settings.cassandra_write_consistency if writes else "LOCAL_QUORUM")
+            statement.consistency_level = consistency(
+                settings.cassandra_write_consistency if writes else "LOCAL_QUORUM"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "CassandraMonitoringStore":
@@ -84,15 +98,34 @@ class CassandraMonitoringStore(MonitoringStore):
         """Run one prepared statement for many parameter tuples, at most IN_FLIGHT at a time; results in order."""
         from cassandra.concurrent import execute_concurrent_with_args
 
-        results = execute_concurrent_with_args(self.session, self.statements[name], parameters, concurrency=IN_FLIGHT, raise_on_first_error=True)
+        results = execute_concurrent_with_args(
+            self.session, self.statements[name], parameters, concurrency=IN_FLIGHT, raise_on_first_error=True
+        )
         return [result for _, result in results]
 
-    def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
+    def log_and_count(
+        self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float
+    ) -> int:
         """Every record's three rows are written (and acknowledged by LOCAL_QUORUM) before this returns."""
         log, by_request, by_key = [], [], []
         for r in records:
-            log.append((model, int(r["at"] // HOUR_S), r["at"], r["request_id"], r["row_index"], r["version"], r["unit"], r["partition_value"],
-                        r["prediction"], json.dumps(r["inputs"]), r["outcome_key"], r.get("client_request_id"), self.ttl))
+            log.append(
+                (
+                    model,
+                    int(r["at"] // HOUR_S),
+                    r["at"],
+                    r["request_id"],
+                    r["row_index"],
+                    r["version"],
+                    r["unit"],
+                    r["partition_value"],
+                    r["prediction"],
+                    json.dumps(r["inputs"]),
+                    r["outcome_key"],
+                    r.get("client_request_id"),
+                    self.ttl,
+                )
+            )
             by_request.append((model, r["request_id"], r["row_index"], r["at"], self.ttl))
             if r.get("client_request_id"):  # an outcome may name the client's id: "is it logged?" answers for it too
                 by_request.append((model, r["client_request_id"], r["row_index"], r["at"], self.ttl))
@@ -108,14 +141,27 @@ class CassandraMonitoringStore(MonitoringStore):
         until = until if until is not None else datetime.now(timezone.utc).timestamp()
         since = max(since if since is not None else until - MAX_WINDOW_S, until - MAX_WINDOW_S)
         hours = range(int(since // HOUR_S), int(until // HOUR_S) + 1)
-        rows = [row for result in self._concurrently("read_hour", [(model, hour, since, until) for hour in hours]) for row in result]
-        frame = pd.DataFrame([r._asdict() for r in rows], columns=LOGGED_COLUMNS[:-1]).sort_values("at", kind="stable").reset_index(drop=True)
+        rows = [
+            row
+            for result in self._concurrently("read_hour", [(model, hour, since, until) for hour in hours])
+            for row in result
+        ]
+        frame = (
+            pd.DataFrame([r._asdict() for r in rows], columns=LOGGED_COLUMNS[:-1])
+            .sort_values("at", kind="stable")
+            .reset_index(drop=True)
+        )
         request_keys = [request_key(r, i) for r, i in zip(frame["request_id"], frame["row_index"], strict=True)]
-        client_keys = [request_key(c, i) if isinstance(c, str) else None for c, i in zip(frame["client_request_id"], frame["row_index"], strict=True)]
+        client_keys = [
+            request_key(c, i) if isinstance(c, str) else None
+            for c, i in zip(frame["client_request_id"], frame["row_index"], strict=True)
+        ]
         labels = self._labels(model, [*request_keys, *(k for k in client_keys if k), *frame["outcome_key"].dropna()])
         by_request = pd.Series([labels.get(k) for k in request_keys], dtype="float64")
         by_client = pd.Series([labels.get(k) if k else None for k in client_keys], dtype="float64")
-        by_key = pd.Series([labels.get(k) if isinstance(k, str) else None for k in frame["outcome_key"]], dtype="float64")
+        by_key = pd.Series(
+            [labels.get(k) if isinstance(k, str) else None for k in frame["outcome_key"]], dtype="float64"
+        )
         return frame.assign(label=by_request.fillna(by_client).fillna(by_key))
 
     def _labels(self, model: str, keys: Sequence[str]) -> dict[str, float]:
@@ -123,17 +169,26 @@ class CassandraMonitoringStore(MonitoringStore):
         chunks = [(model, unique[i : i + KEYS_PER_QUERY]) for i in range(0, len(unique), KEYS_PER_QUERY)]
         return {row.key: row.label for result in self._concurrently("labels", chunks) for row in result}
 
-    def record_outcomes(self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float) -> OutcomeReceipt:
+    def record_outcomes(
+        self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float
+    ) -> OutcomeReceipt:
         """The latest label wins; `updates` counts the replacements (a read before the write: two copies of one
         outcome arriving at the same instant may count one replacement too few)."""
         outcomes = list(outcomes)
-        latest = {key: (label, observed_at) for key, label, observed_at in outcomes}  # a key given twice in one call: the last wins
+        latest = {
+            key: (label, observed_at) for key, label, observed_at in outcomes
+        }  # a key given twice in one call: the last wins
         repeats = Counter(key for key, _, _ in outcomes)
         existing = [result.one() for result in self._concurrently("outcome", [(model, key) for key in latest])]
-        writes = [(model, key, label, observed_at, at, source, (row.updates + 1 if row else 0) + repeats[key] - 1, self.ttl)
-                  for (key, (label, observed_at)), row in zip(latest.items(), existing, strict=True)]
+        writes = [
+            (model, key, label, observed_at, at, source, (row.updates + 1 if row else 0) + repeats[key] - 1, self.ttl)
+            for (key, (label, observed_at)), row in zip(latest.items(), existing, strict=True)
+        ]
         self._concurrently("put_outcome", writes)
-        matched = sum(result.one() is not None for result in self._run_checks([self._logged_check(model, key) for key, _, _ in outcomes]))
+        matched = sum(
+            result.one() is not None
+            for result in self._run_checks([self._logged_check(model, key) for key, _, _ in outcomes])
+        )
         replaced = sum(row is not None for row in existing) + len(outcomes) - len(latest)
         return OutcomeReceipt(len(outcomes), replaced, matched)
 
@@ -151,7 +206,13 @@ class CassandraMonitoringStore(MonitoringStore):
         return sorted((row.model, row.replica, json.loads(row.families)) for row in rows)
 
     def write_live(self, metrics: Sequence[LiveMetric]) -> None:
-        self._concurrently("live", [(m.model, _day(m.at), m.at, m.version, m.unit, m.window, m.metric, m.feature, m.value, self.ttl) for m in metrics])
+        self._concurrently(
+            "live",
+            [
+                (m.model, _day(m.at), m.at, m.version, m.unit, m.window, m.metric, m.feature, m.value, self.ttl)
+                for m in metrics
+            ],
+        )
         for model, at in {m.model: m.at for m in metrics}.items():
             self.session.execute(self.statements["live_latest"], (model, at))
 
@@ -170,8 +231,14 @@ class CassandraMonitoringStore(MonitoringStore):
         now = datetime.now(timezone.utc).timestamp()
         since = since if since is not None else now - MAX_WINDOW_S
         days = sorted({_day(at) for at in range(int(since), int(now) + DAY_S, DAY_S)})
-        rows = [row for result in self._concurrently("live_since", [(model, day, since) for day in days]) for row in result]
-        return pd.DataFrame([r._asdict() for r in rows], columns=HISTORY_COLUMNS).sort_values("at", kind="stable").reset_index(drop=True)
+        rows = [
+            row for result in self._concurrently("live_since", [(model, day, since) for day in days]) for row in result
+        ]
+        return (
+            pd.DataFrame([r._asdict() for r in rows], columns=HISTORY_COLUMNS)
+            .sort_values("at", kind="stable")
+            .reset_index(drop=True)
+        )
 
     def prune(self, model: str, before: float) -> None:
         """Nothing to do: every row was written with a TTL of the retention period."""

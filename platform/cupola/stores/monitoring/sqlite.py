@@ -69,18 +69,28 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.database.add_column("prediction_log", "client_request_id", "TEXT")  # files written before clients' ids were kept
-        self.database.connection().execute("CREATE INDEX IF NOT EXISTS prediction_log_by_client_id ON prediction_log (model, client_request_id)")
+        self.database.add_column(
+            "prediction_log", "client_request_id", "TEXT"
+        )  # files written before clients' ids were kept
+        self.database.connection().execute(
+            "CREATE INDEX IF NOT EXISTS prediction_log_by_client_id ON prediction_log (model, client_request_id)"
+        )
 
     @classmethod
     def database_path(cls, settings: Settings) -> Path:
         return settings.resolved_monitoring_path()
 
-    def log_and_count(self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float) -> int:
-        rows = [tuple(record.get(c) if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records]
+    def log_and_count(
+        self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float
+    ) -> int:
+        rows = [
+            tuple(record.get(c) if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records
+        ]
 
         def write(connection: sqlite3.Connection) -> int:
-            connection.executemany(f"INSERT OR IGNORE INTO prediction_log VALUES ({', '.join('?' * len(LOG_COLUMNS))})", rows)
+            connection.executemany(
+                f"INSERT OR IGNORE INTO prediction_log VALUES ({', '.join('?' * len(LOG_COLUMNS))})", rows
+            )
             connection.execute(
                 "INSERT INTO serving_counters VALUES (?, ?, ?, ?) ON CONFLICT (model, replica) DO UPDATE SET families = excluded.families, updated_at = excluded.updated_at",
                 (model, replica, json.dumps(families), at),
@@ -102,13 +112,17 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
         bounds = (model, since if since is not None else float("-inf"), until if until is not None else float("inf"))
         return pd.read_sql_query(query, self.database.connection(), params=bounds)
 
-    def record_outcomes(self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float) -> OutcomeReceipt:
+    def record_outcomes(
+        self, model: str, outcomes: Iterable[tuple[str, float, float | None]], source: str, at: float
+    ) -> OutcomeReceipt:
         outcomes = list(outcomes)
 
         def write(connection: sqlite3.Connection) -> OutcomeReceipt:
             replaced = matched = 0
             for key, label, observed_at in outcomes:
-                existing = connection.execute("SELECT 1 FROM outcomes WHERE model = ? AND key = ?", (model, key)).fetchone()
+                existing = connection.execute(
+                    "SELECT 1 FROM outcomes WHERE model = ? AND key = ?", (model, key)
+                ).fetchone()
                 replaced += existing is not None
                 connection.execute(
                     "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (model, key) DO UPDATE SET label = excluded.label, "
@@ -129,23 +143,31 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
                 (model, request[1], request[0], request[0]),
             )
         else:
-            found = connection.execute("SELECT 1 FROM prediction_log WHERE model = ? AND outcome_key = ? LIMIT 1", (model, key))
+            found = connection.execute(
+                "SELECT 1 FROM prediction_log WHERE model = ? AND outcome_key = ? LIMIT 1", (model, key)
+            )
         return found.fetchone() is not None
 
     def counters(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
-        rows = self.database.connection().execute("SELECT model, replica, families FROM serving_counters ORDER BY model, replica")
+        rows = self.database.connection().execute(
+            "SELECT model, replica, families FROM serving_counters ORDER BY model, replica"
+        )
         return [(model, replica, json.loads(families)) for model, replica, families in rows]
 
     def write_live(self, metrics: Sequence[LiveMetric]) -> None:
         rows = [(m.model, m.at, m.version, m.unit, m.window, m.metric, m.feature, m.value) for m in metrics]
-        self.database.write(lambda connection: connection.executemany("INSERT INTO live_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows))
+        self.database.write(
+            lambda connection: connection.executemany("INSERT INTO live_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        )
 
     def latest_live(self, model: str | None = None) -> list[LiveMetric]:
         query = (
             "SELECT m.model, m.at, m.version, m.unit, m.window, m.metric, m.value, m.feature FROM live_metrics m "
             "JOIN (SELECT model, MAX(at) AS at FROM live_metrics GROUP BY model) latest ON latest.model = m.model AND latest.at = m.at"
         )
-        rows = self.database.connection().execute(query + (" WHERE m.model = ?" if model else ""), (model,) if model else ())
+        rows = self.database.connection().execute(
+            query + (" WHERE m.model = ?" if model else ""), (model,) if model else ()
+        )
         return [LiveMetric(*row) for row in rows]
 
     def history(self, model: str, since: float | None = None) -> pd.DataFrame:

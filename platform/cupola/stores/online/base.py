@@ -25,7 +25,9 @@ EntityKey = tuple[Any, ...]
 
 def encode_entity_key(values: Sequence[Any]) -> str:
     """A stable text key for an entity: the JSON list of its key values, ints as ints, the rest as text."""
-    return json.dumps([int(v) if isinstance(v, int) or hasattr(v, "__index__") else str(v) for v in values], separators=(",", ":"))
+    return json.dumps(
+        [int(v) if isinstance(v, int) or hasattr(v, "__index__") else str(v) for v in values], separators=(",", ":")
+    )
 
 
 def json_value(value: Any) -> Any:
@@ -58,10 +60,14 @@ class OnlineStore(ABC):
         """
 
     @abstractmethod
-    def read(self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:
+    def read(
+        self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]
+    ) -> list[OnlineRow | None]:
         """Values of `features` for each entity key (a tuple in `group.entities` order), in order; None where absent."""
 
-    def read_groups(self, lookups: Sequence[tuple[FeatureGroupSpec, Sequence[EntityKey], Sequence[str]]]) -> list[list[OnlineRow | None]]:
+    def read_groups(
+        self, lookups: Sequence[tuple[FeatureGroupSpec, Sequence[EntityKey], Sequence[str]]]
+    ) -> list[list[OnlineRow | None]]:
         """`read` for several groups in one call (a prediction needing two groups); backends with network
         round trips run them concurrently."""
         return [self.read(group, keys, features) for group, keys, features in lookups]

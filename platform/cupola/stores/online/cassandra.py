@@ -59,10 +59,16 @@ class CassandraOnlineStore(OnlineStore):
     def _prepared(self, group: str) -> tuple[Any, Any]:
         if group not in self._inserts:
             table = table_name(group)
-            self.session.execute(f"CREATE TABLE IF NOT EXISTS {table} (entity_key text PRIMARY KEY, event_time_us bigint, payload text)")
-            insert = self.session.prepare(f"INSERT INTO {table} (entity_key, event_time_us, payload) VALUES (?, ?, ?) USING TTL ? AND TIMESTAMP ?")
+            self.session.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (entity_key text PRIMARY KEY, event_time_us bigint, payload text)"
+            )
+            insert = self.session.prepare(
+                f"INSERT INTO {table} (entity_key, event_time_us, payload) VALUES (?, ?, ?) USING TTL ? AND TIMESTAMP ?"
+            )
             insert.consistency_level = consistency(self.settings.cassandra_write_consistency)
-            select = self.session.prepare(f"SELECT entity_key, event_time_us, payload FROM {table} WHERE entity_key IN ?")
+            select = self.session.prepare(
+                f"SELECT entity_key, event_time_us, payload FROM {table} WHERE entity_key IN ?"
+            )
             select.consistency_level = consistency(self.settings.cassandra_read_consistency)
             self._inserts[group], self._selects[group] = insert, select
         return self._inserts[group], self._selects[group]
@@ -80,7 +86,12 @@ class CassandraOnlineStore(OnlineStore):
             (
                 encode_entity_key([column[i] for column in key_columns]),
                 int(event_us[i]),
-                json.dumps({name: json_value(column[i]) for name, column in zip(group.feature_names, feature_columns, strict=True)}),
+                json.dumps(
+                    {
+                        name: json_value(column[i])
+                        for name, column in zip(group.feature_names, feature_columns, strict=True)
+                    }
+                ),
                 ttl,
                 int(event_us[i]),
             )
@@ -95,10 +106,14 @@ class CassandraOnlineStore(OnlineStore):
         execute_concurrent(self.session, batches, concurrency=WRITE_CONCURRENCY, raise_on_first_error=True)
         return len(rows)
 
-    def read(self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:
+    def read(
+        self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]
+    ) -> list[OnlineRow | None]:
         return self.read_groups([(group, entity_keys, features)])[0]
 
-    def read_groups(self, lookups: Sequence[tuple[FeatureGroupSpec, Sequence[EntityKey], Sequence[str]]]) -> list[list[OnlineRow | None]]:
+    def read_groups(
+        self, lookups: Sequence[tuple[FeatureGroupSpec, Sequence[EntityKey], Sequence[str]]]
+    ) -> list[list[OnlineRow | None]]:
         """Every group's chunks are queried concurrently (at most READ_CONCURRENCY in flight), so a prediction
         that needs two groups waits for one round trip, not two."""
         queries = []
@@ -108,13 +123,18 @@ class CassandraOnlineStore(OnlineStore):
             queries += [(index, select, unique[i : i + READ_CHUNK]) for i in range(0, len(unique), READ_CHUNK)]
         found: list[dict[str, Any]] = [{} for _ in lookups]
         for wave in range(0, len(queries), READ_CONCURRENCY):
-            futures = [(index, self.session.execute_async(select, (chunk,))) for index, select, chunk in queries[wave : wave + READ_CONCURRENCY]]
+            futures = [
+                (index, self.session.execute_async(select, (chunk,)))
+                for index, select, chunk in queries[wave : wave + READ_CONCURRENCY]
+            ]
             for index, future in futures:
                 found[index].update((row.entity_key, row) for row in future.result())
         return [self._rows(hits, keys, features) for hits, (_, keys, features) in zip(found, lookups, strict=True)]
 
     @staticmethod
-    def _rows(found: dict[str, Any], entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:
+    def _rows(
+        found: dict[str, Any], entity_keys: Sequence[EntityKey], features: Sequence[str]
+    ) -> list[OnlineRow | None]:
         encoded = [encode_entity_key(key) for key in entity_keys]
         results: list[OnlineRow | None] = []
         for key in encoded:
@@ -123,7 +143,9 @@ class CassandraOnlineStore(OnlineStore):
                 results.append(None)
                 continue
             payload = json.loads(row.payload)
-            results.append(OnlineRow(pd.Timestamp(row.event_time_us, unit="us", tz="UTC"), {f: payload.get(f) for f in features}))
+            results.append(
+                OnlineRow(pd.Timestamp(row.event_time_us, unit="us", tz="UTC"), {f: payload.get(f) for f in features})
+            )
         return results
 
     def delete_group(self, group: str) -> None:

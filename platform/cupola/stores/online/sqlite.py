@@ -57,14 +57,18 @@ class SqliteOnlineStore(SqliteStore, OnlineStore):
                     group.name,
                     encode_entity_key([column[i] for column in key_columns]),
                     int(event_us[i]),
-                    json.dumps({name: json_value(column[i]) for name, column in zip(features, feature_columns, strict=True)}),
+                    json.dumps(
+                        {name: json_value(column[i]) for name, column in zip(features, feature_columns, strict=True)}
+                    ),
                 )
                 for i in range(begin, end)
             ]
             self.database.write(lambda connection, records=records: connection.executemany(UPSERT, records))
         return len(rows)
 
-    def read(self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]) -> list[OnlineRow | None]:
+    def read(
+        self, group: FeatureGroupSpec, entity_keys: Sequence[EntityKey], features: Sequence[str]
+    ) -> list[OnlineRow | None]:
         encoded = [encode_entity_key(key) for key in entity_keys]
         found: dict[str, tuple[int, str]] = {}
         connection = self.database.connection()

@@ -42,11 +42,17 @@ def encode_json(value: dict[str, Any]) -> str:
 
 
 def changed_columns(
-    status: str | None, progress: dict[str, Any] | None, state: dict[str, Any] | None, version: int | None, error: str | None,
+    status: str | None,
+    progress: dict[str, Any] | None,
+    state: dict[str, Any] | None,
+    version: int | None,
+    error: str | None,
 ) -> dict[str, Any]:
     """The stored columns an `update` sets: the given fields encoded, plus `ended_at` for a terminal status."""
     values: dict[str, Any] = {
-        "status": status, "version": version, "error": error,
+        "status": status,
+        "version": version,
+        "error": error,
         "progress": encode_json(progress) if progress is not None else None,
         "state": encode_json(state) if state is not None else None,
         "ended_at": now_text() if status in TERMINAL else None,
@@ -64,8 +70,14 @@ class TrainingRuns(ABC):
 
     @abstractmethod
     def update(
-        self, run_id: str, *, status: str | None = None, progress: dict[str, Any] | None = None,
-        state: dict[str, Any] | None = None, version: int | None = None, error: str | None = None,
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        progress: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        version: int | None = None,
+        error: str | None = None,
     ) -> None:
         """Set the given fields (None leaves a field as it is); a terminal status also sets `ended_at`."""
 
@@ -99,16 +111,34 @@ class TrainingRuns(ABC):
     @staticmethod
     def check_model(run: TrainingRun, model: str) -> TrainingRun:
         if run.model != model:
-            raise Conflict(f"run id '{run.run_id}' belongs to model '{run.model}', not '{model}': choose another run id")
+            raise Conflict(
+                f"run id '{run.run_id}' belongs to model '{run.model}', not '{model}': choose another run id"
+            )
         return run
 
 
 def decode_run(
-    run_id: str, model: str, status: str, created_by: str, started_at: str, ended_at: str | None,
-    progress: str, version: int | None, error: str | None, state: str,
+    run_id: str,
+    model: str,
+    status: str,
+    created_by: str,
+    started_at: str,
+    ended_at: str | None,
+    progress: str,
+    version: int | None,
+    error: str | None,
+    state: str,
 ) -> TrainingRun:
     """A run from its stored columns (timestamps as ISO text, progress and state as JSON text)."""
     return TrainingRun(
-        run_id, model, status, created_by, datetime.fromisoformat(started_at),
-        datetime.fromisoformat(ended_at) if ended_at else None, json.loads(progress), version, error, json.loads(state),
+        run_id,
+        model,
+        status,
+        created_by,
+        datetime.fromisoformat(started_at),
+        datetime.fromisoformat(ended_at) if ended_at else None,
+        json.loads(progress),
+        version,
+        error,
+        json.loads(state),
     )

@@ -51,8 +51,14 @@ class CassandraTrainingRuns(TrainingRuns):
         return self.get(run_id)
 
     def update(
-        self, run_id: str, *, status: str | None = None, progress: dict[str, Any] | None = None,
-        state: dict[str, Any] | None = None, version: int | None = None, error: str | None = None,
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        progress: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        version: int | None = None,
+        error: str | None = None,
     ) -> None:
         values = changed_columns(status, progress, state, version, error)
         if values:
@@ -61,7 +67,9 @@ class CassandraTrainingRuns(TrainingRuns):
     def _update(self, columns: tuple[str, ...]) -> Any:
         """One UPDATE setting `columns` together (a single write: all of them or none)."""
         if columns not in self.updates:
-            statement = self.session.prepare(f"UPDATE training_runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE run_id = ?")
+            statement = self.session.prepare(
+                f"UPDATE training_runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE run_id = ?"
+            )
             statement.consistency_level = self.write_level
             self.updates[columns] = statement
         return self.updates[columns]

@@ -44,22 +44,44 @@ class SqliteTrainingRuns(SqliteStore, TrainingRuns):
         return self.check_model(self.get(run_id), model)
 
     def update(
-        self, run_id: str, *, status: str | None = None, progress: dict[str, Any] | None = None,
-        state: dict[str, Any] | None = None, version: int | None = None, error: str | None = None,
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        progress: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        version: int | None = None,
+        error: str | None = None,
     ) -> None:
         values = changed_columns(status, progress, state, version, error)
         if values:
             assignments = ", ".join(f"{column} = ?" for column in values)
-            self.database.write(lambda c: c.execute(f"UPDATE training_runs SET {assignments} WHERE run_id = ?", (*values.values(), run_id)))
+            self.database.write(
+                lambda c: c.execute(
+                    f"UPDATE training_runs SET {assignments} WHERE run_id = ?", (*values.values(), run_id)
+                )
+            )
 
     def log(self, run_id: str, message: str) -> None:
-        self.database.write(lambda c: c.execute("INSERT INTO training_run_logs (run_id, at, message) VALUES (?, ?, ?)", (run_id, now_text(), message)))
+        self.database.write(
+            lambda c: c.execute(
+                "INSERT INTO training_run_logs (run_id, at, message) VALUES (?, ?, ?)", (run_id, now_text(), message)
+            )
+        )
 
     def logs(self, run_id: str) -> list[tuple[str, str]]:
-        return list(self.database.connection().execute("SELECT at, message FROM training_run_logs WHERE run_id = ? ORDER BY id", (run_id,)))
+        return list(
+            self.database.connection().execute(
+                "SELECT at, message FROM training_run_logs WHERE run_id = ? ORDER BY id", (run_id,)
+            )
+        )
 
     def find(self, run_id: str) -> TrainingRun | None:
-        row = self.database.connection().execute(f"SELECT {COLUMNS} FROM training_runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = (
+            self.database.connection()
+            .execute(f"SELECT {COLUMNS} FROM training_runs WHERE run_id = ?", (run_id,))
+            .fetchone()
+        )
         return decode_run(*row) if row is not None else None
 
     def list(self, model: str | None = None) -> list[TrainingRun]:

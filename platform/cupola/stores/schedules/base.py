@@ -37,7 +37,9 @@ class ScheduleDecisions(ABC):
         """Release connections."""
 
 
-def decision_from_text(model: str, due_at: str, decided_at: str, decision: str, run_id: str | None, reason: str) -> Decision:
+def decision_from_text(
+    model: str, due_at: str, decided_at: str, decision: str, run_id: str | None, reason: str
+) -> Decision:
     return Decision(model, datetime.fromisoformat(due_at), datetime.fromisoformat(decided_at), decision, run_id, reason)
 
 

@@ -39,11 +39,22 @@ class CassandraScheduleDecisions(ScheduleDecisions):
         return self.session.execute(self.statements["decided"], (model, due_at.isoformat())).one() is not None
 
     def record(self, decision: Decision) -> bool:
-        values = (decision.model, decision.due_at.isoformat(), decision.decided_at.isoformat(), decision.decision, decision.run_id, decision.reason)
+        values = (
+            decision.model,
+            decision.due_at.isoformat(),
+            decision.decided_at.isoformat(),
+            decision.decision,
+            decision.run_id,
+            decision.reason,
+        )
         return bool(self.session.execute(self.statements["record"], values).was_applied)
 
     def decisions(self, model: str | None = None) -> list[Decision]:
-        rows = self.session.execute(self.statements["by_model"], (model,)) if model else self.session.execute(self.statements["all"])
+        rows = (
+            self.session.execute(self.statements["by_model"], (model,))
+            if model
+            else self.session.execute(self.statements["all"])
+        )
         return newest_first([decision_from_text(*row) for row in rows])
 
     def close(self) -> None:

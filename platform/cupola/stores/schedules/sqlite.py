@@ -28,12 +28,25 @@ class SqliteScheduleDecisions(SqliteStore, ScheduleDecisions):
         return self.database.connection().execute(query, (model, due_at.isoformat())).fetchone() is not None
 
     def record(self, decision: Decision) -> bool:
-        cursor = self.database.write(lambda c: c.execute(
-            "INSERT OR IGNORE INTO schedule_decisions VALUES (?, ?, ?, ?, ?, ?)",
-            (decision.model, decision.due_at.isoformat(), decision.decided_at.isoformat(), decision.decision, decision.run_id, decision.reason),
-        ))
+        cursor = self.database.write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO schedule_decisions VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    decision.model,
+                    decision.due_at.isoformat(),
+                    decision.decided_at.isoformat(),
+                    decision.decision,
+                    decision.run_id,
+                    decision.reason,
+                ),
+            )
+        )
         return cursor.rowcount == 1
 
     def decisions(self, model: str | None = None) -> list[Decision]:
-        query = "SELECT model, due_at, decided_at, decision, run_id, reason FROM schedule_decisions" + (" WHERE model = ?" if model else "")
-        return newest_first([decision_from_text(*row) for row in self.database.connection().execute(query, (model,) if model else ())])
+        query = "SELECT model, due_at, decided_at, decision, run_id, reason FROM schedule_decisions" + (
+            " WHERE model = ?" if model else ""
+        )
+        return newest_first(
+            [decision_from_text(*row) for row in self.database.connection().execute(query, (model,) if model else ())]
+        )
