@@ -30,10 +30,6 @@ class CupolaError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:  # survives pickling across Ray tasks with its field
         return (type(self), (self.message, self.field))
 
-    def body(self) -> dict[str, Any]:
-        """The JSON error object of an HTTP answer."""
-        return {"status": self.status, "message": self.message, "field": self.field}
-
 
 class InvalidInput(CupolaError, ValueError):
     """The caller sent or declared something invalid (422): the message names the field and the fix."""
@@ -83,10 +79,16 @@ class ServerFault(CupolaError, RuntimeError):
     status = 500
 
 
-def error_body(error: CupolaError, request_id: str | None = None) -> dict[str, Any]:
-    """The one JSON body of an error answer, for the control plane and the Serve app alike; the Serve app adds
-    the request id it logged the refusal under."""
-    body: dict[str, Any] = {"error": error.body()}
+def problem_body(status: int, message: str, field: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+    """The one JSON body of an error answer, for the control plane and the Serve app alike (the control plane
+    also answers framework refusals, a 404 route or a 422 query parameter, in it); the Serve app adds the
+    request id it logged the refusal under."""
+    body: dict[str, Any] = {"error": {"status": status, "message": message, "field": field}}
     if request_id is not None:
         body["request_id"] = request_id
     return body
+
+
+def error_body(error: CupolaError, request_id: str | None = None) -> dict[str, Any]:
+    """`problem_body` of a CupolaError."""
+    return problem_body(error.status, error.message, error.field, request_id)

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cupola.config import Settings
 from cupola.control import auth
 from cupola.control.jobs import RUN_ID, RayJobs
-from cupola.errors import CupolaError, NotFound, error_body
+from cupola.errors import CupolaError, NotFound, error_body, problem_body
 from cupola.stores import open_store
 from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
 from cupola.stores.models import ModelRepository, create_repository
@@ -137,7 +137,7 @@ class Context:
 
 
 def _problem(status: int, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message, "field": field}}, status_code=status)
+    return JSONResponse(problem_body(status, message, field), status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -69,7 +69,7 @@ from cupola.monitoring.sampler import PredictionSampler, count_answer, count_ref
 from cupola.predictions import Predictions
 from cupola.serving.embedded import load_predictor
 from cupola.serving.predictor import MAX_ROWS_PER_REQUEST, Predictor
-from cupola.serving.requests import INT64_MAX, INT64_MIN
+from cupola.specs.feature_group import INT64_MAX, INT64_MIN
 from cupola.stores.deployments.base import Canary, Deployment, DeploymentConflict, Deployments
 from cupola.stores.models import create_repository
 from cupola.stores.monitoring.base import MonitoringStore, event_key, request_key
@@ -266,15 +266,14 @@ def _http_error(error: StarletteHTTPException) -> CupolaError:
 @api.exception_handler(Exception)
 async def _bug(request: Request, error: Exception) -> JSONResponse:
     """A fault of this server, not of the request: logged with its traceback, answered in the same shape."""
-    request_id = _server_request_id(request.scope)
+    return JSONResponse(_fault_body(error, _server_request_id(request.scope)), 500)
+
+
+def _fault_body(error: Exception, request_id: str) -> dict[str, Any]:
+    """Log a bug with its traceback under the request id; the 500 body that names the id, not the bug."""
     logger.exception("request %s failed", request_id)
-    return JSONResponse(
-        error_body(
-            ServerFault(f"internal error ({type(error).__name__}); the server logged it under this request_id"),
-            request_id,
-        ),
-        500,
-    )
+    fault = ServerFault(f"internal error ({type(error).__name__}); the server logged it under this request_id")
+    return error_body(fault, request_id)
 
 
 PREDICT_PATH = re.compile(r"^/v1/models/(?P<name>[^/]+):predict$")  # what FastAPI's `{name}` matches
@@ -327,9 +326,7 @@ class PredictFastPath:
         except CupolaError as error:
             status, payload = error.status, _refusal(error, request_id, name)
         except Exception as error:  # a bug: the same answer FastAPI's handler gives
-            logger.exception("request %s failed", request_id)
-            fault = ServerFault(f"internal error ({type(error).__name__}); the server logged it under this request_id")
-            status, payload = 500, error_body(fault, request_id)
+            status, payload = 500, _fault_body(error, request_id)
         await JSONResponse(payload, status)(scope, receive, send)
 
 
@@ -465,7 +462,7 @@ class ModelServer:
         """Predict on the event loop when the rows carry every feature (tens of microseconds of numpy and
         onnxruntime); in a store thread when the predictor may look features up in the online store (a
         Cassandra or SQLite round trip must not hold up the other requests of this replica)."""
-        if predictor.online is None or all(column in row for row in rows for column in predictor.store_columns):
+        if not predictor.looks_up(rows):
             return predictor.predict_records(rows)
         return await self._in_thread(predictor.predict_records, rows)
 

@@ -74,14 +74,20 @@ class PredictBatches:
         repository = create_repository(resolved)
         record = repository.resolve(name, version)
         repository.close()
-        if record.spec["algorithm"]["name"] == "xgboost":
-            import_xgboost_without_sklearn()  # a Ray Data actor is a process of cupola's own
-        self.predictor = Predictor.from_version(record, ArtifactStore(Datalake.from_settings(resolved)))
+        self.predictor = _batch_predictor(record, Datalake.from_settings(resolved))
         self.run_id = run_id
         self.keep = keep
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return with_predictions(self.predictor, batch, self.run_id, self.keep)
+
+
+def _batch_predictor(version: Any, datalake: Datalake) -> Predictor:
+    """The version loaded for a batch engine; XGBoost imported without scikit-learn first (a batch worker, or the
+    local job, is a process of cupola's own, where XGBoost's optional scikit-learn import is only start-up cost)."""
+    if version.spec["algorithm"]["name"] == "xgboost":
+        import_xgboost_without_sklearn()
+    return Predictor.from_version(version, ArtifactStore(datalake))
 
 
 def with_predictions(predictor: Predictor, batch: pa.Table, run_id: str, keep: list[str] | None = None) -> pa.Table:
@@ -148,7 +154,7 @@ def predict_batch(
         else ("local" if source.count_rows() <= settings.batch_local_max_rows else "ray-data")
     )
     if chosen == "local":
-        _predict_locally(settings, version, source, read, keys, datalake, output_uri, run_id)
+        _predict_locally(version, source, read, keys, datalake, output_uri, run_id)
     else:
         _predict_with_ray_data(
             settings, name, version.version, input_uri, read, keys, datalake, output_uri, run_id, workers
@@ -160,7 +166,6 @@ def predict_batch(
 
 
 def _predict_locally(
-    settings: Settings,
     version: Any,
     source: pds.Dataset,
     read: list[str],
@@ -170,9 +175,7 @@ def _predict_locally(
     run_id: str,
 ) -> None:
     """The `local` engine: batches of LOCAL_BATCH_ROWS streamed from the dataset through the Predictor into one file."""
-    if version.spec["algorithm"]["name"] == "xgboost":
-        import_xgboost_without_sklearn()
-    predictor = Predictor.from_version(version, ArtifactStore(datalake))
+    predictor = _batch_predictor(version, datalake)
     if version.spec["algorithm"]["name"] == "xgboost":
         for booster in predictor.models.values():  # a local job has this process's cores to itself, not one CPU's share
             booster.set_param({"nthread": os.cpu_count() or 1})

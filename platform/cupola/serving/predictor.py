@@ -57,10 +57,20 @@ class Predictor:
         self.fields: dict[str, str] = version.data.get("request_fields", {})
         self.online = online
         self.feature_groups = list(feature_groups)
-        joined = {feature_column(group.name, name) for group, names in self.feature_groups for name in names}
+        self.group_columns = [
+            [feature_column(group.name, name) for name in names] for group, names in self.feature_groups
+        ]
+        joined = {column for columns in self.group_columns for column in columns}
         needed = raw_columns(self.spec)
         self.store_columns = [c for c in needed if c in joined]
         self.request_columns = [c for c in needed if c not in joined]
+
+    def looks_up(self, rows: Sequence[dict[str, Any]]) -> bool:
+        """Whether predicting `rows` reads the online store: some row does not send every feature of some group
+        (the rule `_store_features` applies per group and row)."""
+        return self.online is not None and any(
+            not all(column in row for column in columns) for columns in self.group_columns for row in rows
+        )
 
     @property
     def name(self) -> str:
@@ -155,8 +165,10 @@ class Predictor:
     ) -> Predictions:
         try:
             matrix = input_matrix(self.spec, with_transforms(self.spec, columns, rows), rows)
-        except InvalidInput as error:
-            raise InvalidInput(f"the rows do not fit the model's inputs: {error}", error.field) from None
+        except (TypeError, InvalidInput) as error:  # TypeError: a transform applied to a value of the wrong kind
+            raise InvalidInput(
+                f"the rows do not fit the model's inputs: {error}", getattr(error, "field", None)
+            ) from None
         if self.compiled and rows <= COMPILED_MAX_ROWS:
             values, units = predict_routed(COMPILED, self.compiled, matrix, partitions)
         else:
@@ -175,8 +187,7 @@ class Predictor:
         online — every group's lookup in one `read_groups` call."""
         missing: list[dict[str, Any]] = []
         lookups = []
-        for group, names in self.feature_groups:
-            group_columns = [feature_column(group.name, name) for name in names]
+        for (group, names), group_columns in zip(self.feature_groups, self.group_columns, strict=True):
             values = {c: np.full(len(rows), np.nan) for c in group_columns}
             to_look_up = []
             for index, row in enumerate(rows):

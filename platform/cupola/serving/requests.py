@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from cupola.errors import InvalidInput
+from cupola.specs.feature_group import INT64_MAX, INT64_MIN
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 EARLIEST, LATEST = datetime(1900, 1, 1), datetime(2262, 4, 11)  # numpy's datetime64[ns] ends in 2262
 
 
