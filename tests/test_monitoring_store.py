@@ -70,6 +70,25 @@ def test_logged_predictions_join_outcomes_by_request_or_keys(store: MonitoringSt
     assert len(store.logged(MODEL, since=now - 3 * 3600, until=now)) == 4
 
 
+def test_a_client_request_id_names_every_record_it_came_with_and_a_server_id_one(store: MonitoringStore) -> None:
+    """The log's key is the server's id; the client's x-request-id rides beside it: reused by two requests, both
+    records are logged, an outcome by the client's id labels both and one by a server id only its record."""
+    now = time.time()
+    records = [
+        {**record("server-a", 0, now - 3, 10.0), "client_request_id": "client-1"},
+        {**record("server-b", 0, now - 2, 11.0), "client_request_id": "client-1"},
+        {**record("server-c", 0, now - 1, 12.0), "client_request_id": "client-2"},
+    ]
+    assert store.log_and_count(records, MODEL, "replica-a", [], now) == 3
+    by_client = store.record_outcomes(MODEL, [(request_key("client-1", 0), 30.0, None)], "api", now)
+    by_server = store.record_outcomes(MODEL, [(request_key("server-c", 0), 32.0, None)], "api", now)
+    assert (by_client.matched, by_server.matched) == (1, 1)
+    frame = store.logged(MODEL, since=now - 60, until=now)
+    assert frame["request_id"].tolist() == ["server-a", "server-b", "server-c"]
+    assert frame["client_request_id"].tolist() == ["client-1", "client-1", "client-2"]
+    assert frame["label"].tolist() == [30.0, 30.0, 32.0]
+
+
 def test_replica_counters_keep_each_replicas_latest_snapshot(store: MonitoringStore) -> None:
     family = {
         "name": "cupola_predictions",
