@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import tempfile
 import time
@@ -28,9 +27,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-
 from online_latency import measure, setup, start_monitoring  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 

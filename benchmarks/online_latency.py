@@ -2,7 +2,7 @@
 
 Setup (in this process): the delivery example (small), features built and materialized into the
 embedded (SQLite) online store, the delivery-time model trained and deployed. Ray Serve runs with
-its HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY=1`), the configuration the latency goals assume.
+its HAProxy ingress (`cupola.runtime.SERVE_INGRESS_ENVIRONMENT`), the configuration the latency goals assume.
 Clients run in a separate process, one keep-alive connection per client thread; warm-up
 requests are excluded, and measuring starts once the model's monitoring actor runs (the
 deployment samples CUPOLA_SAMPLE_PERCENT, 10%, of predictions, as in production). Three cases at concurrency 1 and 16,
@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+from cupola.runtime import use_serve_ingress_environment
+
+use_serve_ingress_environment()  # HAProxy in front of the replicas, as cupola starts Ray
 WARMUP = 200
 
 

@@ -12,6 +12,7 @@ import ray
 
 from cupola import FeatureStore, Settings
 from cupola.examples.delivery import write_example
+from cupola.runtime import use_serve_ingress_environment
 
 EXAMPLE_ROWS = 6_000
 
@@ -29,6 +30,7 @@ def ray_session() -> Iterator[None]:
     """One Ray instance for the whole session (starting Ray costs seconds; tests share it)."""
     for name, value in {**S3_CREDENTIALS, "CUPOLA_OUTCOME_TOKEN": OUTCOME_TOKEN}.items():
         os.environ.setdefault(name, value)
+    use_serve_ingress_environment()  # Serve behind HAProxy with replays, as cupola runs it
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import re
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +35,7 @@ from cupola.serving.endpoint import free_port
 from cupola.specs.model import ModelSpec
 from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
 from cupola.stores.models import create_repository
+from cupola.stores.monitoring.base import MonitoringStore
 from cupola.training.trainer import train
 from tests.conftest import OUTCOME_AUTH
 
@@ -545,20 +550,68 @@ def test_which_version_served_at_time_t(lake: Settings, deployments: Deployments
     assert deployments.serving_at(NAME, datetime(2000, 1, 1, tzinfo=timezone.utc), repository) is None
 
 
-def test_a_killed_replica_is_replaced_and_the_app_keeps_answering(
+def test_a_replica_killed_under_load_fails_no_request_and_every_answer_is_logged(
     lake: Settings, endpoint: str, deployments: Deployments
 ) -> None:
+    """SIGKILL one of two replicas while four clients predict: HAProxy replays the requests the dead replica held on
+    the other one, and every answered prediction reaches the prediction log (the survivor ships the dead replica's
+    spool), then the controller replaces the replica."""
+    deployments.put(DeploymentConfig(model=NAME, sample_percent=100), "deploy", "tester")
     row = client_rows(lake, 2)[1]
-    assert post(endpoint, {"row": row}).status_code == 200
+    monitoring = MonitoringStore.from_settings(lake)
+
+    def logged_ids() -> set[str]:
+        return set(monitoring.logged(NAME)["request_id"])
+
+    def every_probe_logged() -> bool:  # both replicas have read the 100% sample rate
+        probes = {post(endpoint, {"row": row}).json()["request_id"] for _ in range(20)}
+        try:
+            wait_until(lambda: probes <= logged_ids(), timeout=5)
+        except AssertionError:
+            return False
+        return True
+
+    wait_until(every_probe_logged, timeout=60, every=0)
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "ModelServer" in a["name"]]
     assert len(replicas) == 2
-    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
-    answered = 0
-    with requests.Session() as session:
-        for _ in range(100):  # the other replica answers while the controller replaces the dead one
-            answer = post(endpoint, {"row": row}, session)
-            answered += answer.status_code == 200
-    assert answered >= 95
+    victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+    pid = ray.get(victim.__ray_call__.remote(lambda _: os.getpid()))
+    answers: list[tuple[object, str | None]] = []
+    stop = threading.Event()
+    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps({"row": row}).encode()
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        while not stop.is_set():
+            try:
+                if connection.sock is None:
+                    connection.connect()
+                # Headers and body in one segment: HAProxy can replay only a request it held whole when it forwarded it.
+                connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                connection.request("POST", f"/v1/models/{NAME}:predict", body, {"content-type": "application/json"})
+                connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                answer = connection.getresponse()
+                text = answer.read()
+                answers.append((answer.status, json.loads(text).get("request_id") if answer.status == 200 else text))
+            except (OSError, http.client.HTTPException) as error:
+                answers.append((f"{type(error).__name__}: {error}", None))
+                connection.close()
+        connection.close()
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    wait_until(lambda: len(answers) >= 200, every=0.01)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = len(answers)
+    wait_until(lambda: len(answers) >= killed_at + 400, every=0.01)
+    stop.set()
+    for thread in clients:
+        thread.join()
+    assert [status for status, _ in answers if status != 200] == []
+    answered = {request_id for _, request_id in answers}
+    wait_until(lambda: answered <= logged_ids(), timeout=60, every=0.5)
 
     def replaced() -> bool:
         names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "ModelServer" in a["name"]}

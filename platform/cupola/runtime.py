@@ -11,6 +11,20 @@ from cupola.config import Settings
 from cupola.errors import Unavailable
 
 BOOTSTRAP_ANSWER_S = 5.0  # how long a cluster named by Ray's bootstrap file gets to answer
+# Serve's ingress for every Ray that cupola starts (`cluster/ray-node` exports the same for cluster nodes):
+# HAProxy in front of the replicas' own HTTP servers (p95 ~2.5 ms against ~9 ms for Serve's Python proxy),
+# and a request whose replica dies before answering (connection refused, or closed with no response)
+# replayed on another replica. Predictions are pure and outcome posts idempotent, so a replay is safe.
+SERVE_INGRESS_ENVIRONMENT = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+}
+
+
+def use_serve_ingress_environment() -> None:
+    """Set Serve's ingress variables (unless already set) for the Ray processes this process starts."""
+    for name, value in SERVE_INGRESS_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -23,6 +37,7 @@ def ensure_ray(settings: Settings) -> None:
             f"Ray's bootstrap file names a cluster at {stale} (the last `ray start` on this machine) and nothing answers "
             "there: run `ray stop` to clear it, or set CUPOLA_RAY_ADDRESS=local to start a new local Ray"
         )
+    use_serve_ingress_environment()
     try:
         ray.init(
             address=settings.ray_address or None, log_to_driver=False, configure_logging=True, logging_level="WARNING"

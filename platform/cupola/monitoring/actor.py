@@ -27,10 +27,16 @@ NAMESPACE = "cupola"
 logger = logging.getLogger(__name__)
 
 
-def actor_name(model: str, settings: dict[str, str]) -> str:
-    """One actor per model and monitoring store: two platforms (two data roots) on one Ray cluster never share one."""
+def store_id(settings: dict[str, str]) -> str:
+    """A short name for the monitoring store: two platforms (two data roots) on one Ray cluster never share an
+    actor or a spool directory."""
     store = settings.get("monitoring_path") or settings["data_root"]
-    return f"cupola-monitor-{model}-{hashlib.sha1(store.encode()).hexdigest()[:10]}"
+    return hashlib.sha1(store.encode()).hexdigest()[:10]
+
+
+def actor_name(model: str, settings: dict[str, str]) -> str:
+    """One actor per model and monitoring store."""
+    return f"cupola-monitor-{model}-{store_id(settings)}"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)

@@ -1,10 +1,13 @@
 """The serving side of monitoring: counters of every request, and sampled predictions shipped off the hot path.
 
-A request only appends its sampled rows to an in-memory buffer and bumps prometheus-client
+A request appends its sampled records to the replica's spool on the node's disk (one write, so
+they survive the replica's process) and to an in-memory buffer, and bumps prometheus-client
 counters; a background task on the replica's event loop sends each model's buffer, with the
-replica's counter snapshot, to the model's monitoring actor every `FLUSH_INTERVAL_S`. If the
-actor is down, slow or the buffer is full, the records are counted as dropped
-(`cupola_monitor_dropped_records_total`) and the request is unaffected.
+replica's counter snapshot, to the model's monitoring actor every `FLUSH_INTERVAL_S`, then
+deletes the spool file those records were in. If the actor is down, slow or the buffer is full,
+the records are counted as dropped (`cupola_monitor_dropped_records_total`) and the request is
+unaffected. Every `SNAPSHOT_EVERY_S` the task also ships the spool files of dead replicas on its
+node (see `monitoring.spool`).
 
 Each Serve replica is its own process, so the module-level registry is the replica's. The app
 counts through the functions below, never through the metric objects themselves: Serve pickles
@@ -25,6 +28,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from cupola.monitoring.spool import SPOOL_ROOT, Spool
 from cupola.predictions import Predictions
 from cupola.stores.monitoring.base import event_key
 
@@ -70,10 +74,21 @@ def mark_served(model: str) -> None:
     SERVED_MODELS.add(model)
 
 
+_ANSWER_SERIES: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}  # labels() takes a lock and a lookup per call
+
+
 def count_answer(model: str, version: int, served_by: str, rows: int, seconds: float) -> None:
-    REQUESTS.labels(model, "200").inc()
-    PREDICTIONS.labels(model, str(version), served_by).inc(rows)
-    LATENCY.labels(model).observe(seconds)
+    series = _ANSWER_SERIES.get((model, version, served_by))
+    if series is None:
+        series = _ANSWER_SERIES[(model, version, served_by)] = (
+            REQUESTS.labels(model, "200"),
+            PREDICTIONS.labels(model, str(version), served_by),
+            LATENCY.labels(model),
+        )
+    requests, predictions, latency = series
+    requests.inc()
+    predictions.inc(rows)
+    latency.observe(seconds)
 
 
 def count_refusal(model: str | None, status: int) -> None:
@@ -103,7 +118,7 @@ def _finite(values: list[float]) -> list[float | None]:
 
 @dataclass(frozen=True)
 class SampledRequest:
-    """What a request leaves in the buffer: references only; the log records are built by the sender, off the request's path."""
+    """The sampled rows of one answered request, from which its log records are made."""
 
     model: str
     version: int
@@ -142,15 +157,18 @@ class SampledRequest:
 
 
 class PredictionSampler:
-    """Chooses which predictions to log, buffers them per model, and ships them to the model's monitoring actor."""
+    """Chooses which predictions to log, journals and buffers them per model, and ships them to the model's monitoring actor."""
 
     def __init__(self, settings: dict[str, str], replica: str) -> None:
+        from cupola.monitoring.actor import store_id
+
         self.settings = settings
         self.replica = replica
-        self.buffers: dict[str, list[SampledRequest]] = defaultdict(list)
-        self._buffered: dict[str, int] = defaultdict(int)
+        self.spool = Spool(SPOOL_ROOT / store_id(settings))
+        self.buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._actors: dict[str, Any] = {}
         self._last_snapshot: dict[str, float] = {}
+        self._last_orphan_round = 0.0
         self._flusher: asyncio.Task[None] | None = None
 
     def sample(
@@ -164,7 +182,8 @@ class PredictionSampler:
         percent: float,
         outcome_keys: Sequence[str],
     ) -> None:
-        """Buffer the chosen rows of one answered request (each row independently with probability `percent`).
+        """Journal and buffer the chosen rows of one answered request (each row independently with probability
+        `percent`), before its response is sent.
 
         Also starts the background sender, which reports this replica's counters even when nothing is sampled."""
         if self._flusher is None or self._flusher.done():
@@ -177,15 +196,14 @@ class PredictionSampler:
         )
         if not chosen:
             return
-        room = max(0, MAX_BUFFERED - self._buffered[model])
+        room = max(0, MAX_BUFFERED - len(self.buffers[model]))
         kept = chosen[:room]
         if kept:
-            self.buffers[model].append(
-                SampledRequest(
-                    model, version, request_id, client_request_id, time.time(), rows, predictions, kept, outcome_keys
-                )
-            )
-            self._buffered[model] += len(kept)
+            records = SampledRequest(
+                model, version, request_id, client_request_id, time.time(), rows, predictions, kept, outcome_keys
+            ).records()
+            self.spool.append(records)
+            self.buffers[model].extend(records)
         SAMPLED.labels(model).inc(len(chosen))
         if len(chosen) > room:
             DROPPED.labels(model).inc(len(chosen) - room)
@@ -193,29 +211,25 @@ class PredictionSampler:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
+            spooled = self.spool.rotate()
             for model in list(self._last_snapshot):
                 await self.flush(model)
+            Spool.finish(spooled)  # every record in it is now acknowledged or counted as dropped
+            if time.monotonic() - self._last_orphan_round >= SNAPSHOT_EVERY_S:
+                self._last_orphan_round = time.monotonic()
+                await self.ship_orphans()
 
     async def flush(self, model: str) -> None:
         """Send one model's buffer and counters to its actor; count the records as dropped if that fails."""
-        records = [record for sampled in self.buffers.pop(model, []) for record in sampled.records()]
-        self._buffered[model] = 0
+        records = self.buffers.pop(model, [])
         if not records and time.monotonic() - self._last_snapshot.get(model, 0.0) < SNAPSHOT_EVERY_S:
             return
         self._last_snapshot[model] = time.monotonic()
         try:
-            actor = self._actors.get(model)
-            if actor is None:
-                from cupola.monitoring.actor import monitor_actor
-
-                actor = await asyncio.get_running_loop().run_in_executor(None, monitor_actor, model, self.settings)
-                self._actors[model] = actor
-            reference = actor.log.remote(self.replica, records, counter_snapshot(model))
-            await asyncio.wait_for(asyncio.wrap_future(reference.future()), SEND_TIMEOUT_S)
+            await self._send(model, records, counter_snapshot(model))
         except (
             Exception
         ) as error:  # the actor is down or slow: the records are lost, counted, and the next send looks it up again
-            self._actors.pop(model, None)
             if records:
                 DROPPED.labels(model).inc(len(records))
                 logger.warning(
@@ -225,3 +239,34 @@ class PredictionSampler:
                     type(error).__name__,
                     error,
                 )
+
+    async def ship_orphans(self) -> None:
+        """Send the spooled records of dead replicas on this node; a file whose send fails stays for a later round."""
+        for file, records in self.spool.orphans():
+            by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for record in records:
+                by_model[record["model"]].append(record)
+            try:
+                for model, shipped in by_model.items():
+                    await self._send(model, shipped, counter_snapshot(model))
+            except Exception as error:
+                logger.warning("monitoring: spool %s of a dead replica not shipped yet: %s", file.path.name, error)
+                Spool.abandon(file)
+                continue
+            logger.info("monitoring: shipped %d record(s) a dead replica left in %s", len(records), file.path.name)
+            Spool.finish(file)
+
+    async def _send(self, model: str, records: list[dict[str, Any]], counters: list[dict[str, Any]]) -> None:
+        """Hand records and counters to the model's monitoring actor and wait for its acknowledgement (persisted)."""
+        try:
+            actor = self._actors.get(model)
+            if actor is None:
+                from cupola.monitoring.actor import monitor_actor
+
+                actor = await asyncio.get_running_loop().run_in_executor(None, monitor_actor, model, self.settings)
+                self._actors[model] = actor
+            reference = actor.log.remote(self.replica, records, counters)
+            await asyncio.wait_for(asyncio.wrap_future(reference.future()), SEND_TIMEOUT_S)
+        except Exception:
+            self._actors.pop(model, None)  # the next send looks the actor up again
+            raise

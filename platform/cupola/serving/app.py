@@ -520,6 +520,14 @@ class ModelServer:
             raise NotFound(f"model '{name}' is not deployed: {hint}", field)
         return cached.deployment, cached.aliases
 
+    # The first route: Serve names each request's route (for its metrics) by matching the routes in order.
+    @api.post("/v1/models/{name}:predict")
+    async def predict(self, name: str, body: PredictRequest, request: Request) -> JSONResponse:
+        """Declared here for the OpenAPI spec and its validation; in a running app `PredictFastPath` answers
+        these requests first, with the same `answer`. `x-request-id` (optional) is kept as `client_request_id`;
+        the answer's `request_id` is the server's."""
+        return JSONResponse(await self.answer(name, body, _server_request_id(request.scope), request.headers))
+
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
@@ -605,13 +613,6 @@ class ModelServer:
             "matched": receipt.matched,
             "pending": receipt.pending,
         }
-
-    @api.post("/v1/models/{name}:predict")
-    async def predict(self, name: str, body: PredictRequest, request: Request) -> JSONResponse:
-        """Declared here for the OpenAPI spec and its validation; in a running app `PredictFastPath` answers
-        these requests first, with the same `answer`. `x-request-id` (optional) is kept as `client_request_id`;
-        the answer's `request_id` is the server's."""
-        return JSONResponse(await self.answer(name, body, _server_request_id(request.scope), request.headers))
 
     async def answer(self, name: str, body: PredictRequest, request_id: str, headers: Any) -> dict[str, Any]:
         """The prediction answer for one request; raises a CupolaError for a 4xx."""
