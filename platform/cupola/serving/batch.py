@@ -21,6 +21,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,17 +183,27 @@ def _predict_locally(
     filesystem, folder = datalake.locate(output_uri)
     filesystem.create_dir(folder, recursive=True)
     writer: pq.ParquetWriter | None = None
-    try:
-        for batch in source.to_batches(columns=read, batch_size=LOCAL_BATCH_ROWS):
-            if batch.num_rows == 0:
-                continue
-            table = with_predictions(predictor, pa.Table.from_batches([batch]), run_id, keep)
-            if writer is None:
-                writer = pq.ParquetWriter(f"{folder}/part-00000.parquet", table.schema, filesystem=filesystem)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
+    writing: Future[None] | None = None
+    # One writer thread: Parquet encoding and compression (Arrow's C++, without the GIL) of one batch overlap the
+    # prediction of the next; at most one batch waits to be written.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer") as background:
+        try:
+            for batch in source.to_batches(columns=read, batch_size=LOCAL_BATCH_ROWS):
+                if batch.num_rows == 0:
+                    continue
+                table = with_predictions(predictor, pa.Table.from_batches([batch]), run_id, keep)
+                if writer is None:
+                    writer = pq.ParquetWriter(f"{folder}/part-00000.parquet", table.schema, filesystem=filesystem)
+                if writing is not None:
+                    writing.result()
+                writing = background.submit(writer.write_table, table)
+            if writing is not None:
+                writing.result()
+        finally:
+            if writer is not None:
+                if writing is not None:
+                    wait([writing])
+                writer.close()
     if writer is None:
         raise InvalidInput("the batch input has no rows to predict", "input")
 

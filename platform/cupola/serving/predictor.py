@@ -135,9 +135,7 @@ class Predictor:
             name: dsl.arrow_column_array(table.column(name)) for name in [*self.request_columns, *self.store_columns]
         }
         if self.spec.partition:
-            partitions = np.asarray(
-                table.column(self.spec.partition.column).cast(pa.string()).to_pylist(), dtype=object
-            )
+            partitions = table.column(self.spec.partition.column).cast(pa.string()).to_numpy(zero_copy_only=False)
         else:
             partitions = np.full(table.num_rows, "", dtype=object)
         return self._predict(columns, table.num_rows, partitions)
