@@ -41,10 +41,11 @@ quickstart: venv
 	@echo "'cupola monitor delivery_minutes', 'cupola features list'; README.md and docs/ have more. The UI starts now (Ctrl-C stops it)."
 	$(BIN)/cupola ui
 
-# Lint (ruff) and the layering contracts of pyproject.toml (import-linter), before the tests.
+# Lint (ruff), types (mypy) and the layering contracts of pyproject.toml (import-linter), before the tests.
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check platform tests benchmarks jobs serve_apps
 	$(BIN)/ruff format --check platform tests benchmarks jobs serve_apps
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 test: $(TEST_STAMP) system-packages lint

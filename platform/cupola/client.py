@@ -43,10 +43,10 @@ class Client:
             ) from None
         if response.status_code >= 400:
             try:
-                error = response.json()["error"]
+                problem = response.json()["error"]
             except (ValueError, KeyError, TypeError):
                 raise ApiError(response.status_code, response.text[:500]) from None
-            raise ApiError(error["status"], error["message"], error.get("field"))
+            raise ApiError(problem["status"], problem["message"], problem.get("field"))
         return response.json()
 
     # feature groups

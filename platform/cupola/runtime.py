@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -40,7 +41,10 @@ def ensure_ray(settings: Settings) -> None:
     use_serve_ingress_environment()
     try:
         ray.init(
-            address=settings.ray_address or None, log_to_driver=False, configure_logging=True, logging_level="WARNING"
+            address=settings.ray_address or None,
+            log_to_driver=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
         )
     except ConnectionError as error:
         raise Unavailable(

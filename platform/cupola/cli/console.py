@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from cupola.client import Client
 from cupola.config import Settings
@@ -43,7 +43,7 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
         console=console,
         transient=False,
     ) as bars:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(step: str, done: int, total: int) -> None:
             if step not in tasks:

@@ -119,16 +119,16 @@ def list_deployments() -> None:
     with user_errors():
         client = remote(load_settings())
         if client is not None:
-            for d in client.deployments():
-                canary = f"v{d['canary']['version']} {d['canary']['percent']:g}%" if d["canary"] else "-"
+            for row in client.deployments():
+                canary = f"v{row['canary']['version']} {row['canary']['percent']:g}%" if row["canary"] else "-"
                 table.add_row(
-                    d["model"],
-                    f"{d['target']} (v{d['version']})",
+                    row["model"],
+                    f"{row['target']} (v{row['version']})",
                     canary,
-                    str(d["shadow_version"] or "-"),
-                    str(d["revision"]),
-                    d["updated_by"],
-                    d["updated_at"][:19].replace("T", " "),
+                    str(row["shadow_version"] or "-"),
+                    str(row["revision"]),
+                    row["updated_by"],
+                    row["updated_at"][:19].replace("T", " "),
                 )
             console.print(table)
             return
@@ -233,8 +233,8 @@ def batch(
                 features_from_offline_store,
                 workers,
                 keep or None,
-                engine,
-            )  # type: ignore[arg-type]
+                engine,  # type: ignore[arg-type]  # a str from the command line: predict_batch refuses other names
+            )
     console.print(
         f"{result.rows:,} rows predicted by {result.model} v{result.version} in {result.seconds:.1f} s with {result.engine} (run {result.run_id})"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -46,6 +46,11 @@ CASSANDRA_FIELDS = {
 
 class SettingsError(InvalidInput):
     """Raised when settings are invalid; the message names the variable and the fix."""
+
+
+def _one_replica() -> dict[str, str | int]:
+    """The development default: one replica (a single local node)."""
+    return {"class": "SimpleStrategy", "replication_factor": 1}
 
 
 class Settings(BaseSettings):
@@ -146,7 +151,7 @@ class Settings(BaseSettings):
         description="The client's data center (LOCAL_* consistency and routing). Env: CUPOLA_CASSANDRA_LOCAL_DC.",
     )
     cassandra_replication: dict[str, str | int] = Field(
-        default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1},
+        default_factory=lambda: _one_replica(),
         description=(
             "Keyspace replication used by `cupola storage init`, e.g. "
             '{"class": "NetworkTopologyStrategy", "dc1": 3} (JSON). Env: CUPOLA_CASSANDRA_REPLICATION.'
@@ -283,7 +288,7 @@ class Settings(BaseSettings):
         return value
 
     @classmethod
-    def load(cls, **overrides: object) -> "Settings":
+    def load(cls, **overrides: Any) -> "Settings":
         """Build settings, turning validation errors into one readable SettingsError."""
         try:
             return cls(**overrides)

@@ -158,7 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        first: dict[str, Any] = dict(error.errors()[0]) if error.errors() else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
             return _problem(
                 422,

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from cupola.metrics import LOWER_IS_BETTER  # noqa: E402
 
-STYLE = {
+STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
     "svg.hashsalt": "cupola",
     "font.size": 9,
@@ -42,7 +42,7 @@ svg{max-width:100%;height:auto}
 
 @contextmanager
 def figure(width: float = 4.2, height: float = 3.2) -> Iterator[tuple[Any, Any]]:
-    with plt.rc_context(STYLE):
+    with plt.rc_context(STYLE):  # type: ignore[arg-type]  # matplotlib types the keys as literals
         fig, ax = plt.subplots(figsize=(width, height))
         try:
             yield fig, ax
@@ -193,7 +193,7 @@ def _search_chart(search: dict[str, Any]) -> str:
 
 
 def _importance_chart(key: str, caption: str, values: dict[str, float], errors: dict[str, float] | None = None) -> str:
-    names = sorted(values, key=values.get)
+    names = sorted(values, key=lambda name: values[name])
     with figure(4.2, max(2.0, 0.3 * len(names) + 0.8)) as (fig, ax):
         ax.barh(names, [values[n] for n in names], xerr=[errors[n] for n in names] if errors else None, color=BLUE)
         ax.set_xlabel("importance")

@@ -26,7 +26,7 @@ SCATTER_POINTS = 500
 HISTOGRAM_BINS = 30
 
 
-def _thin(curve: dict[str, list[float]], keys: tuple[str, ...]) -> dict[str, list[float]]:
+def _thin(curve: dict[str, list[float]], keys: tuple[str, ...]) -> dict[str, list[float | None]]:
     """Keep at most CURVE_POINTS points, always the first and the last, for drawing."""
     n = len(curve[keys[0]])
     keep = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int))

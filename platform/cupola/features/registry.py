@@ -13,6 +13,7 @@ from typing import Any
 from cupola.errors import InvalidInput, NotFound
 from cupola.features.offline_store import OfflineStore
 from cupola.specs import FeatureGroupSpec, SpecError, load_feature_group
+from cupola.specs.feature_group import Feature
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,7 @@ class FeatureRegistry:
                     "name": feature.name,
                     "dtype": feature.dtype,
                     "description": feature.description,
-                    "definition": feature.expr
-                    if feature.expr is not None
-                    else f"{feature.aggregation.function}({feature.aggregation.column or '*'}) over {feature.aggregation.model_dump(mode='json')['window']}",
+                    "definition": _definition(feature),
                 }
                 for feature in spec.features
             ],
@@ -102,3 +101,12 @@ class FeatureRegistry:
             "dates": [metadata["dates"][0], metadata["dates"][-1]] if metadata.get("dates") else None,
             "statistics": metadata.get("statistics", {}),
         }
+
+
+def _definition(feature: Feature) -> str:
+    """How the feature is computed, as the catalog shows it: its expression, or its aggregation over its window."""
+    aggregation = feature.aggregation
+    if feature.expr is not None or aggregation is None:
+        return feature.expr or ""
+    window = aggregation.model_dump(mode="json")["window"]
+    return f"{aggregation.function}({aggregation.column or '*'}) over {window}"

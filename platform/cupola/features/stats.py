@@ -39,11 +39,8 @@ def partial_stats(table: pa.Table) -> dict[str, dict[str, Any]]:
         elif pa.types.is_timestamp(kind):
             summary.update(kind="timestamp", min=_iso(pc.min(column).as_py()), max=_iso(pc.max(column).as_py()))
         else:
-            counts = pc.value_counts(pc.drop_null(column)) if len(column) else []
-            summary.update(
-                kind="categorical",
-                top={str(item["values"]): item["counts"] for item in counts.to_pylist()} if len(column) else {},
-            )
+            counts = pc.value_counts(pc.drop_null(column)).to_pylist() if len(column) else []
+            summary.update(kind="categorical", top={str(item["values"]): item["counts"] for item in counts})
         summaries[name] = summary
     return summaries
 

@@ -69,6 +69,6 @@ class MonitorActor:
 
 def monitor_actor(model: str, settings: dict[str, str]) -> Any:
     """The model's monitoring actor, started if it is not running (first caller wins the name)."""
-    return MonitorActor.options(
+    return MonitorActor.options(  # type: ignore[attr-defined]  # @ray.remote made the class an actor class
         name=actor_name(model, settings), namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(model, settings)

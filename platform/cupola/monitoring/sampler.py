@@ -259,7 +259,7 @@ class PredictionSampler:
     async def _send(self, model: str, records: list[dict[str, Any]], counters: list[dict[str, Any]]) -> None:
         """Hand records and counters to the model's monitoring actor and wait for its acknowledgement (persisted)."""
         try:
-            actor = self._actors.get(model)
+            actor: Any = self._actors.get(model)
             if actor is None:
                 from cupola.monitoring.actor import monitor_actor
 

@@ -37,7 +37,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -165,7 +165,7 @@ api = FastAPI(
 )
 
 
-def _server_request_id(scope: dict[str, Any]) -> str:
+def _server_request_id(scope: MutableMapping[str, Any]) -> str:
     """The id this server gives the request (the prediction log's key, the answer's `request_id`), made once per
     request; a client cannot choose it, so no client can overwrite or suppress another request's log records."""
     state = scope.setdefault("state", {})
@@ -222,13 +222,13 @@ class _MalformedBody(InvalidInput):
     status = 400
 
 
-def _predicting(scope: dict[str, Any]) -> str | None:
+def _predicting(scope: MutableMapping[str, Any]) -> str | None:
     """The model named by a :predict path (for the refusal counters), else None."""
     match = PREDICT_PATH.match(_route_path(scope)) if scope.get("method") == "POST" else None
     return match["name"] if match else None
 
 
-def _route_path(scope: dict[str, Any]) -> str:
+def _route_path(scope: MutableMapping[str, Any]) -> str:
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
 
@@ -436,7 +436,7 @@ class ModelServer:
         self._loaded: OrderedDict[tuple[str, int], Predictor] = OrderedDict()
         self.sampler = PredictionSampler(self.settings.for_workers(), f"{os.uname().nodename}:{os.getpid()}")
         self.monitoring = MonitoringStore.from_settings(self.settings)
-        self.metrics = monitoring_registry(self.monitoring, self.deployments, self.repository)
+        self.metrics_registry = monitoring_registry(self.monitoring, self.deployments, self.repository)
         _register_replica(self)
 
     async def _in_thread(self, work: Callable[..., Result], *args: Any) -> Result:
@@ -557,7 +557,7 @@ class ModelServer:
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
-        text = await self._in_thread(generate_latest, self.metrics)
+        text = await self._in_thread(generate_latest, self.metrics_registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @api.post("/v1/outcomes")
@@ -741,4 +741,5 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     run in another working directory."""
     args = dict(args or {})
     replicas = int(args.pop("num_replicas", 1))
-    return ModelServer.options(num_replicas=replicas).bind(Settings.load(**args).for_workers())
+    deployment: Any = ModelServer  # a Serve Deployment, made by the decorators; mypy sees the class
+    return deployment.options(num_replicas=replicas).bind(Settings.load(**args).for_workers())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import ray
@@ -26,7 +27,7 @@ def ensure_endpoint(settings: Settings, host: str = "127.0.0.1", port: int = 800
 
     if not ray.is_initialized():
         try:
-            ray.init(address=settings.ray_address or "auto", log_to_driver=False, logging_level="WARNING")
+            ray.init(address=settings.ray_address or "auto", log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError:
             raise Unavailable(
                 "no Ray cluster to run the endpoint on: start one with `ray start --head` (or set CUPOLA_RAY_ADDRESS), "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -67,6 +67,14 @@ def finite_float(value: int | float, where: str) -> float:
             where,
         )
     return number
+
+
+@overload
+def column(rows: Sequence[dict[str, Any]], name: str, kind: str, required: Literal[True]) -> np.ndarray: ...
+
+
+@overload
+def column(rows: Sequence[dict[str, Any]], name: str, kind: str, required: bool) -> np.ndarray | None: ...
 
 
 def column(rows: Sequence[dict[str, Any]], name: str, kind: str, required: bool) -> np.ndarray | None:

@@ -66,7 +66,7 @@ def planned_configs(spec: ModelSpec) -> list[dict[str, Any]]:
     on_grid = {
         name: d.values
         for name, d in space.items()
-        if d.type == "grid" or (spec.search.method == "grid" and d.type == "choice")
+        if d.values is not None and (d.type == "grid" or (spec.search.method == "grid" and d.type == "choice"))
     }
     rng = np.random.default_rng(spec.seed)
     configs = []
@@ -194,7 +194,7 @@ def _run_trials(
         results: dict[int, TrialResult] = {}
         with _quiet_tune():
             grid = tuner.fit()
-        for result in grid:
+        for result in grid:  # type: ignore[attr-defined]  # ResultGrid iterates through __getitem__
             if result.error is not None:
                 raise ServerFault(f"a search trial failed: {result.error}")
             results[result.config["trial"]] = _trial_result(result.metrics)

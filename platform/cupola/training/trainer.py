@@ -45,7 +45,7 @@ from cupola.training.search import TrialResult, planned_configs, search
 class TrainingResult:
     run_id: str
     version: ModelVersion
-    comparison: dict[str, dict[str, float]]
+    comparison: dict[str, dict[str, dict[str, Any]]]  # partition → partitioned / fallback_only → metric → value
 
 
 def new_run_id(spec: ModelSpec) -> str:

@@ -14,6 +14,7 @@ in `sqlite.py` (the records database), Cassandra in `cassandra.py`.
 
 from __future__ import annotations
 
+import builtins  # annotations say builtins.list: the stores' `list` method shadows it in their class bodies
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -97,7 +98,7 @@ def deployment_from_text(config: str, revision: int, updated_by: str, updated_at
     )
 
 
-def max_difference(primary: list[float], shadow: list[float] | None) -> float | None:
+def max_difference(primary: builtins.list[float], shadow: builtins.list[float] | None) -> float | None:
     return max((abs(a - b) for a, b in zip(primary, shadow, strict=True)), default=0.0) if shadow is not None else None
 
 
@@ -107,14 +108,14 @@ class Deployments(ABC):
     @classmethod
     def from_settings(cls, settings: Settings) -> "Deployments":
         """The configured backend's deployments (the stores registry picks it)."""
-        return open_store("deployments", settings)  # type: ignore[no-any-return]
+        return open_store("deployments", settings)
 
     @abstractmethod
     def get(self, model: str) -> Deployment | None:
         """The model's current deployment; None when it is not deployed."""
 
     @abstractmethod
-    def list(self) -> list[Deployment]:
+    def list(self) -> builtins.list[Deployment]:
         """Every current deployment, by model name."""
 
     @abstractmethod
@@ -129,7 +130,7 @@ class Deployments(ABC):
         """Undeploy (KeyError when not deployed), recording the event."""
 
     @abstractmethod
-    def events(self, model: str) -> list[DeploymentEvent]:
+    def events(self, model: str) -> builtins.list[DeploymentEvent]:
         """Every change of a model's deployment, oldest first."""
 
     @abstractmethod
@@ -139,14 +140,14 @@ class Deployments(ABC):
         model: str,
         primary_version: int,
         shadow_version: int,
-        primary: list[float],
-        shadow: list[float] | None,
+        primary: builtins.list[float],
+        shadow: builtins.list[float] | None,
         error: str | None,
     ) -> None:
         """Keep a shadow prediction next to the primary's."""
 
     @abstractmethod
-    def shadow_log(self, model: str) -> list[dict[str, Any]]:
+    def shadow_log(self, model: str) -> builtins.list[dict[str, Any]]:
         """The model's shadow predictions, oldest first."""
 
     def serving_at(self, model: str, at: datetime, repository: ModelRepository) -> ServingAt | None:

@@ -9,6 +9,7 @@ grows without bound.
 
 from __future__ import annotations
 
+import builtins  # annotations say builtins.list: the stores' `list` method shadows it in their class bodies
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -75,7 +76,7 @@ class CassandraDeployments(Deployments):
         row = self._run("get", model).one()
         return None if row is None else _deployment(row)
 
-    def list(self) -> list[Deployment]:
+    def list(self) -> builtins.list[Deployment]:
         rows = self.session.execute("SELECT config, revision, updated_by, updated_at FROM deployments")
         return sorted((_deployment(row) for row in rows), key=lambda d: d.config.model)
 
@@ -129,7 +130,7 @@ class CassandraDeployments(Deployments):
             at.isoformat(),
         )
 
-    def events(self, model: str) -> list[DeploymentEvent]:
+    def events(self, model: str) -> builtins.list[DeploymentEvent]:
         return [
             DeploymentEvent(
                 model,
@@ -148,8 +149,8 @@ class CassandraDeployments(Deployments):
         model: str,
         primary_version: int,
         shadow_version: int,
-        primary: list[float],
-        shadow: list[float] | None,
+        primary: builtins.list[float],
+        shadow: builtins.list[float] | None,
         error: str | None,
     ) -> None:
         at = datetime.now(timezone.utc)
@@ -168,7 +169,7 @@ class CassandraDeployments(Deployments):
             error,
         )
 
-    def shadow_log(self, model: str) -> list[dict[str, Any]]:
+    def shadow_log(self, model: str) -> builtins.list[dict[str, Any]]:
         """The last SHADOW_DAYS_LISTED days of the model's shadow predictions, oldest first."""
         today = datetime.now(timezone.utc).date()
         days = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # annotations say builtins.list: the stores' `list` method shadows it in their class bodies
 import json
 import sqlite3
 from datetime import datetime
@@ -64,7 +65,7 @@ class SqliteDeployments(SqliteStore, Deployments):
         )
         return None if row is None else deployment_from_text(*row)
 
-    def list(self) -> list[Deployment]:
+    def list(self) -> builtins.list[Deployment]:
         rows = self.database.connection().execute(
             "SELECT config, revision, updated_by, updated_at FROM deployments ORDER BY model"
         )
@@ -104,7 +105,7 @@ class SqliteDeployments(SqliteStore, Deployments):
 
         self.database.write(delete)
 
-    def events(self, model: str) -> list[DeploymentEvent]:
+    def events(self, model: str) -> builtins.list[DeploymentEvent]:
         rows = self.database.connection().execute(
             "SELECT model, action, config, reason, by, at FROM deployment_events WHERE model = ? ORDER BY id", (model,)
         )
@@ -126,8 +127,8 @@ class SqliteDeployments(SqliteStore, Deployments):
         model: str,
         primary_version: int,
         shadow_version: int,
-        primary: list[float],
-        shadow: list[float] | None,
+        primary: builtins.list[float],
+        shadow: builtins.list[float] | None,
         error: str | None,
     ) -> None:
         difference = max_difference(primary, shadow)
@@ -148,7 +149,7 @@ class SqliteDeployments(SqliteStore, Deployments):
             )
         )
 
-    def shadow_log(self, model: str) -> list[dict[str, Any]]:
+    def shadow_log(self, model: str) -> builtins.list[dict[str, Any]]:
         cursor = self.database.connection().execute(
             "SELECT * FROM shadow_predictions WHERE model = ? ORDER BY at", (model,)
         )

@@ -130,4 +130,4 @@ class ModelRepository(ABC):
 
 def create_repository(settings: Settings) -> ModelRepository:
     """The configured backend's repository (the stores registry picks it and imports its module only now)."""
-    return open_store("models", settings)  # type: ignore[no-any-return]
+    return open_store("models", settings)

@@ -94,7 +94,7 @@ class MonitoringStore(ABC):
     @classmethod
     def from_settings(cls, settings: Settings) -> "MonitoringStore":
         """The configured backend's monitoring store (the stores registry picks it)."""
-        return open_store("monitoring", settings)  # type: ignore[no-any-return]
+        return open_store("monitoring", settings)
 
     @abstractmethod
     def log_and_count(

@@ -83,4 +83,4 @@ class OnlineStore(ABC):
 
 def create_online_store(settings: Settings) -> OnlineStore:
     """The configured backend's online store (the stores registry picks it and imports its module only now)."""
-    return open_store("online", settings)  # type: ignore[no-any-return]
+    return open_store("online", settings)

@@ -6,9 +6,12 @@ reads for many entities are one indexed `IN (...)` query per feature group.
 
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -34,6 +37,10 @@ WHERE excluded.event_time_us >= online_features.event_time_us
 """
 SQLITE_MAX_VARIABLES = 30_000
 WRITE_CHUNK_ROWS = 50_000
+
+
+def _upsert(connection: sqlite3.Connection, records: list[tuple[Any, ...]]) -> None:
+    connection.executemany(UPSERT, records)
 
 
 class SqliteOnlineStore(SqliteStore, OnlineStore):
@@ -63,7 +70,7 @@ class SqliteOnlineStore(SqliteStore, OnlineStore):
                 )
                 for i in range(begin, end)
             ]
-            self.database.write(lambda connection, records=records: connection.executemany(UPSERT, records))
+            self.database.write(functools.partial(_upsert, records=records))
         return len(rows)
 
     def read(
