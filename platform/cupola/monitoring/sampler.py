@@ -164,7 +164,14 @@ class PredictionSampler:
 
         self.settings = settings
         self.replica = replica
-        self.spool = Spool(SPOOL_ROOT / store_id(settings))
+        self.spool: Spool | None = None
+        try:
+            self.spool = Spool(SPOOL_ROOT / store_id(settings))
+        # Monitoring never stops serving: without a spool, only a killed replica's last records are lost.
+        except OSError as error:
+            logger.warning(
+                "monitoring: no spool at %s (%s); sampled records are kept in memory only", SPOOL_ROOT, error
+            )
         self.buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._actors: dict[str, Any] = {}
         self._last_snapshot: dict[str, float] = {}
@@ -202,16 +209,25 @@ class PredictionSampler:
             records = SampledRequest(
                 model, version, request_id, client_request_id, time.time(), rows, predictions, kept, outcome_keys
             ).records()
-            self.spool.append(records)
+            self._journal(records)
             self.buffers[model].extend(records)
         SAMPLED.labels(model).inc(len(chosen))
         if len(chosen) > room:
             DROPPED.labels(model).inc(len(chosen) - room)
 
+    def _journal(self, records: list[dict[str, Any]]) -> None:
+        """Write records to the spool; a failing disk costs their durability, never the request."""
+        if self.spool is None:
+            return
+        try:
+            self.spool.append(records)
+        except OSError as error:
+            logger.warning("monitoring: %d record(s) not written to the spool: %s", len(records), error)
+
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            spooled = self.spool.rotate()
+            spooled = self.spool.rotate() if self.spool is not None else None
             for model in list(self._last_snapshot):
                 await self.flush(model)
             Spool.finish(spooled)  # every record in it is now acknowledged or counted as dropped
@@ -227,9 +243,8 @@ class PredictionSampler:
         self._last_snapshot[model] = time.monotonic()
         try:
             await self._send(model, records, counter_snapshot(model))
-        except (
-            Exception
-        ) as error:  # the actor is down or slow: the records are lost, counted, and the next send looks it up again
+        # The actor is down or slow: the records are lost, counted, and the next send looks it up again.
+        except Exception as error:
             if records:
                 DROPPED.labels(model).inc(len(records))
                 logger.warning(
@@ -242,6 +257,8 @@ class PredictionSampler:
 
     async def ship_orphans(self) -> None:
         """Send the spooled records of dead replicas on this node; a file whose send fails stays for a later round."""
+        if self.spool is None:
+            return
         for file, records in self.spool.orphans():
             by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for record in records:
