@@ -79,10 +79,11 @@ def main() -> None:
     import ray
     from ray import serve
 
+    from cupola.runtime import free_port, serve_ingress_environment
     from cupola.serving.app import build_app
-    from cupola.serving.endpoint import free_port
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with serve_ingress_environment():  # HAProxy in front of the replicas, as on cluster nodes
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as folder:
         settings, full_body, _, _ = setup(Path(folder))
         model = "delivery_minutes"

@@ -2,7 +2,7 @@
 
 Setup (in this process): the delivery example (small), features built and materialized into the
 embedded (SQLite) online store, the delivery-time model trained and deployed. Ray Serve runs with
-its HAProxy ingress (`cupola.runtime.SERVE_INGRESS_ENVIRONMENT`), the configuration the latency goals assume.
+its HAProxy ingress (`cupola.runtime.serve_ingress_environment`), the configuration the latency goals assume.
 Clients run in a separate process, one keep-alive connection per client thread; warm-up
 requests are excluded, and measuring starts once the model's monitoring actor runs (the
 deployment samples CUPOLA_SAMPLE_PERCENT, 10%, of predictions, as in production). Three cases at concurrency 1 and 16,
@@ -38,9 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cupola.runtime import use_serve_ingress_environment
+from cupola.runtime import serve_ingress_environment
 
-use_serve_ingress_environment()  # HAProxy in front of the replicas, as cupola starts Ray
 WARMUP = 200
 
 
@@ -160,7 +159,8 @@ def main() -> None:
 
     from cupola.serving.app import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with serve_ingress_environment():  # HAProxy in front of the replicas, as on cluster nodes
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     from example_model import local_cassandra  # benchmarks/ is on sys.path when a benchmark runs as a script
 
     cassandra = (
@@ -168,7 +168,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder, cassandra as overrides:
         settings, full_body, keys_body, (booster, vector) = setup(Path(folder), **overrides)
-        from cupola.serving.endpoint import free_port
+        from cupola.runtime import free_port
 
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -12,7 +12,7 @@ import ray
 
 from cupola import FeatureStore, Settings
 from cupola.examples.delivery import write_example
-from cupola.runtime import use_serve_ingress_environment
+from cupola.runtime import free_port, serve_ingress_environment
 
 EXAMPLE_ROWS = 6_000
 
@@ -30,8 +30,8 @@ def ray_session() -> Iterator[None]:
     """One Ray instance for the whole session (starting Ray costs seconds; tests share it)."""
     for name, value in {**S3_CREDENTIALS, "CUPOLA_OUTCOME_TOKEN": OUTCOME_TOKEN}.items():
         os.environ.setdefault(name, value)
-    use_serve_ingress_environment()  # Serve behind HAProxy with replays, as cupola runs it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    with serve_ingress_environment():  # Serve behind HAProxy with replays, as on cluster nodes
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 
@@ -88,14 +88,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def s3_settings(endpoint: str, prefix: str, **overrides: object) -> Settings:
     """Settings with the datalake at s3://cupola/<prefix> on the session's S3 server."""
     return Settings.load(data_root=f"s3://cupola/{prefix}", s3_endpoint_url=endpoint, **overrides)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 CASSANDRA_SCRIPTS = Path(__file__).resolve().parents[1] / "cluster" / "cassandra"

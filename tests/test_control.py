@@ -26,7 +26,7 @@ from cupola.control.scheduler import Scheduler
 from cupola.control.server import check_bind_address, create_app
 from cupola.monitoring.demo import client_rows
 from cupola.monitoring.summary import monitor_summary
-from cupola.serving.endpoint import free_port
+from cupola.runtime import free_port
 from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.stores.models import create_repository
 from cupola.stores.monitoring.base import MonitoringStore

@@ -24,7 +24,7 @@ from cupola import Settings, metrics
 from cupola.monitoring.actor import NAMESPACE, actor_name
 from cupola.monitoring.demo import client_rows
 from cupola.monitoring.live import ALL_UNITS, LiveMetrics
-from cupola.serving.endpoint import free_port
+from cupola.runtime import free_port
 from cupola.specs.model import ModelSpec
 from cupola.stores.deployments.base import DeploymentConfig, Deployments
 from cupola.stores.models import create_repository

@@ -29,9 +29,9 @@ from cupola import Settings, load_model
 from cupola.compiled_trees import COMPILED_MAX_ROWS, RELATIVE_TOLERANCE
 from cupola.features import FeatureStore
 from cupola.routing import FALLBACK, route
+from cupola.runtime import free_port
 from cupola.serving.app import build_app
 from cupola.serving.batch import default_workers, predict_batch
-from cupola.serving.endpoint import free_port
 from cupola.specs.model import ModelSpec
 from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
 from cupola.stores.models import create_repository

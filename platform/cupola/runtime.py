@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 
 import ray
 
@@ -12,20 +14,45 @@ from cupola.config import Settings
 from cupola.errors import Unavailable
 
 BOOTSTRAP_ANSWER_S = 5.0  # how long a cluster named by Ray's bootstrap file gets to answer
-# Serve's ingress for every Ray that cupola starts (`cluster/ray-node` exports the same for cluster nodes):
-# HAProxy in front of the replicas' own HTTP servers (p95 ~2.5 ms against ~9 ms for Serve's Python proxy),
-# and a request whose replica dies before answering (connection refused, or closed with no response)
-# replayed on another replica. Predictions are pure and outcome posts idempotent, so a replay is safe.
+# Serve's production ingress (`cluster/ray-node` exports the same for cluster nodes): HAProxy in front of the
+# replicas' own HTTP servers (p95 ~2.5 ms against ~9 ms for Serve's Python proxy), and a request whose replica
+# dies before answering (connection refused, or closed with no response) replayed on another replica.
+# Predictions are pure and outcome posts idempotent, so a replay is safe.
 SERVE_INGRESS_ENVIRONMENT = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
 }
 
 
-def use_serve_ingress_environment() -> None:
-    """Set Serve's ingress variables (unless already set) for the Ray processes this process starts."""
-    for name, value in SERVE_INGRESS_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+@contextlib.contextmanager
+def serve_ingress_environment() -> Iterator[None]:
+    """Serve's production ingress for a Ray started inside the block (variables already set win).
+
+    Ray's processes take the variables when the block starts them; afterwards they are removed again,
+    so a process this one starts later (a quickstart run by a test) does not inherit them. HAProxy's
+    own metrics and stats ports get free ports: its defaults (9101, 8404) are fixed, and a second Ray
+    with HAProxy on the machine could not bind them. A local Ray started by a cupola command keeps
+    Serve's Python proxy: HAProxy is a child of Serve's proxy actor and outlives a Ray that stops
+    without `serve shutdown`, keeping its ports."""
+    wanted = {
+        **SERVE_INGRESS_ENVIRONMENT,
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+    }
+    added = {name: value for name, value in wanted.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -38,7 +65,6 @@ def ensure_ray(settings: Settings) -> None:
             f"Ray's bootstrap file names a cluster at {stale} (the last `ray start` on this machine) and nothing answers "
             "there: run `ray stop` to clear it, or set CUPOLA_RAY_ADDRESS=local to start a new local Ray"
         )
-    use_serve_ingress_environment()
     try:
         ray.init(
             address=settings.ray_address or None,

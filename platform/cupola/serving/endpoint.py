@@ -10,6 +10,7 @@ import ray
 
 from cupola.config import Settings
 from cupola.errors import Unavailable
+from cupola.runtime import free_port
 
 APP_NAME = "cupola"
 
@@ -39,14 +40,6 @@ def ensure_endpoint(settings: Settings, host: str = "127.0.0.1", port: int = 800
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_app({**settings.for_workers(), "num_replicas": replicas}), name=APP_NAME, route_prefix="/")
     return f"http://{host}:{port}"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
