@@ -23,7 +23,6 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -116,44 +115,37 @@ def _finite(values: list[float]) -> list[float | None]:
     return [None if math.isnan(v) else v for v in values]
 
 
-@dataclass(frozen=True)
-class SampledRequest:
-    """The sampled rows of one answered request, from which its log records are made."""
-
-    model: str
-    version: int
-    request_id: str
-    client_request_id: str | None
-    at: float
-    rows: Sequence[dict[str, Any]]
-    predictions: Predictions
-    chosen: Sequence[int]
-    outcome_keys: Sequence[str]
-
-    def records(self) -> list[dict[str, Any]]:
-        result = []
-        for index in self.chosen:
-            keys = {
-                name: self.rows[index][name] for name in self.outcome_keys if self.rows[index].get(name) is not None
+def log_records(
+    model: str,
+    version: int,
+    request_id: str,
+    client_request_id: str | None,
+    at: float,
+    rows: Sequence[dict[str, Any]],
+    predictions: Predictions,
+    chosen: Sequence[int],
+    outcome_keys: Sequence[str],
+) -> list[dict[str, Any]]:
+    """The prediction-log records of the chosen rows of one answered request."""
+    result = []
+    for index in chosen:
+        keys = {name: rows[index][name] for name in outcome_keys if rows[index].get(name) is not None}
+        result.append(
+            {
+                "model": model,
+                "request_id": request_id,
+                "row_index": index,
+                "version": version,
+                "unit": str(predictions.units[index]),
+                "partition_value": str(predictions.partitions[index]),
+                "at": at,
+                "prediction": float(predictions.values[index]),
+                "inputs": _finite(predictions.inputs[index].tolist()),
+                "outcome_key": event_key(keys) if outcome_keys and len(keys) == len(outcome_keys) else None,
+                "client_request_id": client_request_id,
             }
-            result.append(
-                {
-                    "model": self.model,
-                    "request_id": self.request_id,
-                    "row_index": index,
-                    "version": self.version,
-                    "unit": str(self.predictions.units[index]),
-                    "partition_value": str(self.predictions.partitions[index]),
-                    "at": self.at,
-                    "prediction": float(self.predictions.values[index]),
-                    "inputs": _finite(self.predictions.inputs[index].tolist()),
-                    "outcome_key": event_key(keys)
-                    if self.outcome_keys and len(keys) == len(self.outcome_keys)
-                    else None,
-                    "client_request_id": self.client_request_id,
-                }
-            )
-        return result
+        )
+    return result
 
 
 class PredictionSampler:
@@ -206,9 +198,9 @@ class PredictionSampler:
         room = max(0, MAX_BUFFERED - len(self.buffers[model]))
         kept = chosen[:room]
         if kept:
-            records = SampledRequest(
+            records = log_records(
                 model, version, request_id, client_request_id, time.time(), rows, predictions, kept, outcome_keys
-            ).records()
+            )
             self._journal(records)
             self.buffers[model].extend(records)
         SAMPLED.labels(model).inc(len(chosen))
