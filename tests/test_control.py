@@ -274,6 +274,9 @@ def test_client_moves_an_alias_with_its_precondition_and_reports_conflicts(lake:
     assert [m["name"] for m in client.models()] == [NAME]
     moved = client.move_alias(NAME, "staging", 2, expected_version=None)
     assert (moved["version"], moved["previous_version"], moved["moved_by"]) == (2, None, "ada (api)")
+    with pytest.raises(ApiError) as exists:  # null means "must not exist yet", not "move whatever it points to"
+        client.move_alias(NAME, "staging", 1, expected_version=None)
+    assert exists.value.status == 409 and "points to 2" in exists.value.message
     with pytest.raises(ApiError) as conflict:
         client.move_alias(NAME, "staging", 1, expected_version=1)
     assert conflict.value.status == 409 and "staging" in conflict.value.message
@@ -299,10 +302,36 @@ def test_cli_works_through_the_api_when_a_server_url_is_configured(lake: Setting
     }
     listed = runner.invoke(app, ["models", "list"], env=env)
     assert listed.exit_code == 0 and NAME in listed.output and "production→1" in listed.output, listed.output
-    moved = runner.invoke(app, ["models", "alias", NAME, "staging", "2"], env=env)
-    assert moved.exit_code == 0 and "linus (api)" in moved.output, moved.output
+    moved = runner.invoke(app, ["models", "alias", NAME, "staging", "2", "--expect", "0"], env=env)
+    assert moved.exit_code == 0 and "staging → 2 (was unset) by linus (api)" in moved.output, moved.output
+    again = runner.invoke(app, ["models", "alias", NAME, "staging", "1", "--expect", "0"], env=env)
+    assert again.exit_code == 2 and "points to 2, not" in again.output and "409" in again.output, again.output
+    deploy = runner.invoke(app, ["deploy", NAME, "--alias", "production"], env=env)
+    assert deploy.exit_code == 0 and "serving production (now v1)" in deploy.output, deploy.output
+    assert "by linus (api)" in deploy.output and "endpoint:" not in deploy.output  # the cluster's Serve app serves it
     deployed = runner.invoke(app, ["deployments", "list"], env=env)
     assert deployed.exit_code == 0 and "production (v1)" in deployed.output, deployed.output
+
+    local = create_repository(lake)
+    versions = runner.invoke(app, ["models", "versions", NAME], env=env)
+    assert versions.exit_code == 0 and all(v.run_id in versions.output for v in local.versions(NAME)), versions.output
+    shown = runner.invoke(app, ["models", "show", NAME, "--version", "staging"], env=env)
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.output)
+    expected = local.get(NAME, 2)
+    assert record["artifacts"] == {unit: ref.to_dict() for unit, ref in expected.artifacts.items()}
+    assert (record["version"], record["run_id"], record["report"]) == (2, expected.run_id, expected.report)
+    history = runner.invoke(app, ["deployments", "history", NAME], env=env)
+    events = Deployments.from_settings(lake).events(NAME)
+    assert history.exit_code == 0 and history.output.count(" deploy ") == sum(e.action == "deploy" for e in events)
+    served = runner.invoke(app, ["deployments", "served-at", NAME, datetime.now(timezone.utc).isoformat()], env=env)
+    assert served.exit_code == 0 and ": v1 (target production)" in served.output, served.output
+    runs = runner.invoke(app, ["runs", "list", "--model", NAME], env=env)
+    assert runs.exit_code == 0 and expected.run_id in runs.output and "succeeded" in runs.output, runs.output
+    run = runner.invoke(app, ["runs", "show", expected.run_id], env=env)
+    assert run.exit_code == 0 and f"version: {expected.version}" in run.output, run.output
+    unknown = runner.invoke(app, ["runs", "show", "no-such-run"], env=env)
+    assert unknown.exit_code == 2 and "no training run 'no-such-run'" in unknown.output, unknown.output
     refused = runner.invoke(app, ["models", "alias", NAME, "staging", "1"], env={**env, "CUPOLA_API_TOKEN": READ})
     assert refused.exit_code == 2 and "403" in refused.output and "write token" in refused.output, refused.output
     spec = tmp_path / "spec.yaml"
@@ -312,7 +341,9 @@ def test_cli_works_through_the_api_when_a_server_url_is_configured(lake: Setting
     down = runner.invoke(app, ["models", "list"], env={**env, "CUPOLA_API_URL": f"http://127.0.0.1:{free_port()}"})
     assert down.exit_code == 2 and "did not answer" in down.output
     assert create_repository(lake).aliases(NAME) == {"production": 1, "staging": 2}
-    create_repository(lake).delete_alias(NAME, "staging", "tester")
+    removed = runner.invoke(app, ["models", "delete-alias", NAME, "staging"], env=env)
+    assert removed.exit_code == 0 and "staging removed (was 2) by linus (api)" in removed.output, removed.output
+    assert create_repository(lake).aliases(NAME) == {"production": 1}
 
 
 def test_every_operation_of_the_openapi_spec_survives_generated_requests(lake: Settings, tmp_path: Path) -> None:

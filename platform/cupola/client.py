@@ -34,9 +34,13 @@ class Client:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, user: str | None = None, **kwargs: Any) -> Any:
+        """One API call; `user` names who acts for this call only (a store method's `moved_by` or `by`)."""
+        headers = {"X-Cupola-User": user} if user else None
         try:
-            response = self.session.request(method, f"{self.url}/api/v1{path}", timeout=self.timeout_s, **kwargs)
+            response = self.session.request(
+                method, f"{self.url}/api/v1{path}", timeout=self.timeout_s, headers=headers, **kwargs
+            )
         except requests.RequestException as error:
             raise Unavailable(
                 f"the control plane at {self.url} did not answer ({type(error).__name__}): start it with `cupola ui` or fix CUPOLA_API_URL"
@@ -88,22 +92,32 @@ class Client:
     def report(self, name: str, version: int | str = "latest") -> dict[str, Any]:
         return self._call("GET", f"/models/{quote(name)}/versions/{version}/report")
 
-    def move_alias(self, name: str, alias: str, version: int, expected_version: int | None) -> dict[str, Any]:
+    def move_alias(
+        self, name: str, alias: str, version: int, expected_version: int | None, user: str | None = None
+    ) -> dict[str, Any]:
+        """Move only if the alias points to `expected_version` now (None: only if it does not exist yet)."""
         return self._call(
             "PUT",
             f"/models/{quote(name)}/aliases/{quote(alias)}",
+            user,
             json={"version": version, "expected_version": expected_version},
         )
+
+    def delete_alias(self, name: str, alias: str, user: str | None = None) -> dict[str, Any]:
+        return self._call("DELETE", f"/models/{quote(name)}/aliases/{quote(alias)}", user)
 
     # deployments
     def deployments(self) -> list[dict[str, Any]]:
         return self._call("GET", "/deployments")
 
-    def deploy(self, name: str, target: str = "production", **options: Any) -> dict[str, Any]:
-        return self._call("PUT", f"/deployments/{quote(name)}", json={"target": target, **options})
+    def deploy(self, name: str, target: str = "production", user: str | None = None, **options: Any) -> dict[str, Any]:
+        return self._call("PUT", f"/deployments/{quote(name)}", user, json={"target": target, **options})
 
-    def undeploy(self, name: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/deployments/{quote(name)}")
+    def undeploy(self, name: str, user: str | None = None) -> dict[str, Any]:
+        return self._call("DELETE", f"/deployments/{quote(name)}", user)
+
+    def deployment_history(self, name: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/deployments/{quote(name)}/history")
 
     # monitoring
     def live_metrics(self, name: str) -> dict[str, Any]:

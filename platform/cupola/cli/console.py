@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from cupola.client import Client
 from cupola.config import Settings
 from cupola.errors import CupolaError
 
@@ -56,15 +55,6 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
 def load_settings() -> Settings:
     with user_errors():
         return Settings.load()
-
-
-def remote(settings: Settings) -> Client | None:
-    """The control plane's client when CUPOLA_API_URL is set: the command then works through the API."""
-    return (
-        Client(settings.api_url, settings.api_token.get_secret_value(), user=settings.user or None)
-        if settings.api_url
-        else None
-    )
 
 
 def _progress_lines() -> Callable[[str, int, int], None]:

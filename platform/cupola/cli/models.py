@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Column, Table
 
-from cupola.cli.console import console, load_settings, remote, user_errors
+from cupola.cli.console import console, load_settings, user_errors
 from cupola.errors import NotFound
 
 if TYPE_CHECKING:
@@ -22,10 +22,11 @@ runs_app = typer.Typer(help="Training runs: status, progress, logs.", no_args_is
 
 
 def open_repository(settings: Settings | None = None) -> ModelRepository:
-    """The model repository, imported only by a command that uses it (`cupola --help` loads no store)."""
-    from cupola.stores.models import create_repository
+    """The model repository (over the control plane when CUPOLA_API_URL is set), imported only by a command
+    that uses it, so `cupola --help` loads no store."""
+    from cupola.remote import open_records
 
-    return create_repository(settings or load_settings())
+    return open_records("models", settings or load_settings())
 
 
 def train_command(
@@ -54,8 +55,10 @@ def train_command(
         else:
             text = read_spec_text(Path(spec_path))
         spec = parse_model_spec(text, spec_path)
-        client = remote(settings)
-        if client is not None:
+        if settings.api_url:  # the control plane runs it as a Ray job on its cluster
+            from cupola.client import Client
+
+            client = Client(settings.api_url, settings.api_token.get_secret_value(), user=settings.acting_user())
             submitted = client.submit_training_run(text, run_id)
             console.print(
                 f"submitted run {submitted['run_id']} of {submitted['model']} as Ray job {submitted['job_id']}: follow it with `cupola runs show {submitted['run_id']}`"
@@ -87,59 +90,37 @@ def print_comparison(result: TrainingResult) -> None:
 @runs_app.command("list")
 def list_runs(model: Annotated[Optional[str], typer.Option(help="only this model")] = None) -> None:
     """List training runs with status and the version they registered."""
-    from cupola.stores import open_store
+    from cupola.remote import open_records
 
     table = Table(Column("run", no_wrap=True), "model", "status", "started (UTC)", "version", "step")
     with user_errors():
-        client = remote(load_settings())
-        if client is not None:
-            for run in client.training_runs(model):
-                table.add_row(
-                    run["run_id"],
-                    run["model"],
-                    run["status"],
-                    (run["started_at"] or "-")[:19].replace("T", " "),
-                    str(run["version"] or "-"),
-                    str(run["progress"].get("step", "-")),
-                )
-        else:
-            for record in open_store("runs", load_settings()).list(model):
-                table.add_row(
-                    record.run_id,
-                    record.model,
-                    record.status,
-                    record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    str(record.version or "-"),
-                    str(record.progress.get("step", "-")),
-                )
+        runs = open_records("runs", load_settings()).list(model)
+    for record in runs:
+        table.add_row(
+            record.run_id,
+            record.model,
+            record.status,
+            record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            str(record.version or "-"),
+            str(record.progress.get("step", "-")),
+        )
     console.print(table)
 
 
 @runs_app.command("show")
 def show_run(run_id: str) -> None:
     """Status, progress and log of one training run."""
-    from cupola.stores import open_store
+    from cupola.remote import open_records
 
     with user_errors():
-        client = remote(load_settings())
-        if client is not None:
-            view = client.training_run(run_id)
-            logs = [(line["at"], line["message"]) for line in client.training_run_logs(run_id)["lines"]]
-            status, model, progress, version, error = (
-                view["status"],
-                view["model"],
-                view["progress"],
-                view["version"],
-                view["error"],
-            )
-        else:
-            runs = open_store("runs", load_settings())
-            run = runs.get(run_id)
-            logs = runs.logs(run_id)
-            status, model, progress, version, error = run.status, run.model, run.progress, run.version, run.error
-    console.print(f"[bold]{run_id}[/] {model}: {status}  progress: {json.dumps(progress)}  version: {version or '-'}")
-    if error:
-        console.print(f"[red]error:[/] {error}")
+        runs = open_records("runs", load_settings())
+        run = runs.get(run_id)
+        logs = runs.logs(run_id)
+    console.print(
+        f"[bold]{run_id}[/] {run.model}: {run.status}  progress: {json.dumps(run.progress)}  version: {run.version or '-'}"
+    )
+    if run.error:
+        console.print(f"[red]error:[/] {run.error}")
     for at, message in logs:
         console.print(f"{at[:19]}  {message}", highlight=False)
 
@@ -148,18 +129,6 @@ def show_run(run_id: str) -> None:
 def list_models() -> None:
     """Models with their latest version and aliases."""
     with user_errors():
-        client = remote(load_settings())
-        if client is not None:
-            table = Table(Column("model", no_wrap=True), "latest", "aliases", "owner")
-            for model in client.models():
-                table.add_row(
-                    model["name"],
-                    str(model["latest"]),
-                    ", ".join(f"{a}→{v}" for a, v in model["aliases"].items()) or "-",
-                    model["owner"] or "-",
-                )
-            console.print(table)
-            return
         repository = open_repository()
         table = Table(Column("model", no_wrap=True), "latest", "aliases", "trained by", "trained at (UTC)")
         for name in repository.models():
@@ -225,14 +194,6 @@ def alias(
     """Point an alias (e.g. production) at a version; recorded with who and when."""
     with user_errors():
         settings = load_settings()
-        client = remote(settings)
-        if client is not None:
-            expected = client.model(name)["aliases"].get(alias_name) if expect is None else (expect or None)
-            moved = client.move_alias(name, alias_name, version, expected)
-            console.print(
-                f"{name}: {alias_name} → {moved['version']} (was {moved['previous_version'] or 'unset'}) by {moved['moved_by']}"
-            )
-            return
         move = open_repository(settings).set_alias(name, alias_name, version, settings.acting_user(), expect)
     console.print(f"{name}: {alias_name} → {move.version} (was {move.previous_version or 'unset'}) by {move.moved_by}")
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from cupola.cli.console import console, load_settings, remote, user_errors
+from cupola.cli.console import console, load_settings, user_errors
 from cupola.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from cupola.stores.models import ModelRepository
 
 deployments_app = typer.Typer(help="Online deployments: what serves, canaries, shadows, history.", no_args_is_help=True)
 predict_app = typer.Typer(
@@ -43,9 +46,11 @@ def deploy_command(
     start: Annotated[bool, typer.Option(help="start the Serve app on the Ray cluster if it is not running")] = True,
     port: Annotated[int, typer.Option(help="HTTP port of the endpoint when it is started")] = 8000,
 ) -> None:
-    """Deploy a model to the online endpoint (recorded with who and when; takes effect without dropping requests)."""
-    from cupola.stores.deployments.base import Canary, DeploymentConfig, Deployments
-    from cupola.stores.models import create_repository
+    """Deploy a model to the online endpoint (recorded with who and when; takes effect without dropping requests).
+
+    With CUPOLA_API_URL the control plane records it; the cluster's Serve app picks it up (it is not started here)."""
+    from cupola.remote import open_records
+    from cupola.stores.deployments.base import Canary, DeploymentConfig
 
     with user_errors():
         if alias and version:
@@ -61,20 +66,7 @@ def deploy_command(
                 max_p95_ms=canary_max_p95_ms,
                 min_requests=canary_min_requests,
             )
-        client = remote(settings)
-        if client is not None:  # the record only: the endpoint runs on the cluster (`serve deploy cluster/serve.yaml`)
-            answer = client.deploy(
-                name,
-                target,
-                canary=canary.model_dump() if canary else None,
-                shadow_version=shadow_version,
-                sample_percent=sample_percent,
-            )
-            console.print(
-                f"{name}: serving {target} (now v{answer['version']}); revision {answer['revision']} by {answer['updated_by']}"
-            )
-            return
-        repository = create_repository(settings)
+        repository = open_records("models", settings)
         resolved = repository.resolve(name, target)
         for extra in (canary_version, shadow_version):
             if extra is not None:
@@ -82,14 +74,14 @@ def deploy_command(
         config = DeploymentConfig(
             model=name, target=target, canary=canary, shadow_version=shadow_version, sample_percent=sample_percent
         )
-        deployment = Deployments.from_settings(settings).put(config, "deploy", settings.acting_user())
+        deployment = open_records("deployments", settings).put(config, "deploy", settings.acting_user())
         console.print(
             f"{name}: serving {target} (now v{resolved.version})"
             + (f", canary v{canary_version} at {canary_percent}%" if canary else "")
             + (f", shadow v{shadow_version}" if shadow_version else "")
             + f"; revision {deployment.revision} by {deployment.updated_by}"
         )
-        if start:
+        if start and not settings.api_url:
             from cupola.serving.endpoint import ensure_endpoint
 
             url = ensure_endpoint(settings, port=port)
@@ -98,46 +90,30 @@ def deploy_command(
 
 def undeploy_command(name: str) -> None:
     """Stop serving a model (recorded)."""
-    from cupola.stores.deployments.base import Deployments
+    from cupola.remote import open_records
 
     with user_errors():
         settings = load_settings()
-        client = remote(settings)
-        if client is not None:
-            client.undeploy(name)
-        else:
-            Deployments.from_settings(settings).remove(name, settings.acting_user())
+        open_records("deployments", settings).remove(name, settings.acting_user())
     console.print(f"{name}: undeployed")
 
 
 @deployments_app.command("list")
 def list_deployments() -> None:
     """Deployed models with their target, canary and shadow."""
-    from cupola.stores.deployments.base import Deployments
+    from cupola.remote import open_records
 
     table = Table("model", "target", "canary", "shadow", "revision", "updated by", "updated at (UTC)")
     with user_errors():
-        client = remote(load_settings())
-        if client is not None:
-            for row in client.deployments():
-                canary = f"v{row['canary']['version']} {row['canary']['percent']:g}%" if row["canary"] else "-"
-                table.add_row(
-                    row["model"],
-                    f"{row['target']} (v{row['version']})",
-                    canary,
-                    str(row["shadow_version"] or "-"),
-                    str(row["revision"]),
-                    row["updated_by"],
-                    row["updated_at"][:19].replace("T", " "),
-                )
-            console.print(table)
-            return
-        deployments = Deployments.from_settings(load_settings()).list()
+        settings = load_settings()
+        deployments = open_records("deployments", settings).list()
+        repository = open_records("models", settings)
+        serving = {d.config.model: _serving_now(repository, d.config.model, d.config.target) for d in deployments}
     for d in deployments:
         canary = f"v{d.config.canary.version} {d.config.canary.percent:g}%" if d.config.canary else "-"
         table.add_row(
             d.config.model,
-            d.config.target,
+            f"{d.config.target} ({serving[d.config.model]})",
             canary,
             str(d.config.shadow_version or "-"),
             str(d.revision),
@@ -147,13 +123,21 @@ def list_deployments() -> None:
     console.print(table)
 
 
+def _serving_now(repository: ModelRepository, model: str, target: str) -> str:
+    """The version a deployment's target resolves to now, or why none does."""
+    try:
+        return f"v{repository.resolve(model, target).version}"
+    except NotFound:
+        return "no such version"
+
+
 @deployments_app.command("history")
 def history(name: str) -> None:
     """Every deployment change of a model: deploys, canaries, rollbacks, with who and when."""
-    from cupola.stores.deployments.base import Deployments
+    from cupola.remote import open_records
 
     with user_errors():
-        events = Deployments.from_settings(load_settings()).events(name)
+        events = open_records("deployments", load_settings()).events(name)
         if not events:
             raise NotFound(f"model '{name}' was never deployed")
     table = Table("at (UTC)", "action", "target", "canary", "shadow", "by", "reason")
@@ -174,14 +158,13 @@ def history(name: str) -> None:
 @deployments_app.command("served-at")
 def served_at(name: str, at: Annotated[str, typer.Argument(help="ISO 8601 time, e.g. 2026-11-27T10:00:00Z")]) -> None:
     """Which version was serving a model at a given time (from the deployment and alias histories)."""
-    from cupola.stores.deployments.base import Deployments
-    from cupola.stores.models import create_repository
+    from cupola.remote import open_records
 
     with user_errors():
         moment = datetime.fromisoformat(at)
         moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
         settings = load_settings()
-        serving = Deployments.from_settings(settings).serving_at(name, moment, create_repository(settings))
+        serving = open_records("deployments", settings).serving_at(name, moment, open_records("models", settings))
         if serving is None:
             raise NotFound(f"model '{name}' was not deployed at {moment.isoformat()}")
     canary = f", canary v{serving.canary.version} at {serving.canary.percent:g}%" if serving.canary else ""

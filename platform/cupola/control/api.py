@@ -370,6 +370,8 @@ def build_router(context: Context) -> APIRouter:
             "params": record.params,
             "metrics": record.metrics,
             "data": record.data,
+            "summary": record.summary,
+            "artifacts": {key: ref.to_dict() for key, ref in record.artifacts.items()},
             "training_started_at": record.training_started_at.isoformat(),
             "training_ended_at": record.training_ended_at.isoformat(),
         }
@@ -393,8 +395,8 @@ def build_router(context: Context) -> APIRouter:
     ) -> dict[str, Any]:
         """Point the alias at a version if it still points where the caller saw it (409 otherwise)."""
         context.repository.get(name, body.version)
-        move = context.repository.set_alias(
-            name, alias, body.version, context.acting_user(request), expected_version=body.expected_version
+        move = context.repository.set_alias(  # null is "must not exist yet": the store's 0 (its None moves blindly)
+            name, alias, body.version, context.acting_user(request), expected_version=body.expected_version or 0
         )
         return {
             "name": name,
@@ -410,7 +412,13 @@ def build_router(context: Context) -> APIRouter:
         name: ModelName, alias: Annotated[str, PathParam(pattern=ALIAS)], request: Request
     ) -> dict[str, Any]:
         move = context.repository.delete_alias(name, alias, context.acting_user(request))
-        return {"name": name, "alias": alias, "previous_version": move.previous_version, "moved_by": move.moved_by}
+        return {
+            "name": name,
+            "alias": alias,
+            "previous_version": move.previous_version,
+            "moved_by": move.moved_by,
+            "moved_at": move.moved_at.isoformat(),
+        }
 
     # --- deployments ----------------------------------------------------------------------
     @api.get("/deployments", dependencies=read, tags=["deployments"])
@@ -464,6 +472,7 @@ def build_router(context: Context) -> APIRouter:
             "version": resolved.version,
             "revision": deployment.revision,
             "updated_by": deployment.updated_by,
+            "updated_at": deployment.updated_at.isoformat(),
         }
 
     @api.delete("/deployments/{name}", dependencies=write, tags=["deployments"])
