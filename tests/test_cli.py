@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -73,32 +75,35 @@ def test_broken_declaration_names_its_file(tmp_path: Path) -> None:
     assert "broken.yaml" in result.output and "features:" in result.output
 
 
-@pytest.mark.slow
-def test_quickstart_end_to_end(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["quickstart", "--rows", "3000"], env={"CUPOLA_DATA_ROOT": str(tmp_path / "lake")})
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """`cupola quickstart` on 3,000 orders: its output and its data root."""
+    lake = tmp_path_factory.mktemp("quickstart") / "lake"
+    result = runner.invoke(app, ["quickstart", "--rows", "3000"], env={"CUPOLA_DATA_ROOT": str(lake)})
     assert result.exit_code == 0, result.output
-    assert "orders generated:  3,000" in result.output
-    assert "training set:      3,000 rows" in result.output
-    assert (tmp_path / "lake" / "online" / "online.db").is_file()
-    assert "restaurant_prep__prep_minutes_mean_7d" in result.output
-    assert "delivery_minutes v1: test metrics" in result.output and "one global model" in result.output
-    assert "late_delivery v1: test metrics" in result.output
+    return result.output, lake
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(quickstart: tuple[str, Path]) -> None:
+    output, lake = quickstart
+    assert "orders generated:  3,000" in output
+    assert "training set:      3,000 rows" in output
+    assert (lake / "online" / "online.db").is_file()
+    assert "restaurant_prep__prep_minutes_mean_7d" in output
+    assert "delivery_minutes v1: test metrics" in output and "one global model" in output
+    assert "late_delivery v1: test metrics" in output
     reports = [
-        line.split("evaluation report:", 1)[1].strip()
-        for line in result.output.splitlines()
-        if "evaluation report:" in line
+        line.split("evaluation report:", 1)[1].strip() for line in output.splitlines() if "evaluation report:" in line
     ]
     assert len(reports) == 2 and all(Path(report).is_file() for report in reports)
-    assert (
-        result.output.count("POST /v1/models/delivery_minutes:predict") == 3
-        and "minutes (v1, partition model" in result.output
-    )
-    assert "curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict" in result.output
-    monitoring = result.output.split("monitoring (100% of predictions sampled", 1)[1]
+    assert output.count("POST /v1/models/delivery_minutes:predict") == 3 and "minutes (v1, partition model" in output
+    assert "curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict" in output
+    monitoring = output.split("monitoring (100% of predictions sampled", 1)[1]
     before, after = monitoring.split("(planted)", 1)
     assert "outcomes 300," in before and "ALERT" not in before  # the example model meets its limits on true outcomes
     assert "outcomes 600," in after and "ALERT v1 rmse over 1h" in after.split("see `cupola monitor")[0]
-    env = {"CUPOLA_DATA_ROOT": str(tmp_path / "lake")}
+    env = {"CUPOLA_DATA_ROOT": str(lake)}
     got = runner.invoke(app, ["features", "get", "city_demand.*", "-e", "city=lima", "-e", "city=atlantis"], env=env)
     assert got.exit_code == 0, got.output
     assert '"city": "atlantis"' in got.output and "city_demand__orders_10m" in got.output
@@ -125,3 +130,57 @@ def test_bad_model_commands_are_clear(tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "model 'ghost' has no versions" in unknown.output
     no_run = runner.invoke(app, ["runs", "show", "ghost-run"], env=env)
     assert no_run.exit_code == 2 and "no training run 'ghost-run'" in no_run.output
+
+
+ROOT = Path(__file__).resolve().parents[1]
+NEEDS_A_SERVICE = {  # README lines this test does not run, and what they need that a test cannot start here
+    "make": "the quickstart is the fixture; `make test` is this suite",
+    "cupola deploy": "Serve on port 8000 (the session's Serve app owns the port: tests/test_serving.py deploys)",
+    "curl": "the Serve app `cupola deploy` starts",
+    "cupola ui": "a server in the foreground",
+    "CUPOLA_API_URL=": "`cupola ui` running (tests/test_control.py runs the CLI through the API)",
+    "export": "a cluster with Cassandra and an object store (tests/test_stack.py)",
+    "cupola storage init": "the Cassandra named by the exports before it",
+    "ray job submit": "the cluster of `cluster/up` (tests/test_stack.py submits jobs)",
+}
+
+
+def readme_shell_lines() -> list[list[str]]:
+    """Every command of the README's bash blocks as its words (continuations joined, comments dropped)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [words for words in (shlex.split(line, comments=True) for line in lines) if words]
+
+
+@pytest.mark.slow
+def test_readme_commands_run_verbatim_after_the_quickstart(
+    quickstart: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each README command a user can run after `make quickstart` without a service, run as written
+    (from a folder holding the repository's `platform/`, so relative paths resolve and files land there)."""
+    _, lake = quickstart
+    (tmp_path / "platform").symlink_to(ROOT / "platform")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CUPOLA_DATA_ROOT", str(lake))
+    commands = {" ".join(words): words for words in readme_shell_lines()}
+    skipped = {prefix for prefix in NEEDS_A_SERVICE for line in commands if line.startswith(prefix)}
+    assert skipped == set(NEEDS_A_SERVICE), "a NEEDS_A_SERVICE entry matches no README line: drop it"
+    runnable = {line: words for line, words in commands.items() if not line.startswith(tuple(NEEDS_A_SERVICE))}
+    assert all(words[0] == "cupola" for words in runnable.values()) and len(runnable) >= 12, list(runnable)
+    outputs = {}
+    for line, words in runnable.items():
+        result = runner.invoke(app, words[1:], env={"CUPOLA_DATA_ROOT": str(lake)})
+        assert result.exit_code == 0, (line, result.output)
+        outputs[line] = result.output
+    assert "production → 2 (was 1)" in outputs["cupola models alias delivery_minutes production 2 --expect 1"]
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    assert (
+        "rows predicted by delivery_minutes v2"
+        in outputs["cupola predict batch delivery_minutes --input labels/deliveries --features-from-offline-store"]
+    )
+
+    python_blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    namespace: dict[str, object] = {}
+    exec(python_blocks[0].replace("model.predict_records(", "predictions = model.predict_records("), namespace)
+    predictions = namespace["predictions"]
+    assert len(predictions.values) == 1 and 0 < float(predictions.values[0]) < 300  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ import pytest
 from cupola import Settings
 from cupola.stores.deployments.base import Canary, DeploymentConfig, DeploymentConflict, Deployments
 from cupola.stores.models import create_repository
-from tests.test_repository import draft
+from tests.test_repository import draft, race
 
 
 @pytest.fixture
@@ -76,3 +76,22 @@ def test_shadow_predictions_are_kept_with_their_difference(deployments: Deployme
         ("req-1", 1.0, None),
         ("req-2", None, "ValueError: broken"),
     ]
+
+
+def test_writers_racing_a_deployment_from_the_same_revision_leave_exactly_one_winner(settings: Settings) -> None:
+    """A person's deploy and replicas' rollbacks all read revision r: one write lands, the others change nothing."""
+    deployments = Deployments.from_settings(settings)
+    current = deployments.put(DeploymentConfig(model="eta", canary=Canary(version=2, percent=10)), "deploy", "alice")
+
+    def write(index: int) -> object:
+        config = DeploymentConfig(model="eta", target=str(index + 1))
+        action, by = ("deploy", "bob") if index == 0 else ("rollback", f"replica-{index}")
+        return Deployments.from_settings(settings).put(config, action, by, expected_revision=current.revision)
+
+    results = race(5, write)
+
+    winners = [r for r in results if not isinstance(r, Exception)]
+    assert len(winners) == 1 and all(isinstance(r, DeploymentConflict) for r in results if r not in winners), results
+    stored = deployments.get("eta")
+    assert stored is not None and stored == winners[0] and stored.revision == current.revision + 1
+    assert [e.by for e in deployments.events("eta")] == ["alice", stored.updated_by]

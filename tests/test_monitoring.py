@@ -342,7 +342,13 @@ def test_drift_is_detected_on_a_shifted_feature_and_not_on_an_unshifted_one(
     lake: Settings, endpoint: str, store: SqliteMonitoringStore
 ) -> None:
     rows, _ = traffic(lake, 400, seed=5)
-    predict(endpoint, [{**row, "distance_km": row["distance_km"] * 3} for row in rows])
+    shifted = [{**row, "distance_km": row["distance_km"] * 3} for row in rows]
+    predict(endpoint, shifted[:100])
+    wait_until(lambda: len(store.logged(NAME)) == 100)
+    early = LiveMetrics(store, create_repository(lake)).compute(NAME, time.time())
+    assert live_values(early, "1h")["sampled"] == 100
+    assert not [m for m in early if m.metric == "psi"]  # 100 rows < min_drift_samples (300): PSI would be noise
+    predict(endpoint, shifted[100:])
     wait_until(lambda: len(store.logged(NAME)) == 400)
     computed = LiveMetrics(store, create_repository(lake)).compute(NAME, time.time())
     psi = {m.feature: m.value for m in computed if m.metric == "psi" and m.window == "1h"}
@@ -501,3 +507,64 @@ def test_retention_deletes_only_what_is_older_than_the_cutoff(tmp_path: Path) ->
     store.record_outcomes(NAME, [("request:new:0", 2.0, None)], "api", now)
     store.prune(NAME, now - 30 * 86_400)
     assert store.logged(NAME)["request_id"].tolist() == ["new"] and store.logged(NAME)["label"].tolist() == [2.0]
+
+
+def reference_psi(expected: pd.Series, actual: pd.Series) -> float:
+    """The textbook PSI, sum((a - e) * ln(a / e)) over shares, with the same 1e-4 floor for empty bins."""
+    e = (expected / expected.sum()).clip(lower=1e-4)
+    a = (actual / actual.sum()).clip(lower=1e-4)
+    return float(((a - e) * np.log(a / e)).sum())
+
+
+def reference_bins(values: np.ndarray, stored: dict) -> pd.Series:
+    """Counts per stored bin by pandas: decile intervals [a, b) open-ended at both ends, or the known discrete
+    values, then values never seen in training ('other') and nulls."""
+    series = pd.Series(values)
+    present = series.dropna()
+    if stored["kind"] == "numeric":
+        cuts = [-np.inf, *stored["edges"][1:-1], np.inf]
+        counts = pd.cut(present, cuts, right=False).value_counts(sort=False).tolist()
+        other = 0
+    else:
+        counts = [int((present == value).sum()) for value in stored["values"]]
+        other = int((~present.isin(stored["values"])).sum())
+    return pd.Series([*counts, other, int(series.isna().sum())], dtype=float)
+
+
+def test_psi_equals_an_independent_computation_with_nulls_unseen_and_out_of_range_values() -> None:
+    from types import SimpleNamespace
+
+    from cupola.evaluation.distributions import category_distribution, numeric_distributions
+    from cupola.monitoring.live import feature_drift
+
+    spec = ModelSpec.model_validate(small_delivery_document())
+    names = spec.model_inputs()
+    rng = np.random.default_rng(11)
+    train = rng.normal(size=(3000, len(names)))
+    train[:, 1] = rng.integers(0, 5, 3000)  # a discrete input: five values
+    train[::40, 0] = np.nan
+    live = rng.normal(0.6, 1.8, size=(400, len(names)))  # shifted and wider: values beyond both end bins
+    live[:, 1] = rng.integers(0, 8, 400)  # 5, 6 and 7 never seen in training
+    live[::7, 0] = np.nan
+    live[::9, 1] = np.nan
+    cities = np.array(["lima", "quito", "bogota"])
+    train_cities, live_cities = rng.choice(cities, 3000), rng.choice([*cities, "atlantis"], 400)
+    distributions = numeric_distributions(names, train, train[:500])
+    assert spec.partition is not None
+    distributions[spec.partition.column] = category_distribution(train_cities, train_cities[:500])
+    assert distributions[names[0]]["kind"] == "numeric" and distributions[names[1]]["kind"] == "discrete"
+
+    drift = feature_drift(SimpleNamespace(report={"distributions": distributions}), spec, live, live_cities)  # type: ignore[arg-type]
+
+    for index, name in enumerate(names):
+        stored = distributions[name]
+        expected = reference_bins(train[:, index], stored)
+        assert drift[name] == pytest.approx(reference_psi(expected, reference_bins(live[:, index], stored)), abs=1e-12)
+    city = distributions[spec.partition.column]
+    known = pd.Series(live_cities)
+    live_city_counts = pd.Series(
+        [*(int((known == c).sum()) for c in city["values"]), int((~known.isin(city["values"])).sum())]
+    )
+    expected_city = pd.Series([*city["train"]["counts"], city["train"]["other"]])
+    assert drift[spec.partition.column] == pytest.approx(reference_psi(expected_city, live_city_counts), abs=1e-12)
+    assert drift[names[1]] > 0.1 and drift[names[0]] > 0.1  # the planted shifts are visible

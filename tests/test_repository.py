@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -122,3 +123,40 @@ def test_artifacts_are_checked_on_every_load(tmp_path: Path) -> None:
     Path(ref.uri.removeprefix("file://")).write_bytes(b"model-bytez")
     with pytest.raises(ArtifactIntegrityError, match="corrupted or was modified.*refusing to load it"):
         store.get(ref)
+
+
+def race(writers: int, write: Callable[[int], object]) -> list[object]:
+    """Run `write(index)` in `writers` threads released at once; each result or the error it raised, by index."""
+    results: list[object] = [None] * writers
+    barrier = threading.Barrier(writers)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = write(index)
+        except Exception as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_writers_racing_an_alias_move_from_the_same_version_leave_exactly_one_winner(settings: Settings) -> None:
+    """Six writers (each its own store: SQLite connection or Cassandra session) all saw production at 1."""
+    repository = create_repository(settings)
+    for run in range(7):
+        repository.register(draft(run_id=f"run-{run}"))
+    repository.set_alias("eta", "production", 1, "setup", expected_version=0)
+
+    results = race(6, lambda i: create_repository(settings).set_alias("eta", "production", i + 2, f"w{i}", 1))
+
+    winners = [r for r in results if not isinstance(r, Exception)]
+    assert len(winners) == 1 and all(isinstance(r, AliasConflict) for r in results if r not in winners), results
+    won = winners[0]
+    assert repository.aliases("eta") == {"production": won.version}  # type: ignore[attr-defined]
+    history = repository.alias_history("eta")
+    assert [(m.version, m.previous_version) for m in history] == [(1, None), (won.version, 1)]  # type: ignore[attr-defined]

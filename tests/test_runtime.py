@@ -31,17 +31,22 @@ def test_a_bootstrap_file_naming_a_dead_cluster_is_reported_with_the_fix(tmp_pat
     assert "nothing answers there: run `ray stop` to clear it, or set CUPOLA_RAY_ADDRESS=local" in result.stderr
 
 
-def test_an_explicit_address_skips_the_bootstrap_file() -> None:
-    """CUPOLA_RAY_ADDRESS=local starts a new Ray whatever the bootstrap file says."""
+def test_an_explicit_address_skips_the_bootstrap_file_and_token_auth_is_on_without_a_notice() -> None:
+    """CUPOLA_RAY_ADDRESS=local starts a new Ray whatever the bootstrap file says; Ray turns token authentication on
+    for it (no RAY_AUTH_MODE set, no token yet) and its notice saying so, which no user acts on, is not printed."""
     tmp_path = Path(tempfile.mkdtemp(prefix="cupola-rt-"))  # short: Ray's socket paths must fit 107 bytes
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CUPOLA_", "RAY_ADDRESS"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CUPOLA_", "RAY_ADDRESS", "RAY_AUTH_MODE"))},
         "RAY_TMPDIR": str(tmp_path),
+        "HOME": str(tmp_path),  # no ~/.ray/auth_token yet
         "CUPOLA_RAY_ADDRESS": "local",
     }
-    script = CONNECT + "; import ray; print(int(ray.cluster_resources()['CPU'])); ray.shutdown()"
+    script = (
+        CONNECT
+        + "; import os, ray; print(os.environ.get('RAY_AUTH_MODE'), int(ray.cluster_resources()['CPU'])); ray.shutdown()"
+    )
     try:
         result = subprocess.run(
             [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
@@ -49,4 +54,6 @@ def test_an_explicit_address_skips_the_bootstrap_file() -> None:
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert int(result.stdout.strip().splitlines()[-1]) >= 1
+    mode, cpus = result.stdout.strip().splitlines()[-1].split()
+    assert mode == "token" and int(cpus) >= 1
+    assert "Token authentication is enabled" not in result.stderr, result.stderr[-2000:]

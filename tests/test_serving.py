@@ -38,6 +38,7 @@ from cupola.stores.models import create_repository
 from cupola.stores.monitoring.base import MonitoringStore
 from cupola.training.trainer import train
 from tests.conftest import OUTCOME_AUTH
+from tests.reference import as_of_join
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 NAME = "delivery_minutes"
@@ -210,6 +211,44 @@ def test_batch_online_and_embedded_give_identical_predictions_and_route_partitio
         re.fullmatch(r"[0-9a-f]{32}", body["request_id"])
         and body["client_request_id"] == answer.headers["x-request-id"] != body["request_id"]
     )
+
+
+def test_batch_with_offline_store_features_equals_a_point_in_time_reference(lake: Settings, tmp_path: Path) -> None:
+    """Rows with only keys, event times and request features: the batch job joins store features itself; the
+    reference joins them with pandas.merge_asof from the offline store's tables and predicts in process."""
+    predictor = load_model(NAME, 1, lake)
+    store = FeatureStore(lake)
+    requests_only = [{k: v for k, v in row.items() if k not in predictor.store_columns} for row in client_rows(lake)]
+    frame = pd.DataFrame(requests_only).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True))
+    frame.to_parquet(tmp_path / "rows.parquet")
+
+    result = predict_batch(
+        lake, NAME, "1", str(tmp_path / "rows.parquet"), str(tmp_path / "out"), features_from_offline_store=True
+    )
+
+    reference = frame.assign(row=range(len(frame)))
+    for group_name in sorted({feature.split(".", 1)[0] for feature in predictor.spec.store_features()}):
+        group = store.registry.get(group_name)
+        features = store.offline.read_group(group.name).rename(
+            columns={f: f"{group.name}__{f}" for f in group.feature_names}
+        )
+        max_age = pd.Timedelta(group.max_age) if group.max_age else None
+        reference = as_of_join(reference, features, group.entity_names, "order_ts", group.event_time, max_age)
+    reference = reference.sort_values("row")
+    rows = [
+        {
+            **request,
+            **{c: None if pd.isna(record[c]) else float(record[c]) for c in predictor.store_columns},
+        }
+        for request, record in zip(requests_only, reference.to_dict("records"), strict=True)
+    ]
+    expected = predictor.predict_records(rows).values
+    batch = pds.dataset(result.output_uri.removeprefix("file://"), format="parquet").to_table().to_pandas()
+    key = ["restaurant_id", "order_ts", "distance_km"]
+    order = list(zip(frame["restaurant_id"], frame["order_ts"], frame["distance_km"], strict=True))
+    np.testing.assert_array_equal(batch.set_index(key).loc[order]["prediction"].to_numpy(), expected)
+    joined = reference[predictor.store_columns]
+    assert joined.notna().to_numpy().mean() > 0.8  # the rows found most of their features: the join mattered
 
 
 def test_rows_route_to_their_partition_model_and_null_or_unknown_partitions_to_the_fallback() -> None:
@@ -529,6 +568,30 @@ def test_failing_canary_is_rolled_back_automatically_and_recorded(
     serving = deployments.serving_at(NAME, before, create_repository(lake))
     assert serving.canary is not None and serving.canary.version == 3
     assert deployments.serving_at(NAME, rollback.at, create_repository(lake)).canary is None
+
+
+def test_a_canary_slower_than_its_p95_limit_is_rolled_back(
+    lake: Settings, endpoint: str, deployments: Deployments
+) -> None:
+    """No model answers in a microsecond: the canary breaks its p95 limit once it has seen `min_requests`."""
+    slow = Canary(version=2, percent=100, max_error_rate=1.0, max_p95_ms=0.001, min_requests=5)
+    deployments.put(DeploymentConfig(model=NAME, canary=slow), "canary", "alice")
+    row = client_rows(lake, 2)[1]
+    versions = []
+    with requests.Session() as session:
+
+        def rolled_back() -> bool:
+            answer = post(endpoint, {"row": row}, session)
+            assert answer.status_code == 200, answer.text
+            versions.append(answer.json()["version"])
+            return deployments.get(NAME).config.canary is None
+
+        wait_until(rolled_back, timeout=60, every=0)
+    assert versions.count(2) >= 5  # the canary answered (each replica judges its own share) until it was judged
+    rollback = deployments.events(NAME)[-1]
+    assert rollback.action == "rollback" and "p95 latency" in rollback.reason and "exceeds 0.001 ms" in rollback.reason
+    assert rollback.by == "cupola-serve (automatic rollback)" and rollback.config is not None
+    assert rollback.config.canary is None and deployments.events(NAME)[-2].by == "alice"
 
 
 def test_which_version_served_at_time_t(lake: Settings, deployments: Deployments) -> None:

@@ -55,10 +55,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class WithoutTokenAuthEnabledNotice(logging.Filter):
+    """Drops Ray's notice that token authentication is on, which every command would print and no user acts on;
+    its warning that authentication is off passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+RAY_AUTH_LOGGER = logging.getLogger("ray._private.authentication.authentication_token_setup")
+
+
 def ensure_ray(settings: Settings) -> None:
     """Initialize Ray once per process. Inside `ray job submit`, Ray joins the job's cluster itself."""
     if ray.is_initialized():
         return
+    if not any(isinstance(f, WithoutTokenAuthEnabledNotice) for f in RAY_AUTH_LOGGER.filters):
+        RAY_AUTH_LOGGER.addFilter(WithoutTokenAuthEnabledNotice())
     stale = _silent_bootstrap_address(settings)
     if stale is not None:
         raise Unavailable(
