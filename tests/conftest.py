@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from cupola import FeatureStore, Settings
+from cupola.examples import EXAMPLE_FEATURE_REPO
 from cupola.examples.delivery import write_example
 from cupola.runtime import free_port, serve_ingress_environment
 
@@ -52,6 +53,7 @@ def example_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pd
     root = tmp_path_factory.mktemp("example") / "lake"
     settings = Settings.load(data_root=str(root))
     store = FeatureStore(settings)
+    store.apply(EXAMPLE_FEATURE_REPO)
     orders = write_example(store.datalake, EXAMPLE_ROWS, seed=11, days=10)
     store.build()
     return settings, orders

@@ -46,6 +46,12 @@ def test_list_and_describe_show_built_groups(example_lake: tuple[Settings, pd.Da
 
 def test_bad_input_is_one_clear_line_with_exit_2(tmp_path: Path) -> None:
     env = {"CUPOLA_DATA_ROOT": str(tmp_path / "lake")}
+    nothing = runner.invoke(app, ["features", "list"], env=env)
+    assert nothing.exit_code == 2 and "no feature groups applied" in nothing.output, nothing.output
+    assert "cupola features apply FOLDER" in nothing.output
+    example = str(Path(__file__).resolve().parents[1] / "platform/cupola/examples/features")
+    applied = runner.invoke(app, ["features", "apply", example], env=env)
+    assert applied.exit_code == 0 and "applied 2 feature group(s)" in applied.output, applied.output
     unknown = runner.invoke(app, ["features", "describe", "nope"], env=env)
     assert (
         unknown.exit_code == 2

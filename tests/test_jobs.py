@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from cupola import FeatureStore, Settings
+from cupola.examples import EXAMPLE_FEATURE_REPO
 from cupola.examples.delivery import write_example
 from tests.conftest import free_port
 
@@ -132,6 +133,7 @@ def submit(url: str, data_root: Path, *entrypoint: str) -> subprocess.CompletedP
 def test_build_and_materialize_jobs_through_ray_job_submit(head_node: str, tmp_path: Path) -> None:
     data_root = tmp_path / "lake"
     settings = Settings.load(data_root=str(data_root))
+    FeatureStore(settings).apply(EXAMPLE_FEATURE_REPO)  # what `cupola features apply` does: the job reads them there
     write_example(FeatureStore(settings).datalake, 3000, seed=3, days=5)
 
     built = submit(head_node, data_root, "jobs/build_features.py")
@@ -152,6 +154,7 @@ def test_build_and_materialize_jobs_through_ray_job_submit(head_node: str, tmp_p
 
 @pytest.mark.slow
 def test_failing_job_reports_the_error(head_node: str, tmp_path: Path) -> None:
+    FeatureStore(Settings.load(data_root=str(tmp_path / "empty"))).apply(EXAMPLE_FEATURE_REPO)
     result = submit(head_node, tmp_path / "empty", "jobs/build_features.py", "city_demand")
     assert result.returncode != 0
     assert "no Parquet files under source.path" in result.stdout + result.stderr
@@ -174,6 +177,7 @@ def test_training_job_through_ray_job_submit(head_node: str, tmp_path: Path) -> 
     data_root = tmp_path / "lake"
     settings = Settings.load(data_root=str(data_root))
     store = FeatureStore(settings)
+    store.apply(EXAMPLE_FEATURE_REPO)
     write_example(store.datalake, 3000, seed=4, days=5)
     store.build()
     document = yaml.safe_load((REPO / "platform/cupola/examples/models/delivery_minutes.yaml").read_text())

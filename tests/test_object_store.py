@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cupola import FeatureStore, Settings
-from cupola.examples import EXAMPLE_FEATURES, LABEL_EVENT_TIME, LABELS_PATH
+from cupola.examples import EXAMPLE_FEATURE_REPO, EXAMPLE_FEATURES, LABEL_EVENT_TIME, LABELS_PATH
 from cupola.examples.delivery import write_example
 from cupola.stores import STORE_DOMAINS, open_store
 from tests.conftest import empty_cassandra_tables, s3_settings
@@ -39,6 +39,7 @@ def test_features_and_training_sets_on_s3_equal_those_on_a_local_disk(
         "s3": s3_settings(s3, "pipeline"),
     }.items():
         store = FeatureStore(settings)
+        store.apply(EXAMPLE_FEATURE_REPO)
         write_example(store.datalake, 2000, seed=21, days=4)
         store.build()
         built = store.training_set("parity", LABELS_PATH, LABEL_EVENT_TIME, EXAMPLE_FEATURES)
@@ -55,6 +56,7 @@ def test_features_and_training_sets_on_s3_equal_those_on_a_local_disk(
 
 def test_a_datalake_path_that_is_absent_on_s3_names_the_uri(s3: str, tmp_path: Path) -> None:
     store = FeatureStore(s3_settings(s3, "empty"))
+    store.apply(EXAMPLE_FEATURE_REPO)  # declared, but no source data uploaded
     with pytest.raises(Exception, match="s3://cupola/empty"):
         store.build()
 

@@ -10,7 +10,7 @@ import pytest
 
 from cupola import FeatureStore, Settings
 from cupola.errors import InvalidInput
-from cupola.examples import EXAMPLE_FEATURES
+from cupola.examples import EXAMPLE_FEATURE_REPO, EXAMPLE_FEATURES
 from cupola.specs import FeatureGroupSpec
 from cupola.stores.online.base import OnlineStore, create_online_store
 
@@ -146,5 +146,6 @@ def test_online_lookup_through_the_feature_store(example_lake: tuple[Settings, p
 
 
 def test_materialize_before_build_is_refused(store: FeatureStore) -> None:
+    store.apply(EXAMPLE_FEATURE_REPO)
     with pytest.raises(ValueError, match="has not been built yet: run `cupola features build restaurant_prep`"):
         store.materialize(["restaurant_prep"])

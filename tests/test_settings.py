@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from cupola import Settings, SettingsError
-from cupola.examples import EXAMPLE_FEATURE_REPO
 
 
 def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -17,7 +16,7 @@ def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert settings.ray_address == ""
     assert settings.data_root_uri == (tmp_path / "cupola_data").as_uri()
     assert settings.resolved_online_store_path() == tmp_path / "cupola_data" / "online" / "online.db"
-    assert settings.resolved_feature_repo() == EXAMPLE_FEATURE_REPO
+    assert settings.feature_repo is None  # the declarations applied to the datalake
 
 
 def test_environment_overrides_file_and_file_overrides_defaults(

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cupola import Settings
+from cupola.errors import InvalidInput
+from cupola.features import FeatureStore
 from cupola.features.offline_store import OfflineStore
-from cupola.features.registry import FeatureRegistry
+from cupola.features.registry import FeatureRegistry, open_registry
 from cupola.specs import SpecError, load_feature_group
 from cupola.stores.datalake import Datalake
 
@@ -99,13 +102,13 @@ def test_duplicate_group_across_files_names_both(tmp_path: Path) -> None:
     first = write(tmp_path, VALID, "a.yaml")
     second = write(tmp_path, VALID, "b.yaml")
     with pytest.raises(SpecError) as caught:
-        FeatureRegistry(tmp_path, OfflineStore(Datalake(tmp_path.as_uri())))
+        FeatureRegistry.from_folder(tmp_path, OfflineStore(Datalake(tmp_path.as_uri())))
     assert str(second) in str(caught.value) and str(first) in str(caught.value)
 
 
 def test_unknown_group_and_feature_references(tmp_path: Path) -> None:
     write(tmp_path, VALID)
-    registry = FeatureRegistry(tmp_path, OfflineStore(Datalake(tmp_path.as_uri())))
+    registry = FeatureRegistry.from_folder(tmp_path, OfflineStore(Datalake(tmp_path.as_uri())))
     with pytest.raises(KeyError, match="known groups: restaurant_prep"):
         registry.resolve(["nope.x"])
     with pytest.raises(KeyError, match="has no feature 'x'; it has: prep_mean_1h, orders_7d"):
@@ -113,3 +116,37 @@ def test_unknown_group_and_feature_references(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must look like 'group.feature'"):
         registry.resolve(["restaurant_prep"])
     assert registry.resolve(["restaurant_prep.*"])[0][1] == ["prep_mean_1h", "orders_7d"]
+
+
+def test_applied_declarations_are_what_every_reader_of_the_datalake_sees(tmp_path: Path) -> None:
+    """`apply` copies a folder's groups into the datalake (removing groups no longer declared); a registry
+    opened without CUPOLA_FEATURE_REPO reads them, and with nothing applied names the command that fixes it."""
+    lake = tmp_path / "lake"
+    settings = Settings.load(data_root=str(lake))
+    with pytest.raises(InvalidInput, match="no feature groups applied .*`cupola features apply FOLDER`"):
+        open_registry(settings, OfflineStore(Datalake.from_settings(settings)))
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write(repo, VALID, "prep.yaml")
+    write(repo, {**VALID, "name": "old_group"}, "old.yaml")
+    assert FeatureStore(settings).apply(repo) == ["old_group", "restaurant_prep"]
+    (repo / "old.yaml").unlink()
+    store = FeatureStore(settings)
+    assert store.apply(repo) == ["restaurant_prep"]
+
+    registry = open_registry(settings, OfflineStore(Datalake.from_settings(settings)))
+    assert registry.names() == ["restaurant_prep"]
+    assert registry.get("restaurant_prep") == load_feature_group(repo / "prep.yaml")
+    assert registry.describe("restaurant_prep")["declared_in"] == f"{lake.as_uri()}/feature_repo/restaurant_prep.yaml"
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    write(edited, yaml.safe_dump(VALID).replace("prep_mean_1h", "prep_mean_2h"), "prep.yaml")
+    local = open_registry(settings.model_copy(update={"feature_repo": edited}), store.offline)
+    assert local.get("restaurant_prep").feature_names[0] == "prep_mean_2h"  # a local folder wins while editing
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    write(broken, "name: [unclosed", "bad.yaml")
+    with pytest.raises(SpecError, match="bad.yaml"):
+        store.apply(broken)
+    assert open_registry(settings, store.offline).names() == ["restaurant_prep"]  # a refused apply changes nothing

@@ -18,7 +18,8 @@ import pytest
 import requests
 import yaml
 
-from cupola import Settings
+from cupola import FeatureStore, Settings
+from cupola.examples import EXAMPLE_FEATURE_REPO
 from cupola.examples.delivery import write_example
 from cupola.stores.datalake import Datalake
 from tests.test_jobs import BIN, free_port
@@ -156,6 +157,7 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
     orders = write_example(
         Datalake.from_settings(settings), 4000, seed=5, days=7
     )  # into the bucket, as a user's upload would
+    FeatureStore(settings).apply(EXAMPLE_FEATURE_REPO)  # `cupola features apply`: the nodes read the groups there
 
     assert "succeeded" in submit(stack, "jobs/build_features.py")
     submit(stack, "jobs/materialize.py")

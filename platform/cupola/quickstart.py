@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from cupola.config import Settings
 from cupola.examples import (
     EXAMPLE_BINARY_MODEL_SPEC,
+    EXAMPLE_FEATURE_REPO,
     EXAMPLE_FEATURES,
     EXAMPLE_MODEL_NAME,
     EXAMPLE_MODEL_SPEC,
@@ -58,6 +59,7 @@ def with_outcome_token(settings: Settings) -> Settings:
 def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress | None = None) -> QuickstartSummary:
     settings = with_outcome_token(settings)
     store = FeatureStore(settings)
+    store.apply(EXAMPLE_FEATURE_REPO)  # the example's groups become this data root's, for every later command
     orders = write_example(store.datalake, rows, seed=seed)
     builds = store.build(progress=progress)
     training_set = store.training_set("delivery_minutes", LABELS_PATH, LABEL_EVENT_TIME, EXAMPLE_FEATURES, progress)

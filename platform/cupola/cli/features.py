@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -31,6 +32,16 @@ def _parse_day(value: Optional[str], option: str) -> Optional[date]:
         return date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", param_hint=option) from None
+
+
+@app.command()
+def apply(
+    folder: Annotated[Path, typer.Argument(help="folder of feature-group *.yaml declarations")],
+) -> None:
+    """Validate the declarations and make them the datalake's feature groups (every job and replica reads those)."""
+    with user_errors():
+        applied = open_feature_store().apply(folder)
+    console.print(f"applied {len(applied)} feature group(s) to the datalake: {', '.join(applied)}")
 
 
 @app.command("list")

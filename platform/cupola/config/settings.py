@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     feature_repo: Path | None = Field(
         default=None,
         description=(
-            "Folder of feature-group YAML declarations; empty uses the packaged delivery example. "
-            "Env: CUPOLA_FEATURE_REPO."
+            "A local folder of feature-group YAML declarations, read instead of the set applied to the datalake "
+            "with `cupola features apply` (for editing declarations; jobs and replicas on other machines read the "
+            "datalake's). Env: CUPOLA_FEATURE_REPO."
         ),
     )
     online_store_path: Path | None = Field(
@@ -344,7 +345,6 @@ class Settings(BaseSettings):
             "data_root": self.data_root_uri,
             "s3_endpoint_url": self.s3_endpoint_url,
             "backend": self.backend,
-            "feature_repo": str(self.resolved_feature_repo()),
             "sample_percent": str(self.sample_percent),
             "monitoring_interval_s": str(self.monitoring_interval_s),
             "monitoring_retention_days": str(self.monitoring_retention_days),
@@ -352,6 +352,8 @@ class Settings(BaseSettings):
         }
         if self.user:
             overrides["user"] = self.user
+        if self.feature_repo is not None:
+            overrides["feature_repo"] = str(self.feature_repo.expanduser().resolve())
         if self.backend == "cassandra":
             overrides.update(
                 {
@@ -370,11 +372,3 @@ class Settings(BaseSettings):
         import getpass
 
         return self.user or getpass.getuser()
-
-    def resolved_feature_repo(self) -> Path:
-        """The feature-group declarations folder (the packaged example when unset)."""
-        if self.feature_repo is not None:
-            return self.feature_repo.expanduser().resolve()
-        from cupola.examples import EXAMPLE_FEATURE_REPO
-
-        return EXAMPLE_FEATURE_REPO

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -14,7 +15,7 @@ from cupola.config import Settings
 from cupola.errors import InvalidInput
 from cupola.features.offline_store import OfflineStore
 from cupola.features.pipeline import BuildResult, Progress, build_feature_group
-from cupola.features.registry import FeatureRegistry
+from cupola.features.registry import FeatureRegistry, open_registry
 from cupola.features.training_sets import TrainingSet, build_training_set
 from cupola.runtime import ensure_ray
 from cupola.specs.feature_group import feature_column
@@ -40,7 +41,14 @@ class FeatureStore:
 
     @cached_property
     def registry(self) -> FeatureRegistry:
-        return FeatureRegistry(self.settings.resolved_feature_repo(), self.offline)
+        return open_registry(self.settings, self.offline)
+
+    def apply(self, folder: Path) -> list[str]:
+        """Validate a folder of declarations and make them this datalake's feature groups (`cupola features
+        apply`); the registry is read again on next use."""
+        applied = FeatureRegistry.from_folder(folder, self.offline).apply()
+        self.__dict__.pop("registry", None)
+        return applied
 
     @cached_property
     def online(self) -> OnlineStore:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cupola.config import Settings
 from cupola.features.offline_store import OfflineStore
-from cupola.features.registry import FeatureRegistry
+from cupola.features.registry import open_registry
 from cupola.serving.predictor import Predictor
 from cupola.stores.datalake import Datalake
 from cupola.stores.models import ArtifactStore, ModelRepository, create_repository
@@ -20,7 +20,7 @@ def load_predictor(
     store_features = version.model_spec().store_features()
     groups, online = [], None
     if store_features:
-        groups = FeatureRegistry(settings.resolved_feature_repo(), OfflineStore(datalake)).resolve(store_features)
+        groups = open_registry(settings, OfflineStore(datalake)).resolve(store_features)
         online = create_online_store(settings)
     return Predictor.from_version(version, ArtifactStore(datalake), online, groups)
 

@@ -201,6 +201,9 @@ class FeatureGroupSpec(_Strict):
         return needed
 
 
+FEATURE_GROUP_KEYS = "name, owner, entities, source, features"
+
+
 def load_feature_group(path: Path) -> FeatureGroupSpec:
     """Read and validate one YAML declaration; every problem names the file, the field and the fix."""
-    return load_spec(path, FeatureGroupSpec, "name, owner, entities, source, features")
+    return load_spec(path, FeatureGroupSpec, FEATURE_GROUP_KEYS)
