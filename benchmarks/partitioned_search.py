@@ -22,8 +22,9 @@ import numpy as np
 import ray
 import xgboost  # noqa: F401  # imported before any timing: the plain loop's figure holds fits only
 
+from cupola.prepared import PreparedData, Split
+from cupola.routing import FALLBACK
 from cupola.specs.model import ModelSpec
-from cupola.training.dataset import FALLBACK, PreparedData, Split
 from cupola.training.search import evaluate_config, search
 
 

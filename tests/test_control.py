@@ -24,7 +24,7 @@ from cupola.client import ApiError, Client
 from cupola.control.jobs import RayJobs
 from cupola.control.scheduler import Scheduler
 from cupola.control.server import check_bind_address, create_app
-from cupola.monitoring.demo import client_rows
+from cupola.examples.monitoring_demo import client_rows
 from cupola.monitoring.summary import monitor_summary
 from cupola.runtime import free_port
 from cupola.stores.deployments.base import DeploymentConfig, Deployments

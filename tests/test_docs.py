@@ -32,6 +32,24 @@ def test_every_setting_is_on_the_settings_page_with_a_meaning() -> None:
         assert not row.endswith("| — |"), f"Settings.{name} has no description"
 
 
+def test_the_spec_reference_is_generated_from_the_spec_models_and_documents_every_field_and_function() -> None:
+    from cupola import dsl
+    from cupola.specs.feature_group import FeatureGroupSpec
+    from cupola.specs.model import ModelSpec
+    from cupola.specs.reference import fields, spec_reference
+
+    page = spec_reference()
+    assert (ROOT / "docs" / "spec-reference.md").read_text() == page, (
+        "docs/spec-reference.md is stale: regenerate it with `python -m cupola.specs.reference > docs/spec-reference.md`"
+    )
+    for model in (FeatureGroupSpec, ModelSpec):
+        undocumented = [name for name, _, _, meaning in fields(model) if not meaning]
+        assert not undocumented, f"{model.__name__} fields without a description: {undocumented}"
+    listed = set(re.findall(r"^\| `([a-z_0-9]+)` \| \d \|", page, re.MULTILINE))
+    assert listed == set(dsl.FUNCTIONS)
+    assert "| `split.validation_start` |" in page and "| `features.aggregation.window` | duration |" in page
+
+
 def test_relative_links_in_the_docs_resolve() -> None:
     for page in PAGES:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):

@@ -21,8 +21,8 @@ import requests
 import yaml
 
 from cupola import Settings, metrics
+from cupola.examples.monitoring_demo import client_rows
 from cupola.monitoring.actor import NAMESPACE, actor_name
-from cupola.monitoring.demo import client_rows
 from cupola.monitoring.live import ALL_UNITS, LiveMetrics
 from cupola.runtime import free_port
 from cupola.specs.model import ModelSpec

@@ -19,7 +19,7 @@ from cupola.specs.model import ModelSpec
 from cupola.stores import open_store
 from cupola.stores.models import ArtifactIntegrityError, ArtifactStore, create_repository
 from cupola.training.dataset import FALLBACK, build_training_data, prepare
-from cupola.training.search import evaluate_config, search
+from cupola.training.search import evaluate_config, planned_configs, search
 from cupola.training.trainer import train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
@@ -57,6 +57,8 @@ def test_search_chooses_each_units_best_configuration(lake: Settings, tmp_path: 
     data = prepare(spec, build_training_data(spec, store, "grid").to_pandas(store.datalake))
     outcome = search(spec, data, max_concurrent=2)
     assert len(outcome.trials) == 6
+    # numbered as Tune creates them: by the plan's order
+    assert [(t["trial"], t["config"]) for t in outcome.trials] == list(enumerate(planned_configs(spec)))
     for unit in data.units:
         direct = {
             (depth, eta): evaluate_config({"max_depth": depth, "eta": eta}, spec, data)["unit_scores"][unit]
@@ -122,11 +124,15 @@ def test_runs_record_status_and_logs(lake: Settings) -> None:
     assert any("registered delivery_minutes version" in message for _, message in runs.logs("recorded-run"))
     with pytest.raises(Conflict, match="run 'recorded-run' already succeeded and registered delivery_minutes version"):
         train(spec, lake, run_id="recorded-run")
-    broken = small_spec(training_data={"labels": "labels/absent"})
+    absent = small_spec(training_data={"labels": "labels/absent"})
     with pytest.raises(InvalidInput, match="training_data.labels"):
-        train(broken, lake, run_id="broken-run")
+        train(absent, lake, run_id="absent-run")
+    assert runs.find("absent-run") is None  # refused from the schema, before a run starts
+    empty = small_spec(training_data={"labels": "labels/deliveries", "start": "2035-01-01"})
+    with pytest.raises(InvalidInput, match="no label events in the training window"):
+        train(empty, lake, run_id="broken-run")
     failed = runs.get("broken-run")
-    assert failed.status == "failed" and "training_data.labels" in failed.error
+    assert failed.status == "failed" and "no label events in the training window" in failed.error
 
 
 def test_asha_stops_poor_configurations_early(lake: Settings, tmp_path: Path) -> None:
@@ -193,3 +199,101 @@ print("ok")
 """
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0 and finished.stdout.strip() == "ok", finished.stderr[-2000:]
+
+
+def test_a_dated_time_split_puts_each_row_by_its_event_time_and_names_an_empty_split(lake: Settings) -> None:
+    store = FeatureStore(lake)
+    spec = small_spec()
+    frame = build_training_data(spec, store, "dated").to_pandas(store.datalake)
+    times = frame[spec.event_time]
+    validation_start = times.quantile(0.6).floor("h")  # an instant some rows fall on exactly, if any
+    test_start = times.quantile(0.8).floor("h")
+    dated = small_spec(
+        split={
+            "method": "time",
+            "validation_start": validation_start.isoformat(),
+            "test_start": test_start.tz_localize(None).isoformat(),  # no zone: UTC
+        }
+    )
+    data = prepare(dated, frame)
+    expected = {
+        "train": int((times < validation_start).sum()),
+        "validation": int(((times >= validation_start) & (times < test_start)).sum()),
+        "test": int((times >= test_start).sum()),
+    }
+    assert (len(data.train.label), len(data.valid.label), len(data.test.label)) == tuple(expected.values())
+    ordered = frame.sort_values(spec.event_time, kind="stable")
+    test_labels = ordered.loc[ordered[spec.event_time] >= test_start, spec.label].to_numpy(float)
+    np.testing.assert_array_equal(data.test.label, test_labels)
+    ranges = data.split["event_time_ranges"]
+    assert pd.Timestamp(ranges["validation"][0]) >= validation_start > pd.Timestamp(ranges["train"][1])
+    assert pd.Timestamp(ranges["test"][0]) >= test_start > pd.Timestamp(ranges["validation"][1])
+    assert data.split["validation_start"] == validation_start.isoformat()
+    assert data.split["refit"] == "train_and_validation"
+
+    late = small_spec(split={"validation_start": "2030-01-01", "test_start": "2030-02-01"})
+    with pytest.raises(InvalidInput, match="the validation split has no rows .*move split.test_start later"):
+        prepare(late, frame)
+    with pytest.raises(ValueError, match="shares .* or dates .*not both"):
+        small_spec(split={"validation_start": "2030-01-01", "test_start": "2030-02-01", "test": 0.2})
+
+
+def test_refit_on_training_and_validation_rows_for_the_rounds_early_stopping_chose(lake: Settings) -> None:
+    """The registered fallback equals an xgboost fit of its parameters on the train and validation rows (by
+    pandas masks on the training set) for the recorded number of rounds; `refit: train` keeps today's model."""
+    import xgboost as xgb
+
+    from cupola.algorithms import XGBoostAlgorithm
+    from cupola.training.dataset import apply_transforms, feature_matrix
+
+    store = FeatureStore(lake)
+    refitted = train(small_spec(partition=None, search={"method": "random", "num_samples": 1}), lake).version
+    kept = train(small_spec(partition=None, search={"method": "random", "num_samples": 1}, refit="train"), lake).version
+    assert refitted.metrics[f"unit:{FALLBACK}"]["fitted_on"] == "train_and_validation"
+    assert kept.metrics[f"unit:{FALLBACK}"]["fitted_on"] == "train"
+    rounds = refitted.metrics[f"unit:{FALLBACK}"]["iterations"]
+    assert rounds == kept.metrics[f"unit:{FALLBACK}"]["iterations"] and 1 <= rounds <= 40
+
+    spec = refitted.model_spec()
+    frame = apply_transforms(spec, store.datalake.parquet_dataset(refitted.data["training_set"]).to_table().to_pandas())
+    frame = frame.sort_values(spec.event_time, kind="stable").reset_index(drop=True)
+    learn = frame.iloc[: refitted.data["rows"]["train"] + refitted.data["rows"]["validation"]]
+    chosen = {**XGBoostAlgorithm.DEFAULTS, **refitted.params[FALLBACK]}
+    params = {k: v for k, v in chosen.items() if k not in {"num_boost_round", "early_stopping_rounds"}}
+    params["max_depth"] = int(params["max_depth"])
+    reference = xgb.train(
+        {**params, "objective": "reg:squarederror", "eval_metric": "rmse", "nthread": 1, "seed": spec.seed},
+        xgb.DMatrix(feature_matrix(spec, learn), label=learn[spec.label].to_numpy(float), nthread=1),
+        rounds,
+    )
+    test = frame.iloc[len(frame) - refitted.data["rows"]["test"] :]
+    matrix = feature_matrix(spec, test)
+    models = {
+        version.version: Predictor.from_version(version, ArtifactStore(store.datalake)).models[FALLBACK]
+        for version in (refitted, kept)
+    }
+    np.testing.assert_array_equal(models[refitted.version].inplace_predict(matrix), reference.inplace_predict(matrix))
+    assert not np.array_equal(models[kept.version].inplace_predict(matrix), reference.inplace_predict(matrix))
+
+
+def test_spec_errors_that_need_only_schemas_come_before_any_ray_work(lake: Settings, tmp_path: Path) -> None:
+    """A string column used as an input, a text label, a missing column: refused from the labels' Parquet footers,
+    before the run is recorded (the training set's pipeline is the first Ray work a run does)."""
+    store = FeatureStore(lake)
+    labels = store.datalake.parquet_dataset("labels/deliveries", partitioning=None).to_table().to_pandas().head(500)
+    labels = labels.assign(coupon="none", text_label=labels["delivery_minutes"].astype(str))
+    labels.to_parquet(tmp_path / "labels.parquet")
+    where = {"labels": (tmp_path / "labels.parquet").as_uri()}
+    features = [*small_spec().features, "coupon"]
+    cases = [
+        (small_spec(features=features, training_data=where), "inputs", "input 'coupon' is text, not a number"),
+        (small_spec(label="text_label", training_data=where), "label", "label column 'text_label' is text"),
+        (small_spec(features=[*small_spec().features, "tip"], training_data=where), "features", "no column 'tip'"),
+    ]
+    for spec, field, message in cases:
+        with pytest.raises(InvalidInput) as refused:
+            train(spec, lake)
+        assert refused.value.field == field and message in str(refused.value), str(refused.value)
+        assert "labels.parquet" in str(refused.value)
+    assert "category_code(coupon" in str(pytest.raises(InvalidInput, train, cases[0][0], lake).value)
+    assert open_store("runs", lake).list() == []  # no run was started

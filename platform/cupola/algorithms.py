@@ -57,6 +57,18 @@ class Algorithm(Protocol):
         """The same fit, data-parallel over `workers` Ray Train workers (checkpoints under `storage_path` on
         `storage_filesystem`: the datalake, which every node reaches)."""
 
+    def fit_rounds(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        rows: tuple[np.ndarray, np.ndarray],
+        rounds: int,
+    ) -> Any:
+        """Train on `rows` for exactly `rounds` boosting rounds or epochs, with no early stopping: the refit on
+        training and validation rows, for as long as early stopping chose on validation."""
+
     def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
         """Predictions (probabilities for binary tasks) for a float32 feature matrix."""
 
@@ -149,6 +161,20 @@ class XGBoostAlgorithm:
         best = booster[: booster.best_iteration + 1]
         score = SCORERS[metric](valid[1], self.predict(best, valid[0]))
         return FitResult(best, score, booster.best_iteration + 1)
+
+    def fit_rounds(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        rows: tuple[np.ndarray, np.ndarray],
+        rounds: int,
+    ) -> Any:
+        import xgboost as xgb
+
+        booster_params, _, _ = self._booster_params(params, task, metric, seed)
+        return xgb.train(booster_params, xgb.DMatrix(rows[0], label=rows[1], nthread=1), rounds, verbose_eval=False)
 
     def fit_distributed(
         self,
@@ -301,7 +327,26 @@ class TensorFlowAlgorithm:
             callbacks=[stopper],
         )
         score = SCORERS[metric](valid[1], self.predict(model, valid[0]))
-        return FitResult(model, score, len(history.history["loss"]))
+        # the epochs up to the best one, whose weights Keras restored (the count a refit trains for)
+        return FitResult(model, score, int(stopper.best_epoch) + 1 if history.history["loss"] else 0)
+
+    def fit_rounds(
+        self,
+        params: dict[str, Any],
+        task: str,
+        metric: str,
+        seed: int,
+        rows: tuple[np.ndarray, np.ndarray],
+        rounds: int,
+    ) -> Any:
+        keras = _tensorflow().keras
+        keras.utils.set_random_seed(seed)
+        settings = {**self.DEFAULTS, **params}
+        filled, means, variances = _input_statistics(rows[0])
+        model = _network(keras, settings, task, means, variances)
+        model.compile(optimizer=keras.optimizers.Adam(float(settings["learning_rate"])), loss=_loss_name(task))
+        model.fit(filled, rows[1], epochs=rounds, batch_size=int(settings["batch_size"]), verbose=0, shuffle=True)
+        return model
 
     def fit_distributed(
         self,

@@ -20,9 +20,9 @@ from cupola.examples import (
     LABELS_PATH,
 )
 from cupola.examples.delivery import request_row, write_example
+from cupola.examples.monitoring_demo import Phase, run_monitoring_demo
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
-from cupola.monitoring.demo import Phase, run_monitoring_demo
 from cupola.serving.endpoint import local_endpoint, post_rows
 from cupola.specs.model import load_model_spec
 from cupola.stores.deployments.base import DeploymentConfig, Deployments

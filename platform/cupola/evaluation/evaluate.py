@@ -15,9 +15,9 @@ import numpy as np
 
 from cupola.algorithms import get_algorithm
 from cupola.metrics import best_f1_threshold, task_metrics
+from cupola.prepared import PreparedData
 from cupola.routing import FALLBACK, predict_routed
 from cupola.specs.model import ModelSpec
-from cupola.training.dataset import PreparedData
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,23 @@ def _row_counts(rows: dict[str, int]) -> str:
     return " · ".join(f"{split} {count:,}" for split, count in rows.items())
 
 
+def _split_line(split: dict[str, Any]) -> str:
+    """How rows were split and what the final models were fitted on, as the report's meta line says it."""
+    if not split:
+        return ""
+    if "validation_start" in split:
+        rule = f"validation from {split['validation_start']}, test from {split['test_start']}"
+    else:
+        rule = f"validation {split['validation']:.0%}, test {split['test']:.0%} of rows"
+    ranges = split.get("event_time_ranges") or {}
+    spans = " · ".join(f"{name} {span[0][:19]} .. {span[1][:19]}" for name, span in ranges.items() if span is not None)
+    fitted = "training and validation rows" if split.get("refit") == "train_and_validation" else "training rows"
+    text = (
+        f"split: {split['method']}, {rule}" + (f" · {spans}" if spans else "") + f" · final models fitted on {fitted}"
+    )
+    return f'<p class="meta">{html.escape(text)}</p>'
+
+
 def render_report_html(version: Any, report: dict[str, Any], production: dict[str, Any] | None = None) -> str:
     """The page for a model version, or for a draft about to be registered (no number yet: titled by its run).
 
@@ -336,6 +353,7 @@ def render_report_html(version: Any, report: dict[str, Any], production: dict[st
 <h1>{html.escape(title)}</h1>
 <p class="meta">{html.escape(report["task"])} · trained by {html.escape(version.created_by)} · {html.escape(registered)} · run {html.escape(version.run_id)} · optimized {html.escape(report["metric"])}{threshold}</p>
 <p class="meta">training data {html.escape(str(version.data.get("training_set", "")))} · fingerprint {html.escape(str(version.data.get("fingerprint", ""))[:16])} · rows {html.escape(_row_counts(version.data.get("rows", {})))}</p>
+{_split_line(version.data.get("split", {}))}
 <h2>Test metrics</h2>
 <p>Green: this version is better than that column; red: worse. Baseline: {html.escape(report["baseline"]["description"])}.</p>
 {_metric_table(report, production)}

@@ -17,9 +17,9 @@ from cupola.algorithms import get_algorithm
 from cupola.evaluation.distributions import category_distribution, numeric_distributions
 from cupola.evaluation.evaluate import Evaluation
 from cupola.evaluation.importance import native_importance, permutation_importance
+from cupola.prepared import PreparedData
 from cupola.routing import FALLBACK, predict_routed
 from cupola.specs.model import ModelSpec
-from cupola.training.dataset import PreparedData
 
 CURVE_POINTS = 200
 SCATTER_POINTS = 500
@@ -96,12 +96,12 @@ def search_summary(spec: ModelSpec, trials: list[dict[str, Any]]) -> dict[str, A
         "mode": spec.mode,
         "trials": [
             {
-                "trial": index,
+                "trial": trial["trial"],  # the plan index: Tune's trial number on a fresh run
                 "score": trial["score"],
                 "config": trial["config"],
                 "units_fitted": len(trial["unit_scores"]),
             }
-            for index, trial in enumerate(trials)
+            for trial in trials
         ],
     }
 

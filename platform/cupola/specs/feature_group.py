@@ -45,8 +45,8 @@ class _Strict(BaseModel):
 class EntityKey(_Strict):
     """A join key (e.g. `restaurant_id`); its type is enforced on every read so hashing agrees."""
 
-    name: Identifier
-    dtype: Literal["int64", "string"] = "int64"
+    name: Identifier = Field(description="entity key column, in the source and in lookups")
+    dtype: Literal["int64", "string"] = Field(default="int64", description="type of the key's values")
 
     def value_of(self, row: Mapping[str, Any], where: str) -> int | str:
         """This key's value in a request or entity row, by the one rule every lookup uses: an int64 key takes an
@@ -75,16 +75,18 @@ class EntityKey(_Strict):
 class Source(_Strict):
     """Raw events: a Parquet dataset under the data root (relative path) or at a full URI."""
 
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="Parquet events under the data root, or a URI")
     event_time: Identifier = Field(description="timestamp column that orders the events")
 
 
 class Aggregation(_Strict):
     """A sliding window over event time: value at t aggregates the entity's events in (t - window, t]."""
 
-    function: AggregationFunction
-    column: Identifier | None = None
-    window: Duration
+    function: AggregationFunction = Field(description="how the window's values are combined")
+    column: Identifier | None = Field(
+        default=None, description="source or transform column aggregated; empty for count"
+    )
+    window: Duration = Field(description="the value at time t covers events in (t - window, t]")
 
     @model_validator(mode="after")
     def _column_needed(self) -> "Aggregation":
@@ -96,11 +98,13 @@ class Aggregation(_Strict):
 class Feature(_Strict):
     """One output feature: either a row-level expression or a windowed aggregation."""
 
-    name: Identifier
-    dtype: FeatureType = "float64"
-    description: str = ""
-    expr: str | None = None
-    aggregation: Aggregation | None = None
+    name: Identifier = Field(description="column name; models read it as `group.name`")
+    dtype: FeatureType = Field(default="float64", description="type of the values")
+    description: str = Field(default="", description="what the feature means, shown in the catalog")
+    expr: str | None = Field(default=None, description="a row-level DSL expression (one of expr or aggregation)")
+    aggregation: Aggregation | None = Field(
+        default=None, description="a windowed aggregation over each entity's events"
+    )
 
     @model_validator(mode="after")
     def _exactly_one_definition(self) -> "Feature":
@@ -128,15 +132,15 @@ def feature_column(group: str, feature: str) -> str:
 class FeatureGroupSpec(_Strict):
     """A validated feature group. Names are unique; expressions parse; windows are positive."""
 
-    name: Identifier
-    description: str = ""
+    name: Identifier = Field(description="the group's name: lower case, digits and underscores")
+    description: str = Field(default="", description="what the group holds, shown in the catalog")
     owner: str = Field(min_length=1, description="team or person answerable for the group")
-    entities: list[EntityKey] = Field(min_length=1)
-    source: Source
+    entities: list[EntityKey] = Field(min_length=1, description="the key columns a value belongs to")
+    source: Source = Field(description="the events the features are computed from")
     transforms: dict[str, str] = Field(
         default_factory=dict, description="row-level columns computed before aggregation, in order"
     )
-    features: list[Feature] = Field(min_length=1)
+    features: list[Feature] = Field(min_length=1, description="the group's features")
     max_age: Duration | None = Field(
         default=None, description="in point-in-time joins, values older than this count as missing"
     )
@@ -146,7 +150,7 @@ class FeatureGroupSpec(_Strict):
         description="online values expire this long after they are materialized (Cassandra TTL); empty: never",
     )
     buckets: int = Field(default=4, ge=1, le=1024, description="entity-hash buckets of the offline store")
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, description="free labels for the catalog")
 
     @model_validator(mode="after")
     def _names_are_consistent(self) -> "FeatureGroupSpec":

@@ -7,7 +7,7 @@ column), so a bad spec fails before any data is read.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,10 +33,14 @@ class _Strict(BaseModel):
 class Distribution(_Strict):
     """One hyperparameter's search distribution."""
 
-    type: Literal["uniform", "loguniform", "randint", "choice", "grid"]
-    low: float | None = None
-    high: float | None = None
-    values: list[Any] | None = None
+    type: Literal["uniform", "loguniform", "randint", "choice", "grid"] = Field(
+        description="how the parameter is drawn; `grid` tries every value"
+    )
+    low: float | None = Field(default=None, description="uniform, loguniform, randint: lower bound")
+    high: float | None = Field(
+        default=None, description="uniform, loguniform, randint: upper bound (inclusive for randint)"
+    )
+    values: list[Any] | None = Field(default=None, description="choice, grid: the values")
 
     @model_validator(mode="after")
     def _complete(self) -> "Distribution":
@@ -51,39 +55,76 @@ class Distribution(_Strict):
 
 
 class AlgorithmSpec(_Strict):
-    name: Literal["xgboost", "tensorflow"] = "xgboost"
+    name: Literal["xgboost", "tensorflow"] = Field(default="xgboost", description="the model family")
     params: dict[str, Any] = Field(default_factory=dict, description="fixed parameters, e.g. num_boost_round")
-    search_space: dict[str, Distribution] = Field(default_factory=dict)
+    search_space: dict[str, Distribution] = Field(
+        default_factory=dict, description="parameters searched by Ray Tune, by name"
+    )
     distributed_above_rows: int | None = Field(
         default=None,
         ge=1,
         description="units with more training rows get their final fit data-parallel with Ray Train (XGBoostTrainer or TensorflowTrainer)",
     )
-    distributed_workers: int = Field(default=2, ge=1, le=1024)
+    distributed_workers: int = Field(default=2, ge=1, le=1024, description="Ray Train workers of a data-parallel fit")
 
 
 class SearchSpec(_Strict):
-    method: Literal["random", "grid"] = "random"
+    method: Literal["random", "grid"] = Field(default="random", description="draw configurations, or walk a grid")
     num_samples: int = Field(default=8, ge=1, le=10_000, description="random: trials; grid: repeats of the grid")
-    max_concurrent: int | None = Field(default=None, ge=1)
-    scheduler: Literal["fifo", "asha"] = "fifo"
+    max_concurrent: int | None = Field(default=None, ge=1, description="trials at once; default: one per CPU")
+    scheduler: Literal["fifo", "asha"] = Field(default="fifo", description="`asha` stops trailing trials early")
 
 
 class PartitionSpec(_Strict):
-    column: str
+    column: str = Field(description="a column of the labels; one model per value")
     min_rows: int = Field(default=200, ge=1, description="partitions with fewer training rows use the fallback model")
 
 
 class SplitSpec(_Strict):
-    method: Literal["time", "random"] = "time"
-    validation: float = Field(default=0.15, gt=0, lt=0.5)
-    test: float = Field(default=0.15, gt=0, lt=0.5)
+    """Train, validation and test rows: by shares of rows (`validation`, `test`), or for a time split by
+    dates (`validation_start`, `test_start`: rows from that instant on, UTC when no zone is given)."""
+
+    method: Literal["time", "random"] = Field(
+        default="time", description="by event time (later rows test), or shuffled"
+    )
+    validation: float = Field(default=0.15, gt=0, lt=0.5, description="share of rows for validation")
+    test: float = Field(default=0.15, gt=0, lt=0.5, description="share of rows for the test")
+    validation_start: datetime | None = Field(
+        default=None, description="time split: validation rows have event times from here (with test_start)"
+    )
+    test_start: datetime | None = Field(default=None, description="time split: test rows have event times from here")
+
+    @model_validator(mode="after")
+    def _dates_or_shares(self) -> "SplitSpec":
+        dated = (self.validation_start is not None, self.test_start is not None)
+        if any(dated) and not all(dated):
+            raise ValueError("split: give validation_start and test_start together")
+        if all(dated):
+            if self.method != "time":
+                raise ValueError("split: validation_start and test_start need method: time")
+            if {"validation", "test"} & self.model_fields_set:
+                raise ValueError(
+                    "split: give shares (validation, test) or dates (validation_start, test_start), not both"
+                )
+            if self.boundaries()[1] <= self.boundaries()[0]:  # type: ignore[operator]
+                raise ValueError("split: test_start must be after validation_start")
+        return self
+
+    def boundaries(self) -> tuple[datetime | None, datetime | None]:
+        """The date boundaries in UTC (a date without a zone is UTC), or (None, None) for shares."""
+
+        def utc(moment: datetime | None) -> datetime | None:
+            if moment is None:
+                return None
+            return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+        return utc(self.validation_start), utc(self.test_start)
 
 
 class TrainingData(_Strict):
     labels: str = Field(min_length=1, description="Parquet label events under the data root, or a URI")
-    start: date | None = None
-    end: date | None = None
+    start: date | None = Field(default=None, description="first day of label events used (UTC)")
+    end: date | None = Field(default=None, description="label events before this day (UTC)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "TrainingData":
@@ -95,13 +136,13 @@ class TrainingData(_Strict):
 class AlertThresholds(_Strict):
     """Limits on live metrics; Prometheus rules compare the exported metrics with these (exported too)."""
 
-    min_r2: float | None = None
-    max_rmse: float | None = Field(default=None, gt=0)
-    max_mae: float | None = Field(default=None, gt=0)
-    max_rmsle: float | None = Field(default=None, gt=0)
-    min_auc: float | None = Field(default=None, ge=0, le=1)
-    max_logloss: float | None = Field(default=None, gt=0)
-    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_r2: float | None = Field(default=None, description="alert below this live R² (regression)")
+    max_rmse: float | None = Field(default=None, gt=0, description="alert above this live RMSE (regression)")
+    max_mae: float | None = Field(default=None, gt=0, description="alert above this live MAE (regression)")
+    max_rmsle: float | None = Field(default=None, gt=0, description="alert above this live RMSLE (regression)")
+    min_auc: float | None = Field(default=None, ge=0, le=1, description="alert below this live AUC (binary)")
+    max_logloss: float | None = Field(default=None, gt=0, description="alert above this live log loss (binary)")
+    min_accuracy: float | None = Field(default=None, ge=0, le=1, description="alert below this live accuracy (binary)")
     max_psi: float = Field(
         default=0.2, gt=0, description="population stability index; 0.1-0.2 is moderate drift, above 0.2 significant"
     )
@@ -124,7 +165,10 @@ class MonitoringSpec(_Strict):
         description="request fields that identify the event an outcome is about (e.g. [order_id]); outcomes can always name a request id instead",
     )
     windows: list[Duration] = Field(
-        default_factory=lambda: [timedelta(hours=1), timedelta(hours=24)], min_length=1, max_length=6
+        default_factory=lambda: [timedelta(hours=1), timedelta(hours=24)],
+        min_length=1,
+        max_length=6,
+        description="sliding windows over prediction time that live metrics are computed on",
     )
     min_outcomes: int = Field(
         default=30, ge=1, description="a window's accuracy is published once it has this many joined outcomes"
@@ -132,7 +176,7 @@ class MonitoringSpec(_Strict):
     min_drift_samples: int = Field(
         default=500, ge=1, description="a window's drift is published once it has this many sampled rows"
     )
-    thresholds: AlertThresholds = AlertThresholds()
+    thresholds: AlertThresholds = Field(default=AlertThresholds(), description="alert limits on live metrics")
 
     @model_validator(mode="after")
     def _bounded_windows(self) -> "MonitoringSpec":
@@ -150,29 +194,42 @@ class MonitoringSpec(_Strict):
 class ModelSpec(_Strict):
     """A validated model declaration."""
 
-    name: Identifier
-    owner: str = Field(min_length=1)
-    description: str = ""
-    task: Literal["regression", "binary"]
-    label: str
-    event_time: str
+    name: Identifier = Field(description="the model's name: lower case, digits and underscores")
+    owner: str = Field(min_length=1, description="team or person answerable for the model")
+    description: str = Field(default="", description="what the model predicts, shown in the catalog")
+    task: Literal["regression", "binary"] = Field(description="a number, or the probability of a 0/1 label")
+    label: str = Field(description="the labels' column to predict")
+    event_time: str = Field(description="the labels' timestamp column: features are joined as of it")
     features: list[str] = Field(
         min_length=1, description="`group.feature` from the feature store, or request-time columns"
     )
-    transforms: dict[Identifier, str] = Field(default_factory=dict)
+    transforms: dict[Identifier, str] = Field(
+        default_factory=dict, description="columns computed by DSL expressions, by name (later ones may read earlier)"
+    )
     inputs: list[str] | None = Field(default=None, description="model inputs; default: transforms plus features")
-    partition: PartitionSpec | None = None
-    algorithm: AlgorithmSpec = AlgorithmSpec()
-    search: SearchSpec = SearchSpec()
-    metric: str | None = None
-    split: SplitSpec = SplitSpec()
-    training_data: TrainingData
-    monitoring: MonitoringSpec = MonitoringSpec()
+    partition: PartitionSpec | None = Field(
+        default=None, description="one model per value of a column, plus a fallback"
+    )
+    algorithm: AlgorithmSpec = Field(default=AlgorithmSpec(), description="the model family and its parameters")
+    search: SearchSpec = Field(default=SearchSpec(), description="how Ray Tune searches the space")
+    metric: str | None = Field(
+        default=None, description="validation metric optimized: rmse, mae (regression); logloss, error, auc (binary)"
+    )
+    split: SplitSpec = Field(default=SplitSpec(), description="train, validation and test rows")
+    refit: Literal["train_and_validation", "train"] | None = Field(
+        default=None,
+        description=(
+            "what each unit's final model is fitted on: `train_and_validation` (for the rounds or epochs early "
+            "stopping chose on validation; the default for time splits) or `train` (the default for random splits)"
+        ),
+    )
+    training_data: TrainingData = Field(description="the label events trained on")
+    monitoring: MonitoringSpec = Field(default=MonitoringSpec(), description="live metrics, drift and alerts")
     schedule: str | None = Field(
         default=None,
         description="retrain on this cron schedule in UTC (e.g. '0 3 * * 1'), run by the control plane's scheduler",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="seeds the search plan and every fit: same seed, same models")
 
     @field_validator("schedule")
     @classmethod
@@ -226,6 +283,10 @@ class ModelSpec(_Strict):
             if column == self.label:
                 raise ValueError(f"input '{column}' is the label: remove it from inputs")
         return self
+
+    @property
+    def refit_on(self) -> Literal["train_and_validation", "train"]:
+        return self.refit or ("train_and_validation" if self.split.method == "time" else "train")
 
     @property
     def optimize(self) -> str:

@@ -6,7 +6,7 @@ the fallback, trained on every row, which serves small and unknown partitions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,36 +16,9 @@ from cupola.errors import InvalidInput
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.timeutil import day_start, to_utc
 from cupola.model_inputs import input_matrix
+from cupola.prepared import PreparedData, Split
 from cupola.routing import FALLBACK
 from cupola.specs.model import ModelSpec
-
-
-@dataclass(frozen=True)
-class Split:
-    features: np.ndarray
-    label: np.ndarray
-    partition: np.ndarray
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    inputs: list[str]
-    train: Split
-    valid: Split
-    test: Split
-    units: list[str]
-
-    def unit_rows(self, unit: str, split: Split) -> np.ndarray:
-        """Row mask of a unit in a split: its partition, or everything for the fallback."""
-        return np.ones(len(split.label), dtype=bool) if unit == FALLBACK else split.partition == unit
-
-    def unit_split(self, unit: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """A unit's (features, label) for training and for validation: what every fit of that unit takes."""
-        train_rows, valid_rows = self.unit_rows(unit, self.train), self.unit_rows(unit, self.valid)
-        return (
-            (self.train.features[train_rows], self.train.label[train_rows]),
-            (self.valid.features[valid_rows], self.valid.label[valid_rows]),
-        )
 
 
 def load_labels(spec: ModelSpec, store: FeatureStore) -> pd.DataFrame:
@@ -104,9 +77,8 @@ def prepare(spec: ModelSpec, frame: pd.DataFrame) -> PreparedData:
         frame = frame.sort_values([spec.event_time], kind="stable").reset_index(drop=True)
     else:
         frame = frame.sample(frac=1.0, random_state=spec.seed).reset_index(drop=True)
+    valid_start, test_start = _split_rows(spec, frame)
     n = len(frame)
-    test_start = int(round(n * (1 - spec.split.test)))
-    valid_start = int(round(n * (1 - spec.split.test - spec.split.validation)))
     partition_column = spec.partition.column if spec.partition else None
     if partition_column and partition_column not in frame.columns:
         raise InvalidInput(f"model '{spec.name}': partition column '{partition_column}' is not in the training data")
@@ -128,4 +100,57 @@ def prepare(spec: ModelSpec, frame: pd.DataFrame) -> PreparedData:
         units += [
             str(v) for v, c in zip(values, counts, strict=True) if c >= spec.partition.min_rows and v in valid_values
         ]
-    return PreparedData(spec.model_inputs(), train, valid, test, units)
+    return PreparedData(
+        spec.model_inputs(), train, valid, test, units, _describe_split(spec, frame, valid_start, test_start)
+    )
+
+
+def _split_rows(spec: ModelSpec, frame: pd.DataFrame) -> tuple[int, int]:
+    """Where validation and test rows start in the ordered frame: at the dates, or at the shares of rows."""
+    n = len(frame)
+    validation_start, test_start = spec.split.boundaries()
+    if validation_start is None or test_start is None:
+        return (
+            int(round(n * (1 - spec.split.test - spec.split.validation))),
+            int(round(n * (1 - spec.split.test))),
+        )
+    times = frame[spec.event_time]
+    valid_row = int(times.searchsorted(pd.Timestamp(validation_start), side="left"))
+    test_row = int(times.searchsorted(pd.Timestamp(test_start), side="left"))
+    first, last = (times.iloc[0].isoformat(), times.iloc[-1].isoformat()) if n else ("-", "-")
+    for count, name, fix in (
+        (valid_row, "train", "validation_start later"),
+        (test_row - valid_row, "validation", "test_start later or validation_start earlier"),
+        (n - test_row, "test", "test_start earlier"),
+    ):
+        if count == 0:
+            raise InvalidInput(
+                f"model '{spec.name}': the {name} split has no rows (label event times run {first} .. {last}): "
+                f"move split.{fix}",
+                "split",
+            )
+    return valid_row, test_row
+
+
+def _describe_split(spec: ModelSpec, frame: pd.DataFrame, valid_start: int, test_start: int) -> dict[str, Any]:
+    """The split's rule, each split's event-time range (time splits) and the refit policy, as the version records it."""
+    times, n = frame[spec.event_time], len(frame)
+    rows = {"train": slice(0, valid_start), "validation": slice(valid_start, test_start), "test": slice(test_start, n)}
+    ranges = {
+        name: [times.iloc[part].min().isoformat(), times.iloc[part].max().isoformat()]
+        if part.stop > part.start
+        else None
+        for name, part in rows.items()
+    }
+    validation_at, test_at = spec.split.boundaries()
+    rule = (
+        {"validation_start": validation_at.isoformat(), "test_start": test_at.isoformat()}
+        if validation_at and test_at
+        else {"validation": spec.split.validation, "test": spec.split.test}
+    )
+    return {
+        "method": spec.split.method,
+        **rule,
+        "event_time_ranges": ranges if spec.split.method == "time" else None,
+        "refit": spec.refit_on,
+    }

@@ -33,8 +33,8 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cupola.algorithms import get_algorithm, import_xgboost_without_sklearn
 from cupola.errors import ServerFault
+from cupola.prepared import PreparedData
 from cupola.specs.model import Distribution, ModelSpec
-from cupola.training.dataset import PreparedData
 
 TrialResult = dict[str, Any]  # {"score": float, "unit_scores": {unit: float}}
 
@@ -219,8 +219,8 @@ def search(
     pending = [index for index in range(len(plan)) if index not in results]
     if pending:
         results |= _run_trials(spec, data, plan, pending, max_concurrent, on_trial)
-    trials = [{"config": plan[index], **results[index]} for index in sorted(results)]
-    trials.sort(key=lambda t: sorted(t["config"].items()))
+    # numbered by plan index: the order Tune creates (and numbers) trials in on a fresh run
+    trials = [{"trial": index, "config": plan[index], **results[index]} for index in sorted(results)]
     better = min if spec.mode == "min" else max
     best_config, best_score = {}, {}
     for unit in data.units:

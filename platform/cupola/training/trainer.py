@@ -30,6 +30,7 @@ from cupola.evaluation.report import build_report
 from cupola.features import FeatureStore
 from cupola.features.training_sets import TrainingSet
 from cupola.model_inputs import request_fields
+from cupola.prepared import PreparedData
 from cupola.runtime import ensure_ray
 from cupola.specs.model import ModelSpec
 from cupola.stores import open_store
@@ -37,7 +38,8 @@ from cupola.stores.datalake import Datalake
 from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion, NewModelVersion, create_repository
 from cupola.stores.runs import TrainingRun, TrainingRuns
 from cupola.training.compile import compile_for_serving
-from cupola.training.dataset import PreparedData, build_training_data, prepare
+from cupola.training.dataset import build_training_data, prepare
+from cupola.training.preflight import check_before_training
 from cupola.training.search import TrialResult, planned_configs, search
 
 
@@ -54,11 +56,18 @@ def new_run_id(spec: ModelSpec) -> str:
 
 @ray.remote(num_cpus=1)
 def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, Any]) -> tuple[bytes, float, int]:
+    """A unit's final model: early-stopped on validation, then with `refit: train_and_validation` fitted again
+    on training and validation rows for the rounds early stopping chose. The validation score is the
+    early-stopped model's (the refitted model has seen those rows)."""
     algorithm = get_algorithm(spec.algorithm.name)
-    result = algorithm.fit(
-        {**spec.algorithm.params, **config}, spec.task, spec.optimize, spec.seed, *data.unit_split(unit)
-    )
-    return algorithm.serialize(result.model), result.valid_score, result.iterations
+    params = {**spec.algorithm.params, **config}
+    result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, *data.unit_split(unit))
+    model = result.model
+    if spec.refit_on == "train_and_validation":
+        model = algorithm.fit_rounds(
+            params, spec.task, spec.optimize, spec.seed, data.unit_train_and_validation(unit), result.iterations
+        )
+    return algorithm.serialize(model), result.valid_score, result.iterations
 
 
 def _is_large(spec: ModelSpec, data: PreparedData, unit: str) -> bool:
@@ -70,6 +79,12 @@ def _trained_with(spec: ModelSpec, data: PreparedData, unit: str) -> str:
     if _is_large(spec, data, unit):
         return f"ray-train {spec.algorithm.name}, {spec.algorithm.distributed_workers} workers"
     return "in-process"
+
+
+def _fitted_on(spec: ModelSpec, data: PreparedData, unit: str) -> str:
+    """The rows a unit's final model was fitted on. A data-parallel unit keeps its early-stopped model (a
+    fixed-rounds fit over Ray Train is not built), so it is fitted on training rows whatever `refit` says."""
+    return "train" if _is_large(spec, data, unit) else spec.refit_on
 
 
 def _refit(
@@ -105,7 +120,7 @@ def _refit(
 def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_source: str = "") -> TrainingResult:
     """Train `spec` (resuming `run_id` if it was interrupted) and register a new model version."""
     store = FeatureStore(settings)
-    store.registry.resolve(spec.store_features())
+    check_before_training(spec, store)
     run_id = run_id or new_run_id(spec)
     runs, repository = open_store("runs", settings), create_repository(settings)
     user = settings.acting_user()
@@ -144,6 +159,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
                     f"valid_{spec.optimize}": valid_score,
                     "iterations": iterations,
                     "trained_with": _trained_with(spec, data, unit),
+                    "fitted_on": _fitted_on(spec, data, unit),
                 }
             )
         artifacts = ArtifactStore(store.datalake)
@@ -191,6 +207,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
                 "inputs": data.inputs,
                 "request_fields": request_fields(spec, frame.dtypes.to_dict()),
                 "serving_runtime": serving_runtime,
+                "split": data.split,
             },
             artifacts=refs,
             summary={
