@@ -63,7 +63,7 @@ def test_keras_models_train_per_partition_and_reload_identically(
         repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake)
     ).models
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
-    metrics = evaluate(spec, data, models).metrics
+    metrics = evaluate(spec, data, models, version.report["threshold"]).metrics
     assert metrics["overall"] == version.metrics["overall"]
     again = Predictor.from_version(
         repository.get(spec.name, version.version), ArtifactStore(FeatureStore(settings).datalake)
@@ -110,7 +110,7 @@ def test_large_keras_units_are_fitted_data_parallel_with_ray_train(
 
     models = Predictor.from_version(version, ArtifactStore(FeatureStore(settings).datalake)).models
     data = prepare(spec, pd.read_parquet(version.data["training_set"].removeprefix("file://")))
-    evaluation = evaluate(spec, data, models)
+    evaluation = evaluate(spec, data, models, version.report["threshold"])
     assert evaluation.metrics["overall"] == version.metrics["overall"]  # the registered model is the one evaluated
     assert (
         evaluation.comparison["overall"]["fallback_only"]["auc"] > 0.6

@@ -297,3 +297,41 @@ def test_spec_errors_that_need_only_schemas_come_before_any_ray_work(lake: Setti
         assert "labels.parquet" in str(refused.value)
     assert "category_code(coupon" in str(pytest.raises(InvalidInput, train, cases[0][0], lake).value)
     assert open_store("runs", lake).list() == []  # no run was started
+
+
+def test_each_partition_is_served_by_whichever_model_scored_better_on_its_validation_rows() -> None:
+    """By hand: partition a's own model is better, b's is worse, c ties, d cannot be judged under AUC."""
+    from cupola.prepared import PreparedData, Split
+    from cupola.training.selection import choose_served_units
+
+    labels = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    partitions = np.array(["a", "a", "b", "b", "c", "c", "x", "x"])
+    empty = Split(np.empty((0, 1)), np.empty(0), np.empty(0, dtype=object))
+    valid = Split(np.zeros((8, 1)), labels, partitions)
+    data = PreparedData(["f"], empty, valid, empty, [FALLBACK, "a", "b", "c"])
+    fallback = labels + np.array([1.0, -1.0, 0.5, -0.5, 1.0, 1.0, 2.0, 2.0])  # abs errors per row
+    predictions = {
+        FALLBACK: fallback,
+        "a": labels[:2] + 0.1,  # rmse 0.1 < 1.0
+        "b": labels[2:4] + 2.0,  # rmse 2.0 > 0.5
+        "c": labels[4:6] - 1.0,  # rmse 1.0 == 1.0: a tie keeps its own
+    }
+    choice = choose_served_units(small_spec(), data, predictions)
+    assert choice.units == [FALLBACK, "a", "c"]
+    assert choice.judged["a"] == {"own": pytest.approx(0.1), "fallback": pytest.approx(1.0), "served_by": "a"}
+    assert choice.judged["b"]["served_by"] == FALLBACK and choice.judged["b"]["own"] == pytest.approx(2.0)
+    expected = np.concatenate([labels[:2] + 0.1, fallback[2:4], labels[4:6] - 1.0, fallback[6:]])
+    np.testing.assert_array_equal(choice.validation_predictions, expected)
+
+    binary = small_spec(task="binary", label="late", metric="auc", monitoring={"outcome_keys": ["order_id"]})
+    one_class = PreparedData(
+        ["f"],
+        empty,
+        Split(np.zeros((4, 1)), np.array([1.0, 1.0, 0.0, 1.0]), np.array(["d", "d", "e", "e"])),
+        empty,
+        [FALLBACK, "d"],
+    )
+    judged = choose_served_units(
+        binary, one_class, {FALLBACK: np.array([0.9, 0.8, 0.1, 0.7]), "d": np.array([0.2, 0.3])}
+    ).judged["d"]
+    assert judged["served_by"] == "d" and np.isnan(judged["own"])  # one class: AUC undefined, nothing to judge by

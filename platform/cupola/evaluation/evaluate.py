@@ -29,13 +29,18 @@ class Evaluation:
     fallback_predictions: np.ndarray
 
 
-def evaluate(spec: ModelSpec, data: PreparedData, models: dict[str, Any]) -> Evaluation:
-    """Metrics overall and per partition on the test split, and the fallback-only comparison."""
+def evaluate(spec: ModelSpec, data: PreparedData, models: dict[str, Any], threshold: float | None = None) -> Evaluation:
+    """Metrics overall and per partition on the test split, and the fallback-only comparison.
+
+    For a binary task, `threshold` is the decision threshold chosen on validation by the caller (the
+    trainer's comes from models that never saw the validation rows, since the final ones may have been
+    refitted on them); without one, the given models' validation predictions choose it."""
     algorithm = get_algorithm(spec.algorithm.name)
-    threshold = None
-    if spec.task == "binary":
+    if spec.task == "binary" and threshold is None:
         validation, _ = predict_routed(algorithm, models, data.valid.features, data.valid.partition)
         threshold = best_f1_threshold(data.valid.label, validation)
+    if spec.task != "binary":
+        threshold = None
     test = data.test
     at = {} if threshold is None else {"threshold": threshold}
     routed, units = predict_routed(algorithm, models, test.features, test.partition)

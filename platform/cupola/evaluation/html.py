@@ -267,17 +267,30 @@ def _compare_class(metric: str, ours: Any, theirs: Any) -> str:
 
 
 def _partition_table(report: dict[str, Any]) -> str:
+    """Per partition: which model serves it, its test metric, and the validation scores that chose the model."""
     metric = report["metric"]
+    judged = report.get("validation_choice", {})
     rows = []
     for partition, values in report["metrics"]["partitions"].items():
+        choice = judged.get(partition)
+        chosen_on = (
+            f"own {format_number(choice['own'])} · fallback {format_number(choice['fallback'])}" if choice else "-"
+        )
         rows.append(
-            f"<tr><td>{html.escape(partition)}</td><td>{html.escape(values.get('served_by', ''))}</td><td>{format_number(values.get(metric))}</td><td>{format_number(values.get('rows'))}</td></tr>"
+            f"<tr><td>{html.escape(partition)}</td><td>{html.escape(values.get('served_by', ''))}</td>"
+            f"<td>{html.escape(chosen_on)}</td><td>{format_number(values.get(metric))}</td>"
+            f"<td>{format_number(values.get('rows'))}</td></tr>"
         )
     fallback = report["metrics"]["fallback"]
     rows.append(
-        f"<tr><td><em>fallback model, all test rows</em></td><td>{html.escape(report['fallback_unit'])}</td><td>{format_number(fallback.get(metric))}</td><td>{format_number(fallback.get('rows'))}</td></tr>"
+        f"<tr><td><em>fallback model, all test rows</em></td><td>{html.escape(report['fallback_unit'])}</td><td>-</td>"
+        f"<td>{format_number(fallback.get(metric))}</td><td>{format_number(fallback.get('rows'))}</td></tr>"
     )
-    return f'<table class="partitions"><tr><th>partition</th><th>served by</th><th>{html.escape(metric)}</th><th>test rows</th></tr>{"".join(rows)}</table>'
+    head = (
+        f"<tr><th>partition</th><th>served by</th><th>validation {html.escape(metric)}: own · fallback</th>"
+        f"<th>test {html.escape(metric)}</th><th>test rows</th></tr>"
+    )
+    return f'<table class="partitions">{head}{"".join(rows)}</table>'
 
 
 def _row_counts(rows: dict[str, int]) -> str:
@@ -358,6 +371,7 @@ def render_report_html(version: Any, report: dict[str, Any], production: dict[st
 <p>Green: this version is better than that column; red: worse. Baseline: {html.escape(report["baseline"]["description"])}.</p>
 {_metric_table(report, production)}
 <h2>Partitions</h2>
+<p>A partition is served by its own model when that model scored at least as well as the fallback on the partition's validation rows; the test split plays no part in the choice.</p>
 {_partition_table(report)}
 <h2>Charts</h2>
 <div class="grid">{"".join(charts)}{_search_chart(report["search"])}</div>

@@ -29,6 +29,7 @@ from cupola.evaluation.html import render_report_html
 from cupola.evaluation.report import build_report
 from cupola.features import FeatureStore
 from cupola.features.training_sets import TrainingSet
+from cupola.metrics import best_f1_threshold
 from cupola.model_inputs import request_fields
 from cupola.prepared import PreparedData
 from cupola.runtime import ensure_ray
@@ -41,6 +42,7 @@ from cupola.training.compile import compile_for_serving
 from cupola.training.dataset import build_training_data, prepare
 from cupola.training.preflight import check_before_training
 from cupola.training.search import TrialResult, planned_configs, search
+from cupola.training.selection import choose_served_units
 
 
 @dataclass(frozen=True)
@@ -54,20 +56,32 @@ def new_run_id(spec: ModelSpec) -> str:
     return f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
+@dataclass(frozen=True)
+class FittedUnit:
+    """A unit's final model, with what its early-stopped fit saw on validation (score, rounds, predictions)."""
+
+    model: bytes
+    valid_score: float
+    iterations: int
+    valid_predictions: np.ndarray
+
+
 @ray.remote(num_cpus=1)
-def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, Any]) -> tuple[bytes, float, int]:
+def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, Any]) -> FittedUnit:
     """A unit's final model: early-stopped on validation, then with `refit: train_and_validation` fitted again
-    on training and validation rows for the rounds early stopping chose. The validation score is the
-    early-stopped model's (the refitted model has seen those rows)."""
+    on training and validation rows for the rounds early stopping chose. The validation score and predictions
+    are the early-stopped model's (the refitted model has seen those rows)."""
     algorithm = get_algorithm(spec.algorithm.name)
     params = {**spec.algorithm.params, **config}
-    result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, *data.unit_split(unit))
+    train_rows, valid_rows = data.unit_split(unit)
+    result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train_rows, valid_rows)
+    predictions = np.asarray(algorithm.predict(result.model, valid_rows[0]), dtype="float64")
     model = result.model
     if spec.refit_on == "train_and_validation":
         model = algorithm.fit_rounds(
             params, spec.task, spec.optimize, spec.seed, data.unit_train_and_validation(unit), result.iterations
         )
-    return algorithm.serialize(model), result.valid_score, result.iterations
+    return FittedUnit(algorithm.serialize(model), result.valid_score, result.iterations, predictions)
 
 
 def _is_large(spec: ModelSpec, data: PreparedData, unit: str) -> bool:
@@ -89,7 +103,7 @@ def _fitted_on(spec: ModelSpec, data: PreparedData, unit: str) -> str:
 
 def _refit(
     spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any]], storage: Datalake, run_id: str
-) -> list[tuple[bytes, float, int]]:
+) -> dict[str, FittedUnit]:
     """Refit each unit's best configuration: small units as parallel one-CPU tasks, then large units
     data-parallel with Ray Train from the driver (inside a one-CPU task its workers would starve)."""
     data_ref = ray.put(data)
@@ -113,8 +127,11 @@ def _refit(
             storage.path(f"training_runs/{run_id}/train"),
             storage.filesystem,
         )
-        results[unit] = (algorithm.serialize(result.model), result.valid_score, result.iterations)
-    return [results[unit] for unit in data.units]
+        predictions = np.asarray(algorithm.predict(result.model, data.unit_split(unit)[1][0]), dtype="float64")
+        results[unit] = FittedUnit(
+            algorithm.serialize(result.model), result.valid_score, result.iterations, predictions
+        )
+    return {unit: results[unit] for unit in data.units}
 
 
 def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_source: str = "") -> TrainingResult:
@@ -150,14 +167,23 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         runs.update(run_id, progress={"step": "retrain", "units": len(data.units), "trials_done": len(outcome.trials)})
         algorithm = get_algorithm(spec.algorithm.name)
         fitted = _refit(spec, data, outcome.best_config, store.datalake, run_id)
-        models = {unit: algorithm.deserialize(blob) for unit, (blob, _, _) in zip(data.units, fitted, strict=True)}
-        evaluation = evaluate(spec, data, models)
-        metrics = dict(evaluation.metrics)
-        for unit, (_, valid_score, iterations) in zip(data.units, fitted, strict=True):
+        choice = choose_served_units(spec, data, {unit: f.valid_predictions for unit, f in fitted.items()})
+        dropped = [unit for unit in data.units if unit not in choice.units]
+        if dropped:
+            runs.log(run_id, f"served by the fallback (better on validation): {', '.join(dropped)}")
+        data = dataclasses.replace(data, units=choice.units)
+        fitted = {unit: fitted[unit] for unit in data.units}
+        models = {unit: algorithm.deserialize(f.model) for unit, f in fitted.items()}
+        threshold = (
+            best_f1_threshold(data.valid.label, choice.validation_predictions) if spec.task == "binary" else None
+        )
+        evaluation = evaluate(spec, data, models, threshold)
+        metrics = {**evaluation.metrics, "validation_choice": choice.judged}
+        for unit, unit_fit in fitted.items():
             metrics.setdefault(f"unit:{unit}", {}).update(
                 {
-                    f"valid_{spec.optimize}": valid_score,
-                    "iterations": iterations,
+                    f"valid_{spec.optimize}": unit_fit.valid_score,
+                    "iterations": unit_fit.iterations,
                     "trained_with": _trained_with(spec, data, unit),
                     "fitted_on": _fitted_on(spec, data, unit),
                 }
@@ -168,9 +194,13 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         )
         refs = {
             unit: artifacts.put(
-                spec.name, attempt, f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}", blob, algorithm.artifact_format
+                spec.name,
+                attempt,
+                f"{index:04d}-{_safe(unit)}{algorithm.file_suffix}",
+                unit_fit.model,
+                algorithm.artifact_format,
             )
-            for index, (unit, (blob, _, _)) in enumerate(zip(data.units, fitted, strict=True))
+            for index, (unit, unit_fit) in enumerate(fitted.items())
         }
         serving_runtime = compile_for_serving(
             spec,
@@ -186,7 +216,10 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
             + (f" ({serving_runtime['reason']})" if "reason" in serving_runtime else ""),
         )
         production = _production(repository, spec.name)
-        report = build_report(spec, data, models, evaluation, outcome.trials, production)
+        report = {
+            **build_report(spec, data, models, evaluation, outcome.trials, production),
+            "validation_choice": choice.judged,
+        }
         draft = NewModelVersion(
             name=spec.name,
             created_by=user,
