@@ -98,15 +98,20 @@ def test_join_equals_merge_asof_reference(store: FeatureStore, scenario: dict) -
 
 def test_exact_time_ties_are_included_and_nothing_comes_from_the_future(store: FeatureStore, scenario: dict) -> None:
     users = scenario["users"]
-    result = build_training_set("ties", scenario["labels"], "event_at", [(users, ["value"])], store.datalake).to_pandas(
-        store.datalake
-    )
+    built = build_training_set("ties", scenario["labels"], "event_at", [(users, ["value"])], store.datalake)
+    result = built.to_pandas(store.datalake)
     events = store.offline.read_group(users.name)
     for _, row in result.sort_values("label_id").head(200).iterrows():
         candidates = events[(events["user_id"] == row["user_id"]) & (events["ts"] <= row["event_at"])]
         latest = candidates.sort_values("ts").iloc[-1]
         assert latest["ts"] == row["event_at"]  # the tie itself is visible (event time <= label time)
         assert row["user_activity__value"] == latest["value"]
+    # the leakage audit counts exactly the label rows whose entity has a feature row at the label's own instant
+    at_same_instant = scenario["labels"].merge(
+        events[["user_id", "ts"]].drop_duplicates(), left_on=["user_id", "event_at"], right_on=["user_id", "ts"]
+    )
+    assert built.exact_time_rows == {users.name: len(at_same_instant)} and len(at_same_instant) >= 200
+    assert not any(column.startswith("__exact_time__") for column in result.columns)  # the audit is not a feature
 
 
 def test_max_age_hides_stale_values(store: FeatureStore, scenario: dict) -> None:

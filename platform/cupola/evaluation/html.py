@@ -315,6 +315,27 @@ def _split_line(split: dict[str, Any]) -> str:
     return f'<p class="meta">{html.escape(text)}</p>'
 
 
+def _leakage_section(audit: dict[str, Any]) -> str:
+    """The training set's leakage audit: one row per joined group, marked where something was found."""
+    if not audit:
+        return ""
+    rows = []
+    for group, found in audit.items():
+        flagged = found["exact_time_rows"] > 0 or found["source_is_labels"]
+        marker = ' class="worse"' if flagged else ""
+        rows.append(
+            f"<tr{marker}><td>{html.escape(group)}</td>"
+            f"<td>{found['exact_time_rows']:,} ({found['exact_time_share']:.1%})</td>"
+            f"<td>{'yes' if found['source_is_labels'] else 'no'}</td></tr>"
+        )
+    return (
+        "<h2>Leakage audit</h2><p>Rows whose feature value was computed at exactly the label's event time include "
+        "the entity's event at that instant; a group computed from the labels' own table may aggregate the label.</p>"
+        '<table class="partitions"><tr><th>feature group</th><th>rows valued at the label\'s instant</th>'
+        f"<th>source is the labels</th></tr>{''.join(rows)}</table>"
+    )
+
+
 def render_report_html(version: Any, report: dict[str, Any], production: dict[str, Any] | None = None) -> str:
     """The page for a model version, or for a draft about to be registered (no number yet: titled by its run).
 
@@ -370,6 +391,7 @@ def render_report_html(version: Any, report: dict[str, Any], production: dict[st
 <h2>Test metrics</h2>
 <p>Green: this version is better than that column; red: worse. Baseline: {html.escape(report["baseline"]["description"])}.</p>
 {_metric_table(report, production)}
+{_leakage_section(version.data.get("leakage", {}))}
 <h2>Partitions</h2>
 <p>A partition is served by its own model when that model scored at least as well as the fallback on the partition's validation rows; the test split plays no part in the choice.</p>
 {_partition_table(report)}

@@ -6,6 +6,10 @@ older than the group's `max_age`. Label rows are sharded by each group's entity 
 turn, and each shard is joined with `pandas.merge_asof` against only the matching bucket
 files of the offline store. The result is written, immutable, under
 `training_sets/<name>/<run id>/` with a content fingerprint that model records can cite.
+
+Each build also audits leakage: per group, how many rows got a value computed at exactly the
+label's event time (a window (t - w, t] then holds the entity's event at t itself, which for
+outcomes keyed at the label's own time is the answer).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -31,6 +35,7 @@ from cupola.specs.feature_group import FeatureGroupSpec, feature_column
 from cupola.stores.datalake import Datalake
 
 FEATURE_TIME = "__feature_time__"
+EXACT_TIME = "__exact_time__"  # + group name: the row's value was computed at exactly the label's time
 METADATA_FILE = "_cupola_training_set.json"
 LABEL_CHUNK_ROWS = 250_000
 
@@ -47,6 +52,7 @@ class TrainingSet:
     feature_columns: list[str]
     fingerprint: str
     seconds: float
+    exact_time_rows: dict[str, int] = field(default_factory=dict)  # per group: rows valued at the label's instant
 
     def to_pandas(self, datalake: Datalake) -> pd.DataFrame:
         """Read it back from `datalake` (row order is by entity bucket, then event time)."""
@@ -100,13 +106,14 @@ def join_bucket(labels: pd.DataFrame, features: pd.DataFrame, stage: _Stage, eve
         allow_exact_matches=True,
         tolerance=pd.Timedelta(spec.max_age) if spec.max_age is not None else None,
     )
+    merged[f"{EXACT_TIME}{spec.name}"] = (merged[FEATURE_TIME] == merged[event_time]).to_numpy()
     return merged.drop(columns=[FEATURE_TIME])
 
 
 @ray.remote
 def _join_stage_bucket(
     datalake: Datalake, stage: _Stage, event_time: str, bucket: int, output: str | None, *parts: pd.DataFrame
-) -> pd.DataFrame | tuple[int, str]:
+) -> pd.DataFrame | tuple[int, str, dict[str, int]]:
     spec = stage.spec
     labels = pd.concat(parts, ignore_index=True)
     columns = [*spec.entity_names, spec.event_time, *stage.features]
@@ -123,11 +130,14 @@ def _join_stage_bucket(
     joined = join_bucket(labels, features, stage, event_time)
     if output is None:
         return joined
+    audit = [column for column in joined.columns if column.startswith(EXACT_TIME)]
+    exact = {column.removeprefix(EXACT_TIME): int(joined[column].sum()) for column in audit}
+    joined = joined.drop(columns=audit)
     path = datalake.path(f"{output}/{part_name(bucket)}")
     datalake.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(pa.Table.from_pandas(joined, preserve_index=False), path, filesystem=datalake.filesystem)
     digest = hashlib.sha256(pd.util.hash_pandas_object(joined, index=False).to_numpy().tobytes()).hexdigest()
-    return len(joined), digest
+    return len(joined), digest, exact
 
 
 def _label_sources(labels: pd.DataFrame | str, datalake: Datalake) -> list[pd.DataFrame | str]:
@@ -174,8 +184,9 @@ def build_training_set(
             results = wait_all(joined, f"join {spec.name}", progress)
         else:
             blocks = joined
-    rows = sum(count for count, _ in results)
-    fingerprint = hashlib.sha256("".join(digest for _, digest in results).encode()).hexdigest()
+    rows = sum(count for count, _, _ in results)
+    fingerprint = hashlib.sha256("".join(digest for _, digest, _ in results).encode()).hexdigest()
+    exact_time_rows = {stage.spec.name: sum(exact.get(stage.spec.name, 0) for _, _, exact in results) for stage in plan}
     label_columns = list(pq.read_schema(datalake.list_files(output)[0], filesystem=datalake.filesystem).names)
     feature_columns = [feature_column(s.spec.name, f) for s in plan for f in s.features]
     seconds = time.perf_counter() - began
@@ -190,7 +201,10 @@ def build_training_set(
             "fingerprint": fingerprint,
             "labels": labels if isinstance(labels, str) else f"in-memory frame of {len(labels)} rows",
             "event_time": event_time,
+            "exact_time_rows": exact_time_rows,
             "created_at": datetime.now(timezone.utc).isoformat(),
         },
     )
-    return TrainingSet(name, run_id, datalake.uri(output), rows, label_columns, feature_columns, fingerprint, seconds)
+    return TrainingSet(
+        name, run_id, datalake.uri(output), rows, label_columns, feature_columns, fingerprint, seconds, exact_time_rows
+    )

@@ -40,6 +40,7 @@ from cupola.stores.models import ArtifactStore, ModelRepository, ModelVersion, N
 from cupola.stores.runs import TrainingRun, TrainingRuns
 from cupola.training.compile import compile_for_serving
 from cupola.training.dataset import build_training_data, prepare
+from cupola.training.leakage import leakage_audit, leakage_warnings
 from cupola.training.preflight import check_before_training
 from cupola.training.search import TrialResult, planned_configs, search
 from cupola.training.selection import choose_served_units
@@ -153,6 +154,9 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
     try:
         ensure_ray(settings)
         training_set = _training_set(spec, store, runs, run)
+        leakage = leakage_audit(spec, store, training_set)
+        for warning in leakage_warnings(leakage):
+            runs.log(run_id, warning)
         frame = training_set.to_pandas(store.datalake)
         data = prepare(spec, frame)
         runs.log(run_id, f"training set {training_set.uri}: {training_set.rows} rows; units: {', '.join(data.units)}")
@@ -241,6 +245,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
                 "request_fields": request_fields(spec, frame.dtypes.to_dict()),
                 "serving_runtime": serving_runtime,
                 "split": data.split,
+                "leakage": leakage,
             },
             artifacts=refs,
             summary={
