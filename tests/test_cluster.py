@@ -213,9 +213,18 @@ def test_a_job_submitted_without_the_ray_token_is_refused(head_node: str, tmp_pa
         timeout=120,
     )
     assert refused.returncode != 0 and "auth" in (refused.stdout + refused.stderr).lower()
-    accepted = requests.post(
-        f"{head_node}/api/jobs/", json=body, headers={"authorization": f"Bearer {token}"}, timeout=30
-    )
+    answers: list[requests.Response] = []
+
+    def submitted() -> bool:
+        """The dashboard answers before the head's job agent registers ('No available agent ...': a 500 that
+        submits nothing); the token is accepted once the agent is there."""
+        answers.append(
+            requests.post(f"{head_node}/api/jobs/", json=body, headers={"authorization": f"Bearer {token}"}, timeout=30)
+        )
+        return not (answers[-1].status_code == 500 and "No available agent" in answers[-1].text)
+
+    wait_until(submitted, timeout=60, every=0.5)
+    accepted = answers[-1]
     assert accepted.status_code == 200, accepted.text
     job = accepted.json()["submission_id"]
     headers = {"authorization": f"Bearer {token}"}
