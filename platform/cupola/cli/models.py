@@ -56,10 +56,9 @@ def train_command(
             text = read_spec_text(Path(spec_path))
         spec = parse_model_spec(text, spec_path)
         if settings.api_url:  # the control plane runs it as a Ray job on its cluster
-            from cupola.client import Client
+            from cupola.remote import api_client
 
-            client = Client(settings.api_url, settings.api_token.get_secret_value(), user=settings.acting_user())
-            submitted = client.submit_training_run(text, run_id)
+            submitted = api_client(settings).submit_training_run(text, run_id)
             console.print(
                 f"submitted run {submitted['run_id']} of {submitted['model']} as Ray job {submitted['job_id']}: follow it with `cupola runs show {submitted['run_id']}`"
             )

@@ -11,10 +11,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, overload
 
 if TYPE_CHECKING:
+    from cupola.client import Client
     from cupola.config import Settings
     from cupola.stores.deployments.base import Deployments
     from cupola.stores.models import ModelRepository
     from cupola.stores.runs import TrainingRuns
+
+
+def api_client(settings: Settings) -> Client:
+    """The control plane's client for `settings.api_url`, acting as the settings' user."""
+    from cupola.client import Client
+
+    return Client(settings.api_url, settings.api_token.get_secret_value(), user=settings.acting_user())
 
 
 @overload
@@ -31,9 +39,7 @@ def open_records(domain: Literal["models", "deployments", "runs"], settings: Set
         from cupola.stores import open_store
 
         return open_store(domain, settings)
-    from cupola.client import Client
-
-    client = Client(settings.api_url, settings.api_token.get_secret_value(), user=settings.acting_user())
+    client = api_client(settings)
     if domain == "models":
         from cupola.remote.models import RestModelRepository
 
