@@ -70,3 +70,24 @@ def as_of_join(
         tolerance=max_age,
     )
     return merged.drop(columns="__t")
+
+
+def windows_at(
+    times: pd.Series, values: pd.Series, at: pd.Timestamp, function: str, window: pd.Timedelta, align: str | None
+) -> float:
+    """One entity's window value at instant `at`, by definition: sliding (at - window, at], or with
+    align='day' the whole days [day(at) - window, day(at)). `times` are the events' (derived) times."""
+    if align == "day":
+        day = at.floor("D")
+        event_days = times.dt.floor("D")
+        chosen = values[(event_days >= day - window) & (event_days < day)]
+    else:
+        chosen = values[(times > at - window) & (times <= at)]
+    data = chosen.to_numpy(dtype="float64")
+    if function == "count":
+        return float(np.count_nonzero(~np.isnan(data)))
+    if function == "sum":
+        return float(np.nansum(data))
+    if len(data) == 0 or np.isnan(data).all():
+        return float("nan")
+    return float({"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[function](data))

@@ -34,6 +34,8 @@ EXPRESSIONS = [
     "bucketize(distance_km, [1, 2.5, 5])",
     "hour(order_ts) * 100 + weekday(order_ts)",
     "minutes_between(order_ts, pickup_ts)",
+    "add_minutes(order_ts, tip)",
+    "add_days(day_start(pickup_ts), 1)",
     "not (basket_size == 3) or distance_km != distance_km",
     "-abs(distance_km - 3) + sqrt(basket_size)",
 ]
@@ -57,6 +59,19 @@ def test_arithmetic_matches_pandas(frame: pd.DataFrame) -> None:
     np.testing.assert_allclose(minutes, (frame["pickup_ts"] - frame["order_ts"]).dt.total_seconds() / 60)
     buckets = dsl.evaluate(dsl.parse("bucketize(distance_km, [1, 2.5, 5])"), frame)
     np.testing.assert_array_equal(buckets, np.digitize(frame["distance_km"], [1, 2.5, 5]))
+
+
+def test_timestamp_arithmetic_matches_pandas(frame: pd.DataFrame) -> None:
+    """Derived event times: the next midnight after pickup, and the order time shifted by a column of minutes
+    (missing minutes give a missing timestamp)."""
+    next_midnight = dsl.evaluate(dsl.parse("add_days(day_start(pickup_ts), 1)"), frame)
+    expected = (frame["pickup_ts"].dt.floor("D") + pd.Timedelta(days=1)).dt.tz_localize(None)
+    pd.testing.assert_series_equal(next_midnight, expected.dt.as_unit("us"), check_names=False)
+    shifted = dsl.evaluate(dsl.parse("add_minutes(order_ts, tip)"), frame)
+    expected = (frame["order_ts"] + pd.to_timedelta(frame["tip"], unit="min")).dt.tz_localize(None)
+    pd.testing.assert_series_equal(shifted, expected.dt.as_unit("us"), check_names=False)
+    with pytest.raises(dsl.ExpressionError, match="timestamp"):
+        dsl.evaluate(dsl.parse("day_start(tip)"), frame)
 
 
 def test_columns_are_reported_and_group_references_map_to_joined_names() -> None:

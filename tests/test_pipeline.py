@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import functools
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from cupola import FeatureStore, Settings
 from cupola.examples.delivery import write_by_date
 from cupola.features.pipeline import BuildError, build_feature_group
 from cupola.specs import FeatureGroupSpec
-from tests.reference import window_features
+from cupola.specs.durations import parse_duration
+from tests.reference import window_features, windows_at
 
 SPEC = FeatureGroupSpec.model_validate(
     {
@@ -178,3 +181,108 @@ def test_example_groups_build_with_the_feature_store(example_lake: tuple[Setting
     expected = window_features(orders, spec, {"prep_minutes": minutes})
     actual = store.offline.read_group(spec.name).sort_values(["restaurant_id", "pickup_ts"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(actual[expected.columns], expected, check_dtype=False, rtol=1e-9)
+
+
+DAILY = {
+    "name": "courier_days",
+    "owner": "tests",
+    "entities": [{"name": "courier_id", "dtype": "int64"}],
+    # a trip's minutes are known 45 minutes after it ends: a derived event time
+    "source": {"path": "raw/trips", "event_time": "known_at"},
+    "transforms": {"known_at": "add_minutes(ts, 45)", "minutes": "minutes_between(start_ts, ts)"},
+    "features": [
+        {"name": "trips_2d", "dtype": "int64", "aggregation": {"function": "count", "window": "2d", "align": "day"}},
+        {
+            "name": "minutes_mean_3d",
+            "aggregation": {"function": "mean", "column": "minutes", "window": "3d", "align": "day"},
+        },
+        {
+            "name": "minutes_sum_1d",
+            "aggregation": {"function": "sum", "column": "minutes", "window": "1d", "align": "day"},
+        },
+        {"name": "trips_6h", "dtype": "int64", "aggregation": {"function": "count", "window": "6h"}},
+    ],
+    "buckets": 2,
+}
+
+
+def daily_events(trips: pd.DataFrame) -> pd.DataFrame:
+    return trips.assign(
+        known_at=(trips["ts"] + pd.Timedelta(minutes=45)).dt.as_unit("us"),
+        minutes=(trips["ts"] - trips["start_ts"]).dt.total_seconds() / 60,
+    )
+
+
+def expected_value(events: pd.DataFrame, courier: int, at: pd.Timestamp, feature: dict) -> float:
+    aggregation = feature["aggregation"]
+    mine = events[events["courier_id"] == courier]
+    column = mine[aggregation["column"]] if "column" in aggregation else pd.Series(1.0, index=mine.index)
+    window = pd.Timedelta(parse_duration(aggregation["window"]))
+    return windows_at(mine["known_at"], column, at, aggregation["function"], window, aggregation.get("align"))
+
+
+def test_day_aligned_windows_and_a_derived_event_time_match_a_pandas_reference(
+    store: FeatureStore, trips: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Every built row (each event instant, and each midnight until the aligned windows empty) holds the windows'
+    values by definition; a day-by-day build gives the same rows; and a point-in-time join at arbitrary label times
+    gets, for the aligned features, exactly the whole days before the label's day."""
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "courier_days.yaml").write_text(yaml.safe_dump(DAILY))
+    store.apply(tmp_path / "repo")
+    spec = store.registry.get("courier_days")
+    events = daily_events(trips)
+    store.build(["courier_days"])
+    rows = store.offline.read_group("courier_days").sort_values(["courier_id", "known_at"]).reset_index(drop=True)
+
+    event_days = set(zip(events["courier_id"], events["known_at"].dt.floor("D"), strict=True))
+    midnights = {(courier, day + pd.Timedelta(days=k)) for courier, day in event_days for k in range(1, 5)}
+    instants = set(zip(events["courier_id"], events["known_at"], strict=True))
+    assert set(zip(rows["courier_id"], rows["known_at"], strict=True)) == instants | midnights
+    for feature in DAILY["features"]:
+        expected = [
+            expected_value(events, c, t, feature) for c, t in zip(rows["courier_id"], rows["known_at"], strict=True)
+        ]
+        np.testing.assert_allclose(
+            rows[feature["name"]].to_numpy(dtype="float64"), expected, rtol=1e-9, err_msg=feature["name"]
+        )
+
+    for day in pd.date_range("2026-03-01", "2026-03-09", freq="D"):
+        build_feature_group(spec, store.datalake, start=day.date(), end=(day + pd.Timedelta(days=1)).date())
+    by_day = store.offline.read_group("courier_days").sort_values(["courier_id", "known_at"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(by_day, rows, check_like=True)
+
+    rng = np.random.default_rng(2)
+    labels = pd.DataFrame(
+        {
+            "courier_id": rng.integers(0, 25, 400),
+            "label_ts": pd.Timestamp("2026-03-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 9 * 86400, 400), unit="s"),
+        }
+    )
+    aligned = [f for f in DAILY["features"] if f["aggregation"].get("align")]
+    joined = store.training_set("daily", labels, "label_ts", [f"courier_days.{f['name']}" for f in aligned]).to_pandas(
+        store.datalake
+    )
+    for feature in aligned:
+        expected = [
+            expected_value(events, c, t, feature) for c, t in zip(joined["courier_id"], joined["label_ts"], strict=True)
+        ]
+        actual = joined[f"courier_days__{feature['name']}"].to_numpy(dtype="float64")
+        # before a courier's first midnight there is no value yet (missing), which the definition gives as 0 or NaN
+        known = ~np.isnan(actual)
+        assert known.mean() > 0.8
+        np.testing.assert_allclose(actual[known], np.asarray(expected)[known], rtol=1e-9, err_msg=feature["name"])
+        empty = np.asarray(expected)[~known]
+        assert np.all((empty == 0) | np.isnan(empty))
+
+
+def test_aligned_windows_must_be_whole_days() -> None:
+    bad = {
+        **DAILY,
+        "features": [
+            {"name": "x", "aggregation": {"function": "mean", "column": "minutes", "window": "36h", "align": "day"}}
+        ],
+    }
+    with pytest.raises(ValueError, match="whole days"):
+        FeatureGroupSpec.model_validate(bad)

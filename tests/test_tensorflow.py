@@ -39,6 +39,8 @@ def late_delivery_spec() -> ModelSpec:
             },
         },
         search={"method": "random", "num_samples": 2},
+        features=[*document["features"], "restaurant_id"],
+        categorical=["restaurant_id"],
         monitoring={
             "outcome_keys": ["order_id"],
             "thresholds": {"min_auc": 0.7},
@@ -55,6 +57,12 @@ def test_keras_models_train_per_partition_and_reload_identically(
     result = train(spec, settings)
     version = result.version
     assert {ref.format for ref in version.artifacts.values()} == {"keras"}
+    # the categorical `restaurant_id` reaches the network one-hot, one column per training restaurant
+    restaurants = version.data["categorical"]["categories"]["restaurant_id"]
+    assert len(restaurants) > 1
+    assert [n for n in version.data["inputs"] if n.startswith("restaurant_id=")] == [
+        f"restaurant_id={r}" for r in restaurants
+    ]
     assert len(version.summary["trials"]) == 2
     assert 0.5 < version.metrics["overall"]["auc"] <= 1.0  # better than chance: the features carry signal
 

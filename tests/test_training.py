@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cupola import FeatureStore, Settings
+from cupola import FeatureStore, Settings, load_model
 from cupola.errors import Conflict, InvalidInput
 from cupola.evaluation.evaluate import evaluate
 from cupola.serving.predictor import Predictor
@@ -95,6 +95,35 @@ def test_small_partitions_are_served_by_the_fallback(lake: Settings) -> None:
     assert audit["city_demand"]["exact_time_rows"] == len(same_instant) == len(training_set)
     runs = open_store("runs", lake)
     assert any(message.startswith("leakage? city_demand") for _, message in runs.logs(result.run_id))
+
+
+def test_features_as_of_strictly_before_keeps_each_orders_own_instant_out(lake: Settings) -> None:
+    """`training_data.features_as_of: strictly_before`: city_demand's count no longer includes the order itself
+    (each row gets the value of the city's previous order instant: pandas merge_asof without exact matches), and
+    the audit finds no exact-time row."""
+
+    store = FeatureStore(lake)
+    spec = small_spec()
+    strict = spec.model_copy(
+        update={"training_data": spec.training_data.model_copy(update={"features_as_of": "strictly_before"})}
+    )
+    inclusive, exclusive = (build_training_data(s, store, f"as-of-{i}") for i, s in enumerate((spec, strict)))
+    assert inclusive.exact_time_rows["city_demand"] == inclusive.rows and exclusive.exact_time_rows["city_demand"] == 0
+    keys = ["order_id"]
+    both = inclusive.to_pandas(store.datalake).merge(exclusive.to_pandas(store.datalake), on=keys, suffixes=("", "_x"))
+    demand = store.offline.read_group("city_demand").sort_values("order_ts")
+    reference = pd.merge_asof(
+        both[["order_id", "city", "order_ts"]].sort_values("order_ts"),
+        demand[["city", "order_ts", "orders_10m"]],
+        on="order_ts",
+        by="city",
+        allow_exact_matches=False,
+        tolerance=pd.Timedelta(hours=1),
+    ).set_index("order_id")["orders_10m"]
+    np.testing.assert_array_equal(
+        both["city_demand__orders_10m_x"].to_numpy(), reference.loc[both["order_id"]].to_numpy()
+    )
+    assert (both["city_demand__orders_10m_x"].fillna(-1) != both["city_demand__orders_10m"]).mean() > 0.3
 
 
 def test_same_seed_reproduces_configs_and_models_and_reload_is_bit_identical(lake: Settings) -> None:
@@ -254,6 +283,7 @@ def test_refit_on_training_and_validation_rows_for_the_rounds_early_stopping_cho
     import xgboost as xgb
 
     from cupola.algorithms import XGBoostAlgorithm
+    from cupola.categorical import CategoricalEncoding
     from cupola.training.dataset import apply_transforms, feature_matrix
 
     store = FeatureStore(lake)
@@ -271,13 +301,21 @@ def test_refit_on_training_and_validation_rows_for_the_rounds_early_stopping_cho
     chosen = {**XGBoostAlgorithm.DEFAULTS, **refitted.params[FALLBACK]}
     params = {k: v for k, v in chosen.items() if k not in {"num_boost_round", "early_stopping_rounds"}}
     params["max_depth"] = int(params["max_depth"])
+    encoding = CategoricalEncoding.from_record(refitted.data["categorical"])
+    types = ["c" if name in encoding.categories else "q" for name in refitted.data["inputs"]]
     reference = xgb.train(
         {**params, "objective": "reg:squarederror", "eval_metric": "rmse", "nthread": 1, "seed": spec.seed},
-        xgb.DMatrix(feature_matrix(spec, learn), label=learn[spec.label].to_numpy(float), nthread=1),
+        xgb.DMatrix(
+            feature_matrix(spec, learn, encoding),
+            label=learn[spec.label].to_numpy(float),
+            nthread=1,
+            feature_types=types,
+            enable_categorical=True,
+        ),
         rounds,
     )
     test = frame.iloc[len(frame) - refitted.data["rows"]["test"] :]
-    matrix = feature_matrix(spec, test)
+    matrix = feature_matrix(spec, test, encoding)
     models = {
         version.version: Predictor.from_version(version, ArtifactStore(store.datalake)).models[FALLBACK]
         for version in (refitted, kept)
@@ -286,17 +324,86 @@ def test_refit_on_training_and_validation_rows_for_the_rounds_early_stopping_cho
     assert not np.array_equal(models[kept.version].inplace_predict(matrix), reference.inplace_predict(matrix))
 
 
+def test_categories_are_learned_from_training_rows_and_unseen_values_route_as_missing(lake: Settings) -> None:
+    """A text input (`city`) is a native categorical input: its categories are the training split's cities
+    (pandas reference on the training set), stored with the version beside the spec-marked `restaurant_id`; the
+    booster splits on it as a category; a city never seen in training predicts exactly as a missing city."""
+    from cupola.categorical import CategoricalEncoding
+
+    features = [*yaml.safe_load(EXAMPLE.read_text())["features"], "restaurant_id", "city"]
+    spec = small_spec(
+        partition=None,
+        features=features,
+        categorical=["restaurant_id"],
+        search={"method": "random", "num_samples": 1},
+    )
+    version = train(spec, lake).version
+    frame = pd.read_parquet(version.data["training_set"].removeprefix("file://"))
+    frame = frame.sort_values("order_ts", kind="stable").reset_index(drop=True)
+    training_cities = sorted(frame["city"].iloc[: version.data["rows"]["train"]].unique())
+    encoding = CategoricalEncoding.from_record(version.data["categorical"])
+    training_restaurants = sorted(int(r) for r in frame["restaurant_id"].iloc[: version.data["rows"]["train"]].unique())
+    assert encoding == CategoricalEncoding(
+        {"restaurant_id": training_restaurants, "city": training_cities}, one_hot=False
+    )
+
+    predictor = load_model(version.name, version.version, lake)
+    booster = predictor.models[FALLBACK]
+    city = version.data["inputs"].index("city")
+    assert booster.feature_types[city] == "c" and f"f{city}" in booster.get_score(importance_type="weight")
+    row = {c: None for c in predictor.store_columns} | {
+        "distance_km": 3.0,
+        "basket_size": 2,
+        "order_ts": "2026-01-20T12:00:00+00:00",
+        "restaurant_id": None,  # a restaurant implies its city: without one, the city decides
+    }
+    unseen, missing, *known = predictor.predict_records(
+        [{**row, "city": "atlantis"}, {**row, "city": None}, *({**row, "city": c} for c in training_cities)]
+    ).values
+    assert unseen == missing
+    assert any(prediction != missing for prediction in known)  # the category itself carries signal
+
+
+def test_category_encoding_against_a_hand_computed_reference() -> None:
+    from cupola.categorical import MAX_CATEGORIES, CategoricalEncoding, encode, learn_categories
+
+    assert learn_categories(np.array(["b", None, "a", "b"], dtype=object)) == ["a", "b"]
+    assert learn_categories(np.array([7.0, np.nan, 3.0])) == [3, 7]
+    with pytest.raises(ValueError, match="fractional"):
+        learn_categories(np.array([1.5, 2.0]))
+    many = np.array([f"v{i:04d}" for i in range(MAX_CATEGORIES + 5)] + ["v0003"] * 3, dtype=object)
+    kept = learn_categories(many)
+    assert len(kept) == MAX_CATEGORIES and "v0003" in kept and kept == sorted(kept)
+    np.testing.assert_array_equal(
+        encode(np.array(["b", None, "zz", "a"], dtype=object), ["a", "b"]), [1.0, np.nan, np.nan, 0.0]
+    )
+    np.testing.assert_array_equal(encode(np.array([7, 3, 5]), [3, 7]), [1.0, 0.0, np.nan])
+    np.testing.assert_array_equal(encode(np.array([7.0, np.nan]), [3, 7]), [1.0, np.nan])
+    hot = CategoricalEncoding({"c": ["a", "b"]}, one_hot=True)
+    assert hot.matrix_columns(["x", "c"]) == ["x", "c=a", "c=b"] and hot.code_columns(["x", "c"]) == []
+    np.testing.assert_array_equal(
+        hot.columns_of("c", np.array(["b", None, "q"], dtype=object)), [[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
+    )
+    assert CategoricalEncoding({"c": ["a"]}).code_columns(["x", "c"]) == [1]
+
+
 def test_spec_errors_that_need_only_schemas_come_before_any_ray_work(lake: Settings, tmp_path: Path) -> None:
-    """A string column used as an input, a text label, a missing column: refused from the labels' Parquet footers,
+    """A timestamp column used as an input, a text label, a missing column: refused from the labels' Parquet footers,
     before the run is recorded (the training set's pipeline is the first Ray work a run does)."""
     store = FeatureStore(lake)
     labels = store.datalake.parquet_dataset("labels/deliveries", partitioning=None).to_table().to_pandas().head(500)
-    labels = labels.assign(coupon="none", text_label=labels["delivery_minutes"].astype(str))
+    labels = labels.assign(
+        promised=pd.Timestamp("2026-01-01", tz="UTC"), text_label=labels["delivery_minutes"].astype(str)
+    )
     labels.to_parquet(tmp_path / "labels.parquet")
     where = {"labels": (tmp_path / "labels.parquet").as_uri()}
-    features = [*small_spec().features, "coupon"]
+    features = [*small_spec().features, "promised"]
     cases = [
-        (small_spec(features=features, training_data=where), "inputs", "input 'coupon' is text, not a number"),
+        (
+            small_spec(features=features, training_data=where),
+            "inputs",
+            "input 'promised' is timestamp[us, tz=UTC], neither",
+        ),
         (small_spec(label="text_label", training_data=where), "label", "label column 'text_label' is text"),
         (small_spec(features=[*small_spec().features, "tip"], training_data=where), "features", "no column 'tip'"),
     ]
@@ -305,7 +412,7 @@ def test_spec_errors_that_need_only_schemas_come_before_any_ray_work(lake: Setti
             train(spec, lake)
         assert refused.value.field == field and message in str(refused.value), str(refused.value)
         assert "labels.parquet" in str(refused.value)
-    assert "category_code(coupon" in str(pytest.raises(InvalidInput, train, cases[0][0], lake).value)
+    assert "hour(promised)" in str(pytest.raises(InvalidInput, train, cases[0][0], lake).value)
     assert open_store("runs", lake).list() == []  # no run was started
 
 

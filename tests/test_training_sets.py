@@ -114,6 +114,30 @@ def test_exact_time_ties_are_included_and_nothing_comes_from_the_future(store: F
     assert not any(column.startswith("__exact_time__") for column in result.columns)  # the audit is not a feature
 
 
+def test_strictly_before_excludes_the_labels_own_instant(store: FeatureStore, scenario: dict) -> None:
+    """With `strictly_before`, each label gets the latest feature row before its time (pandas reference:
+    merge_asof with allow_exact_matches=False), so the exact-time audit finds nothing."""
+    users = scenario["users"]
+    built = build_training_set(
+        "strict", scenario["labels"], "event_at", [(users, ["value"])], store.datalake, strictly_before=True
+    )
+    result = built.to_pandas(store.datalake).sort_values("label_id").reset_index(drop=True)
+    events = store.offline.read_group(users.name).sort_values("ts")
+    labels = scenario["labels"].assign(event_at=scenario["labels"]["event_at"].dt.as_unit("us")).sort_values("event_at")
+    expected = pd.merge_asof(
+        labels,
+        events[["user_id", "ts", "value"]],
+        left_on="event_at",
+        right_on="ts",
+        by="user_id",
+        direction="backward",
+        allow_exact_matches=False,
+        tolerance=pd.Timedelta(users.max_age) if users.max_age else None,
+    ).sort_values("label_id")
+    np.testing.assert_array_equal(result["user_activity__value"].to_numpy(), expected["value"].to_numpy())
+    assert built.exact_time_rows == {users.name: 0}
+
+
 def test_max_age_hides_stale_values(store: FeatureStore, scenario: dict) -> None:
     users = scenario["users"]
     result = build_training_set(

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import uuid
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +40,10 @@ class Algorithm(Protocol):
         seed: int,
         train: tuple[np.ndarray, np.ndarray],
         valid: tuple[np.ndarray, np.ndarray],
+        categorical: Sequence[int] = (),
     ) -> FitResult:
-        """Train on `train`, stop early on `valid`, and return the model with its validation score."""
+        """Train on `train`, stop early on `valid`, and return the model with its validation score. `categorical`:
+        the matrix columns holding category codes (`cupola.categorical`), for families that split on them natively."""
 
     def fit_distributed(
         self,
@@ -53,6 +56,7 @@ class Algorithm(Protocol):
         workers: int,
         storage_path: str,
         storage_filesystem: pafs.FileSystem,
+        categorical: Sequence[int] = (),
     ) -> FitResult:
         """The same fit, data-parallel over `workers` Ray Train workers (checkpoints under `storage_path` on
         `storage_filesystem`: the datalake, which every node reaches)."""
@@ -65,6 +69,7 @@ class Algorithm(Protocol):
         seed: int,
         rows: tuple[np.ndarray, np.ndarray],
         rounds: int,
+        categorical: Sequence[int] = (),
     ) -> Any:
         """Train on `rows` for exactly `rounds` boosting rounds or epochs, with no early stopping: the refit on
         training and validation rows, for as long as early stopping chose on validation."""
@@ -142,14 +147,15 @@ class XGBoostAlgorithm:
         seed: int,
         train: tuple[np.ndarray, np.ndarray],
         valid: tuple[np.ndarray, np.ndarray],
+        categorical: Sequence[int] = (),
     ) -> FitResult:
         import xgboost as xgb
 
         booster_params, rounds, patience = self._booster_params(params, task, metric, seed)
         # One thread for the matrices too: by default their construction starts a thread per core, whose
         # spinning after each build burned 14–40% of another core in a sequential loop (measured here).
-        dtrain = xgb.DMatrix(train[0], label=train[1], nthread=1)
-        dvalid = xgb.DMatrix(valid[0], label=valid[1], nthread=1)
+        dtrain = _matrix(train, categorical)
+        dvalid = _matrix(valid, categorical)
         booster = xgb.train(
             booster_params,
             dtrain,
@@ -170,11 +176,12 @@ class XGBoostAlgorithm:
         seed: int,
         rows: tuple[np.ndarray, np.ndarray],
         rounds: int,
+        categorical: Sequence[int] = (),
     ) -> Any:
         import xgboost as xgb
 
         booster_params, _, _ = self._booster_params(params, task, metric, seed)
-        return xgb.train(booster_params, xgb.DMatrix(rows[0], label=rows[1], nthread=1), rounds, verbose_eval=False)
+        return xgb.train(booster_params, _matrix(rows, categorical), rounds, verbose_eval=False)
 
     def fit_distributed(
         self,
@@ -187,6 +194,7 @@ class XGBoostAlgorithm:
         workers: int,
         storage_path: str,
         storage_filesystem: pafs.FileSystem,
+        categorical: Sequence[int] = (),
     ) -> FitResult:
         """The same fit, data-parallel: Ray Train's XGBoostTrainer, each worker holding one shard of the rows."""
         import ray
@@ -203,6 +211,7 @@ class XGBoostAlgorithm:
                 "params": booster_params,
                 "rounds": rounds,
                 "patience": patience,
+                "categorical": list(categorical),
             },
             scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
             run_config=RunConfig(
@@ -237,6 +246,16 @@ class XGBoostAlgorithm:
         return booster
 
 
+def _matrix(rows: tuple[np.ndarray, np.ndarray], categorical: Sequence[int]) -> Any:
+    """A DMatrix whose `categorical` columns hold category codes, split natively (`enable_categorical`)."""
+    import xgboost as xgb
+
+    if not categorical:
+        return xgb.DMatrix(rows[0], label=rows[1], nthread=1)
+    types = ["c" if index in set(categorical) else "q" for index in range(rows[0].shape[1])]
+    return xgb.DMatrix(rows[0], label=rows[1], nthread=1, feature_types=types, enable_categorical=True)
+
+
 def _distributed_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: its shard, the shared validation rows, xgboost's collective does the rest."""
     import ray
@@ -256,9 +275,9 @@ def _distributed_loop(config: dict[str, Any]) -> None:
     valid_features, valid_label = ray.get(config["valid"])
     xgb.train(
         config["params"],
-        xgb.DMatrix(features, label=label),
+        _matrix((features, label), config["categorical"]),
         config["rounds"],
-        evals=[(xgb.DMatrix(valid_features, label=valid_label), "valid")],
+        evals=[(_matrix((valid_features, valid_label), config["categorical"]), "valid")],
         early_stopping_rounds=config["patience"],
         verbose_eval=False,
         callbacks=[ReportAtEnd(frequency=0)],
@@ -307,6 +326,7 @@ class TensorFlowAlgorithm:
         seed: int,
         train: tuple[np.ndarray, np.ndarray],
         valid: tuple[np.ndarray, np.ndarray],
+        categorical: Sequence[int] = (),
     ) -> FitResult:
         tf = _tensorflow()
         keras = tf.keras
@@ -338,6 +358,7 @@ class TensorFlowAlgorithm:
         seed: int,
         rows: tuple[np.ndarray, np.ndarray],
         rounds: int,
+        categorical: Sequence[int] = (),
     ) -> Any:
         keras = _tensorflow().keras
         keras.utils.set_random_seed(seed)
@@ -359,6 +380,7 @@ class TensorFlowAlgorithm:
         workers: int,
         storage_path: str,
         storage_filesystem: pafs.FileSystem,
+        categorical: Sequence[int] = (),
     ) -> FitResult:
         """The same network trained data-parallel: Ray Train's TensorflowTrainer, each worker holding one shard
         of the rows, gradients averaged by MultiWorkerMirroredStrategy's all-reduce after every step.

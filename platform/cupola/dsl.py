@@ -84,6 +84,28 @@ def _weekday(value: Any) -> np.ndarray:
     return _with_nat_as_nan((ts.astype("datetime64[D]").astype("int64") + 3) % 7, ts)  # 1970-01-01 was a Thursday
 
 
+def _day_start(value: Any) -> np.ndarray:
+    ts = _timestamps(value)
+    return ts.astype("datetime64[D]").astype(ts.dtype)
+
+
+def _shifted(value: Any, amount: Any, unit_us: int, name: str) -> np.ndarray:
+    ts = _timestamps(value)
+    microseconds = np.asarray(amount, dtype="float64") * unit_us
+    if np.ndim(microseconds) == 0 and not np.isfinite(microseconds):
+        raise ExpressionError(f"{name}(ts, n) needs a finite number")
+    shifted = ts.astype("datetime64[us]") + np.nan_to_num(microseconds).astype("int64").astype("timedelta64[us]")
+    return np.where(np.isnan(microseconds), np.datetime64("NaT"), shifted) if np.ndim(microseconds) else shifted
+
+
+def _add_minutes(value: Any, minutes: Any) -> np.ndarray:
+    return _shifted(value, minutes, 60_000_000, "add_minutes")
+
+
+def _add_days(value: Any, days: Any) -> np.ndarray:
+    return _shifted(value, days, 86_400_000_000, "add_days")
+
+
 def _bucketize(value: Any, edges: Any) -> Any:
     if not isinstance(edges, list | tuple) or not edges:
         raise ExpressionError("bucketize(x, [edges]) needs a non-empty list of numbers")
@@ -135,6 +157,13 @@ FUNCTIONS: dict[str, Function] = {
     "hour": Function(1, _hour, "hour of day 0-23 (UTC)"),
     "weekday": Function(1, _weekday, "day of week, Monday=0"),
     "minutes_between": Function(2, _minutes_between, "minutes_between(start_ts, end_ts)"),
+    "day_start": Function(1, _day_start, "midnight (UTC) of the timestamp's day"),
+    "add_minutes": Function(
+        2, _add_minutes, "add_minutes(ts, n) -> the timestamp n minutes later, e.g. a source's derived event time"
+    ),
+    "add_days": Function(
+        2, _add_days, "add_days(ts, n) -> the timestamp n days later: add_days(day_start(ts), 1) is the next midnight"
+    ),
     "category_code": Function(2, _category_code, "category_code(x, ['a', 'b']) -> 0, 1, ... (missing when not listed)"),
     "one_hot": Function(2, _one_hot, "one_hot(x, 'a') -> 1.0 where x == 'a' else 0.0"),
 }

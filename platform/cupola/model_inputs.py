@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from cupola import dsl
+from cupola.categorical import CategoricalEncoding
 from cupola.errors import InvalidInput
 from cupola.specs.model import ModelSpec
 
@@ -62,17 +63,27 @@ def with_transforms(spec: ModelSpec, columns: Mapping[str, Any], rows: int) -> d
     return result
 
 
-def input_matrix(spec: ModelSpec, columns: Mapping[str, Any], rows: int) -> np.ndarray:
-    """The float32 matrix the model sees; NaN marks a missing value."""
-    matrix = np.empty((rows, len(spec.model_inputs())), dtype="float32")
-    for index, column in enumerate(spec.model_inputs()):
+NO_CATEGORIES = CategoricalEncoding()
+
+
+def input_matrix(
+    spec: ModelSpec, columns: Mapping[str, Any], rows: int, encoding: CategoricalEncoding = NO_CATEGORIES
+) -> np.ndarray:
+    """The float32 matrix the model sees, one column per input (or per category of a one-hot input, see
+    `categorical`); NaN marks a missing value."""
+    inputs = spec.model_inputs()
+    matrix = np.empty((rows, len(encoding.matrix_columns(inputs))), dtype="float32")
+    at = 0
+    for column in inputs:
         values = np.asarray(columns[column])
-        if values.dtype.kind not in "biuf":
+        if column not in encoding.categories and values.dtype.kind not in "biuf":
             if values.dtype.kind == "O":
                 values = _numeric_objects(spec, column, values)
             else:
                 raise InvalidInput(_not_numeric(spec, column, values.dtype))
-        matrix[:, index] = values
+        block = encoding.columns_of(column, values)
+        matrix[:, at : at + block.shape[1]] = block
+        at += block.shape[1]
     return matrix
 
 
@@ -86,6 +97,6 @@ def _numeric_objects(spec: ModelSpec, column: str, values: np.ndarray) -> np.nda
 
 def _not_numeric(spec: ModelSpec, column: str, dtype: Any) -> str:
     return (
-        f"model '{spec.name}': input '{column}' is {dtype}, not numeric: encode it with a transform, "
-        f"e.g. category_code({column}, [...]) or one_hot({column}, 'value')"
+        f"model '{spec.name}': input '{column}' is {dtype}, not numeric: list it under `categorical:` "
+        f"(categories are learned from the training rows), or encode it with a transform"
     )

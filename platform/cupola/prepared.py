@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from cupola.categorical import CategoricalEncoding
 from cupola.routing import FALLBACK
 
 
@@ -29,6 +30,12 @@ class PreparedData:
     test: Split
     units: list[str]
     split: dict[str, Any] = field(default_factory=dict)  # how rows were split, with each split's event-time range
+    encoding: CategoricalEncoding = field(default_factory=CategoricalEncoding)
+
+    @property
+    def code_columns(self) -> list[int]:
+        """Matrix columns holding category codes: what XGBoost splits natively as categories."""
+        return self.encoding.code_columns(self.inputs)
 
     def unit_rows(self, unit: str, split: Split) -> np.ndarray:
         """Row mask of a unit in a split: its partition, or everything for the fallback."""

@@ -65,6 +65,10 @@ def build_training_set(
     labels: Annotated[str, typer.Option(help="Parquet label events: a path under the data root or a URI")],
     event_time: Annotated[str, typer.Option(help="timestamp column of the labels")],
     feature: Annotated[list[str], typer.Option("--feature", "-f", help="group.feature or group.*; repeat")],
+    strictly_before: Annotated[
+        bool,
+        typer.Option(help="values computed strictly before each label's time: events at that instant never count"),
+    ] = False,
 ) -> None:
     """Join features onto label events as of each label's time (no value from the future)."""
     from cupola.features import FeatureStore
@@ -72,7 +76,7 @@ def build_training_set(
     with user_errors():
         store = FeatureStore(load_settings())
         with progress_bars() as progress:
-            result = store.training_set(name, labels, event_time, feature, progress)
+            result = store.training_set(name, labels, event_time, feature, progress, strictly_before=strictly_before)
     console.print(
         f"training set {result.name}: {result.rows:,} rows, {len(result.feature_columns)} features at {result.uri}"
     )

@@ -51,14 +51,19 @@ def _read_source_file(
     datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None
 ) -> pd.DataFrame:
     columns = sorted(spec.source_columns())
+    where = f"source of feature group '{spec.name}'"
     frame = pq.read_table(path, columns=columns, filesystem=datalake.filesystem).to_pandas()
-    frame[spec.event_time] = to_utc(frame[spec.event_time], f"source of feature group '{spec.name}'")
+    if not spec.derived_event_time:
+        frame[spec.event_time] = to_utc(frame[spec.event_time], where)
+    frame = apply_row_transforms(normalize_keys(frame, spec.entities, where), spec)
+    if spec.derived_event_time:
+        frame[spec.event_time] = to_utc(frame[spec.event_time], f"{where}, transform '{spec.event_time}'")
+    frame = frame[frame[spec.event_time].notna()]  # an event without a time is never known
     if lower is not None:
         frame = frame[frame[spec.event_time] >= lower]
     if upper is not None:
         frame = frame[frame[spec.event_time] < upper]
-    frame = normalize_keys(frame.reset_index(drop=True), spec.entities, f"source of feature group '{spec.name}'")
-    return apply_row_transforms(frame, spec)
+    return frame.reset_index(drop=True)
 
 
 @ray.remote
@@ -77,11 +82,12 @@ def _reduce_bucket(
     run_id: str,
     bucket: int,
     keep_from: pd.Timestamp | None,
+    until: pd.Timestamp,
     *parts: pd.DataFrame,
 ) -> tuple[int, list[str]]:
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     frame = frame.sort_values([*spec.entity_names, spec.event_time], kind="stable").reset_index(drop=True)
-    features = to_declared_types(compute_windows(frame, spec), spec)
+    features = to_declared_types(compute_windows(frame, spec, until), spec)
     if keep_from is not None:
         features = features[features[spec.event_time] >= keep_from]
     dates = OfflineStore(datalake).write_staged_bucket(spec.name, run_id, bucket, features, spec.event_time)
@@ -161,6 +167,9 @@ def build_feature_group(
     keep_from = day_start(start) if start is not None else None
     lower = keep_from - pd.Timedelta(spec.lookback) if keep_from is not None else None
     upper = day_start(end) if end is not None else None
+    # day-aligned windows add rows at midnights: up to the build's end, and none in the future
+    now = pd.Timestamp.now(tz="UTC")
+    until = min(upper - pd.Timedelta(days=1), now) if upper is not None else now
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
     mapped = [
@@ -169,7 +178,7 @@ def build_feature_group(
     ]
     shards = [m if isinstance(m, list) else [m] for m in mapped]
     reduced = [
-        _reduce_bucket.remote(datalake, spec, run_id, bucket, keep_from, *[shard[bucket] for shard in shards])
+        _reduce_bucket.remote(datalake, spec, run_id, bucket, keep_from, until, *[shard[bucket] for shard in shards])
         for bucket in range(spec.buckets)
     ]
     results = wait_all(reduced, f"build {spec.name}", progress)

@@ -87,8 +87,10 @@ class FeatureStore:
         event_time: str,
         features: Sequence[str],
         progress: Progress | None = None,
+        strictly_before: bool = False,
     ) -> TrainingSet:
-        """Point-in-time-correct join of `features` (`group.feature`) onto label events."""
+        """Point-in-time-correct join of `features` (`group.feature`) onto label events: each label gets the latest
+        value at or before its time, or, `strictly_before`, computed before it (events at that instant excluded)."""
         stages = self.registry.resolve(list(features))
         for spec, _ in stages:
             if not self.offline.dates(spec.name):
@@ -96,7 +98,7 @@ class FeatureStore:
                     f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first"
                 )
         ensure_ray(self.settings)
-        return build_training_set(name, labels, event_time, stages, self.datalake, progress)
+        return build_training_set(name, labels, event_time, stages, self.datalake, progress, strictly_before)
 
     def get_online_features(self, features: Sequence[str], entity_rows: Sequence[dict[str, Any]]) -> OnlineFeatures:
         """Latest values for each entity row, all groups in one call; absent entities are listed, not raised."""

@@ -63,6 +63,7 @@ class TrainingSet:
 class _Stage:
     spec: FeatureGroupSpec
     features: tuple[str, ...]
+    strictly_before: bool = False
 
 
 def _prepare_labels(frame: pd.DataFrame, event_time: str) -> pd.DataFrame:
@@ -90,7 +91,8 @@ def _split_labels(
 
 
 def join_bucket(labels: pd.DataFrame, features: pd.DataFrame, stage: _Stage, event_time: str) -> pd.DataFrame:
-    """As-of join of one shard: each label gets the latest feature row at or before its time."""
+    """As-of join of one shard: each label gets the latest feature row at or before its time (strictly before it
+    when the stage says so)."""
     spec = stage.spec
     renamed = {name: feature_column(spec.name, name) for name in stage.features}
     right = features.rename(columns={spec.event_time: FEATURE_TIME, **renamed})
@@ -103,7 +105,7 @@ def join_bucket(labels: pd.DataFrame, features: pd.DataFrame, stage: _Stage, eve
         right_on=FEATURE_TIME,
         by=spec.entity_names,
         direction="backward",
-        allow_exact_matches=True,
+        allow_exact_matches=not stage.strictly_before,
         tolerance=pd.Timedelta(spec.max_age) if spec.max_age is not None else None,
     )
     merged[f"{EXACT_TIME}{spec.name}"] = (merged[FEATURE_TIME] == merged[event_time]).to_numpy()
@@ -156,15 +158,17 @@ def build_training_set(
     stages: Sequence[tuple[FeatureGroupSpec, Sequence[str]]],
     datalake: Datalake,
     progress: Progress | None = None,
+    strictly_before: bool = False,
 ) -> TrainingSet:
-    """Join `stages` (feature group, its requested features) onto `labels` as of `event_time`."""
+    """Join `stages` (feature group, its requested features) onto `labels` as of `event_time` (strictly before
+    it with `strictly_before`: a feature row computed at exactly the label's instant is not used)."""
     if not stages:
         raise InvalidInput("a training set needs at least one feature: pass features=['group.feature', ...]")
     began = time.perf_counter()
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     output = f"training_sets/{name}/{run_id}"
     blocks: list[ray.ObjectRef] | list[pd.DataFrame | str] = _label_sources(labels, datalake)
-    plan = [_Stage(spec, tuple(features)) for spec, features in stages]
+    plan = [_Stage(spec, tuple(features), strictly_before) for spec, features in stages]
     results: list = []
     for index, stage in enumerate(plan):
         spec = stage.spec
@@ -201,6 +205,7 @@ def build_training_set(
             "fingerprint": fingerprint,
             "labels": labels if isinstance(labels, str) else f"in-memory frame of {len(labels)} rows",
             "event_time": event_time,
+            "strictly_before": strictly_before,
             "exact_time_rows": exact_time_rows,
             "created_at": datetime.now(timezone.utc).isoformat(),
         },

@@ -67,7 +67,7 @@ def feature_drift(
     """PSI of every input with a stored training distribution (and the partition column's categories)."""
     distributions: dict[str, Any] = (version.report or {}).get("distributions", {})
     drift = {}
-    for index, name in enumerate(spec.model_inputs()):
+    for index, name in enumerate(version.data.get("inputs", spec.model_inputs())):
         stored = distributions.get(name)
         if stored is None or stored.get("kind") == "categorical":
             continue

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from cupola import dsl
 from cupola.algorithms import get_algorithm
+from cupola.categorical import CategoricalEncoding
 from cupola.compiled_trees import COMPILED_MAX_ROWS, CompiledScorer, CompiledUnit
 from cupola.errors import InvalidInput, PayloadTooLarge
 from cupola.model_inputs import input_matrix, raw_columns, with_transforms
@@ -55,6 +56,7 @@ class Predictor:
         self.compiled = compiled or {}
         self.threshold: float | None = version.report.get("threshold") if version.report else None
         self.fields: dict[str, str] = version.data.get("request_fields", {})
+        self.encoding = CategoricalEncoding.from_record(version.data.get("categorical"))
         self.online = online
         self.feature_groups = list(feature_groups)
         self.group_columns = [
@@ -162,7 +164,7 @@ class Predictor:
         self, columns: dict[str, Any], rows: int, partitions: np.ndarray, missing: list[dict[str, Any]] | None = None
     ) -> Predictions:
         try:
-            matrix = input_matrix(self.spec, with_transforms(self.spec, columns, rows), rows)
+            matrix = input_matrix(self.spec, with_transforms(self.spec, columns, rows), rows, self.encoding)
         except (TypeError, InvalidInput) as error:  # TypeError: a transform applied to a value of the wrong kind
             raise InvalidInput(
                 f"the rows do not fit the model's inputs: {error}", getattr(error, "field", None)
@@ -186,12 +188,17 @@ class Predictor:
         missing: list[dict[str, Any]] = []
         lookups = []
         for (group, names), group_columns in zip(self.feature_groups, self.group_columns, strict=True):
-            values = {c: np.full(len(rows), np.nan) for c in group_columns}
+            text = {feature_column(group.name, f.name) for f in group.features if f.dtype == "string"}
+            values = {
+                c: np.full(len(rows), None, dtype=object) if c in text else np.full(len(rows), np.nan)
+                for c in group_columns
+            }
             to_look_up = []
             for index, row in enumerate(rows):
                 if all(c in row for c in group_columns):
                     for c in group_columns:
-                        values[c][index] = _float(row[c], f"rows[{index}].{c}")
+                        where = f"rows[{index}].{c}"
+                        values[c][index] = _text(row[c], where) if c in text else _float(row[c], where)
                 else:
                     to_look_up.append(index)
             columns.update(values)
@@ -220,8 +227,14 @@ class Predictor:
                     continue
                 for name, c in zip(names, group_columns, strict=True):
                     value = hit.values.get(name)
-                    columns[c][index] = np.nan if value is None else value
+                    columns[c][index] = (None if columns[c].dtype == object else np.nan) if value is None else value
         return missing
+
+
+def _text(value: Any, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{where} must be a string or null, got {value!r}", where.rsplit(".", 1)[-1])
+    return value
 
 
 def _float(value: Any, where: str) -> float:

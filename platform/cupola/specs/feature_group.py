@@ -76,22 +76,36 @@ class Source(_Strict):
     """Raw events: a Parquet dataset under the data root (relative path) or at a full URI."""
 
     path: str = Field(min_length=1, description="Parquet events under the data root, or a URI")
-    event_time: Identifier = Field(description="timestamp column that orders the events")
+    event_time: Identifier = Field(
+        description="timestamp column that orders the events: a source column, or one of the group's transforms "
+        "when the time a value becomes known is derived (e.g. `add_days(day_start(delivered_at), 1)`)"
+    )
+
+
+DAY = timedelta(days=1)
 
 
 class Aggregation(_Strict):
-    """A sliding window over event time: value at t aggregates the entity's events in (t - window, t]."""
+    """A window over event time: sliding, the value at t aggregates the entity's events in (t - window, t];
+    aligned to days, it aggregates the whole UTC days before t's day, [day(t) - window, day(t))."""
 
     function: AggregationFunction = Field(description="how the window's values are combined")
     column: Identifier | None = Field(
         default=None, description="source or transform column aggregated; empty for count"
     )
-    window: Duration = Field(description="the value at time t covers events in (t - window, t]")
+    window: Duration = Field(description="sliding: the value at time t covers events in (t - window, t]")
+    align: Literal["day"] | None = Field(
+        default=None,
+        description="`day`: the window is whole UTC days before the value's day, [day(t) - window, day(t)); "
+        "the value changes at midnight, and today's events count from tomorrow. The window must be whole days",
+    )
 
     @model_validator(mode="after")
     def _column_needed(self) -> "Aggregation":
         if self.function != "count" and self.column is None:
             raise ValueError(f"aggregation '{self.function}' needs 'column': the column to aggregate")
+        if self.align == "day" and (self.window < DAY or self.window % DAY):
+            raise ValueError("a window with align: day must be whole days (1d, 7d, ...): change window")
         return self
 
 
@@ -185,15 +199,27 @@ class FeatureGroupSpec(_Strict):
         return [feature.name for feature in self.features]
 
     @property
-    def lookback(self) -> timedelta:
-        """How far before a build's start the events must be read for windows to be complete."""
-        windows = [f.aggregation.window for f in self.features if f.aggregation is not None]
+    def derived_event_time(self) -> bool:
+        """Whether the event time is one of the group's transforms rather than a source column."""
+        return self.event_time in self.transforms
+
+    @property
+    def aligned_lookahead(self) -> timedelta:
+        """How long after an entity's last event its day-aligned windows still hold it (0 without such windows)."""
+        windows = [f.aggregation.window for f in self.features if f.aggregation and f.aggregation.align == "day"]
         return max(windows, default=timedelta(0))
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far before a build's start the events must be read for windows to be complete (a day-aligned
+        window also needs the day before it, whose events end the window's last value)."""
+        windows = [f.aggregation.window for f in self.features if f.aggregation is not None]
+        return max([*windows, self.aligned_lookahead + DAY if self.aligned_lookahead else timedelta(0)])
 
     def source_columns(self) -> set[str]:
         """Raw columns the pipeline reads: keys, event time, and inputs of expressions not defined here."""
         defined = set(self.transforms)
-        needed = set(self.entity_names) | {self.event_time}
+        needed = set(self.entity_names) | ({self.event_time} - defined)
         for expression in self.transforms.values():
             needed |= dsl.columns(dsl.parse(expression)) - defined
         for feature in self.features:

@@ -125,6 +125,11 @@ class TrainingData(_Strict):
     labels: str = Field(min_length=1, description="Parquet label events under the data root, or a URI")
     start: date | None = Field(default=None, description="first day of label events used (UTC)")
     end: date | None = Field(default=None, description="label events before this day (UTC)")
+    features_as_of: Literal["at_or_before", "strictly_before"] = Field(
+        default="at_or_before",
+        description="which store values a row gets: the latest at or before its event time, or computed strictly "
+        "before it, so an event at the row's own instant (an outcome keyed at the label's time) never reaches it",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "TrainingData":
@@ -207,6 +212,13 @@ class ModelSpec(_Strict):
         default_factory=dict, description="columns computed by DSL expressions, by name (later ones may read earlier)"
     )
     inputs: list[str] | None = Field(default=None, description="model inputs; default: transforms plus features")
+    categorical: list[str] = Field(
+        default_factory=list,
+        description=(
+            "inputs read as categories (text inputs always are): categories are learned from the training rows and "
+            "stored with the version; unseen and missing values count as missing"
+        ),
+    )
     partition: PartitionSpec | None = Field(
         default=None, description="one model per value of a column, plus a fallback"
     )
@@ -282,6 +294,9 @@ class ModelSpec(_Strict):
                 )
             if column == self.label:
                 raise ValueError(f"input '{column}' is the label: remove it from inputs")
+        for column in self.categorical:
+            if column.replace(".", "__", 1) not in self.model_inputs():
+                raise ValueError(f"categorical lists '{column}', which is not an input: list inputs only")
         return self
 
     @property
@@ -306,6 +321,10 @@ class ModelSpec(_Strict):
         """Columns a transform may read: request features, joined store features, the event time."""
         joined = [f.replace(".", "__", 1) for f in self.store_features()]
         return [*self.request_features(), *joined, self.event_time]
+
+    def categorical_inputs(self) -> list[str]:
+        """Inputs the spec marks categorical, as matrix column names (`group__feature`)."""
+        return [c.replace(".", "__", 1) for c in self.categorical]
 
     def model_inputs(self) -> list[str]:
         """The model's input columns, in a fixed order."""

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cupola import dsl
+from cupola.categorical import CategoricalEncoding, learn_categories
 from cupola.errors import InvalidInput
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.timeutil import day_start, to_utc
@@ -54,7 +55,10 @@ def build_training_data(spec: ModelSpec, store: FeatureStore, run_id: str) -> Tr
     missing = [f for f in spec.request_features() if f not in labels.columns]
     if missing:
         raise InvalidInput(f"model '{spec.name}': request features {', '.join(missing)} are not columns of the labels")
-    return store.training_set(f"{spec.name}-{run_id}", labels, spec.event_time, spec.store_features())
+    strictly_before = spec.training_data.features_as_of == "strictly_before"
+    return store.training_set(
+        f"{spec.name}-{run_id}", labels, spec.event_time, spec.store_features(), strictly_before=strictly_before
+    )
 
 
 def apply_transforms(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
@@ -65,9 +69,25 @@ def apply_transforms(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def feature_matrix(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
+def feature_matrix(spec: ModelSpec, frame: pd.DataFrame, encoding: CategoricalEncoding) -> np.ndarray:
     """The inputs of transformed rows, built by the same function as batch and online prediction."""
-    return input_matrix(spec, {column: dsl.column_array(frame[column]) for column in spec.model_inputs()}, len(frame))
+    columns = {column: dsl.column_array(frame[column]) for column in spec.model_inputs()}
+    return input_matrix(spec, columns, len(frame), encoding)
+
+
+def learn_encoding(spec: ModelSpec, train: pd.DataFrame) -> CategoricalEncoding:
+    """Categories of every categorical input (marked in the spec, or holding text), from the training rows only."""
+    categories = {}
+    for column in spec.model_inputs():
+        values = dsl.column_array(train[column])
+        if column in spec.categorical_inputs() or values.dtype.kind == "O":
+            try:
+                categories[column] = learn_categories(values)
+            except ValueError as error:
+                raise InvalidInput(
+                    f"model '{spec.name}': categorical input '{column}' {error}", "categorical"
+                ) from None
+    return CategoricalEncoding(categories, one_hot=spec.algorithm.name == "tensorflow")
 
 
 def prepare(spec: ModelSpec, frame: pd.DataFrame) -> PreparedData:
@@ -83,10 +103,12 @@ def prepare(spec: ModelSpec, frame: pd.DataFrame) -> PreparedData:
     if partition_column and partition_column not in frame.columns:
         raise InvalidInput(f"model '{spec.name}': partition column '{partition_column}' is not in the training data")
 
+    encoding = learn_encoding(spec, frame.iloc[:valid_start])
+
     def split(rows: slice) -> Split:
         part = frame.iloc[rows]
         partitions = part[partition_column].astype(str).to_numpy() if partition_column else np.full(len(part), FALLBACK)
-        return Split(feature_matrix(spec, part), part[spec.label].to_numpy(dtype="float64"), partitions)
+        return Split(feature_matrix(spec, part, encoding), part[spec.label].to_numpy(dtype="float64"), partitions)
 
     train, valid, test = (
         split(slice(0, valid_start)),
@@ -101,7 +123,13 @@ def prepare(spec: ModelSpec, frame: pd.DataFrame) -> PreparedData:
             str(v) for v, c in zip(values, counts, strict=True) if c >= spec.partition.min_rows and v in valid_values
         ]
     return PreparedData(
-        spec.model_inputs(), train, valid, test, units, _describe_split(spec, frame, valid_start, test_start)
+        encoding.matrix_columns(spec.model_inputs()),
+        train,
+        valid,
+        test,
+        units,
+        _describe_split(spec, frame, valid_start, test_start),
+        encoding,
     )
 
 

@@ -37,7 +37,7 @@ def leakage_warnings(audit: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(
                 f"leakage? {group}: {found['exact_time_rows']} rows ({found['exact_time_share']:.1%}) got a value "
                 "computed at exactly the label's event time, which includes the entity's event at that instant: "
-                "key outcomes by when they became known, or give the labels an event time before the outcome"
+                "key outcomes by when they became known, or set training_data.features_as_of: strictly_before"
             )
         if found["source_is_labels"]:
             lines.append(

@@ -21,17 +21,17 @@ def _usable_as_number(kind: pa.DataType) -> bool:
     )
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    """Text columns: taken as categorical inputs, or as ISO timestamps for the event time."""
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind)
+
+
 def _usable_as_time(kind: pa.DataType) -> bool:
-    return (
-        pa.types.is_timestamp(kind)
-        or pa.types.is_date(kind)
-        or pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-    )
+    return pa.types.is_timestamp(kind) or pa.types.is_date(kind) or _is_text(kind)
 
 
 def _described(kind: pa.DataType) -> str:
-    return "text" if pa.types.is_string(kind) or pa.types.is_large_string(kind) else str(kind)
+    return "text" if _is_text(kind) else str(kind)
 
 
 def check_before_training(spec: ModelSpec, store: FeatureStore) -> None:
@@ -69,11 +69,13 @@ def check_before_training(spec: ModelSpec, store: FeatureStore) -> None:
     if spec.partition is not None and spec.partition.column not in joined:
         column_type(spec.partition.column, "partition.column")
     for name in spec.model_inputs():
-        if name in spec.request_features() and not _usable_as_number(schema.field(name).type):
+        if name not in spec.request_features():
+            continue
+        kind = schema.field(name).type
+        if not (_usable_as_number(kind) or _is_text(kind)):
             raise InvalidInput(
-                f"{where}: input '{name}' is {_described(schema.field(name).type)}, not a number: encode it in transforms "
-                f"(category_code({name}, ['a', 'b']) or one_hot({name}, 'a')) and list the transform in `inputs:` "
-                "instead of the column",
+                f"{where}: input '{name}' is {_described(kind)}, neither a number nor text: derive a number from it in "
+                f"transforms (e.g. hour({name})) and list the transform in `inputs:` instead of the column",
                 "inputs",
             )
     for group, _ in store.registry.resolve(spec.store_features()):

@@ -84,7 +84,7 @@ def unit_scores(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> 
     params = {**spec.algorithm.params, **config}
     for unit in data.units:
         train, valid = data.unit_split(unit)
-        result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train, valid)
+        result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train, valid, data.code_columns)
         yield unit, result.valid_score, len(valid[1])
 
 

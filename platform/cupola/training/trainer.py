@@ -75,12 +75,18 @@ def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, 
     algorithm = get_algorithm(spec.algorithm.name)
     params = {**spec.algorithm.params, **config}
     train_rows, valid_rows = data.unit_split(unit)
-    result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train_rows, valid_rows)
+    result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train_rows, valid_rows, data.code_columns)
     predictions = np.asarray(algorithm.predict(result.model, valid_rows[0]), dtype="float64")
     model = result.model
     if spec.refit_on == "train_and_validation":
         model = algorithm.fit_rounds(
-            params, spec.task, spec.optimize, spec.seed, data.unit_train_and_validation(unit), result.iterations
+            params,
+            spec.task,
+            spec.optimize,
+            spec.seed,
+            data.unit_train_and_validation(unit),
+            result.iterations,
+            data.code_columns,
         )
     return FittedUnit(algorithm.serialize(model), result.valid_score, result.iterations, predictions)
 
@@ -127,6 +133,7 @@ def _refit(
             spec.algorithm.distributed_workers,
             storage.path(f"training_runs/{run_id}/train"),
             storage.filesystem,
+            data.code_columns,
         )
         predictions = np.asarray(algorithm.predict(result.model, data.unit_split(unit)[1][0]), dtype="float64")
         results[unit] = FittedUnit(
@@ -242,6 +249,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
                     "test": len(data.test.label),
                 },
                 "inputs": data.inputs,
+                "categorical": data.encoding.to_record(),
                 "request_fields": request_fields(spec, frame.dtypes.to_dict()),
                 "serving_runtime": serving_runtime,
                 "split": data.split,
