@@ -58,6 +58,7 @@ bench: venv
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/feature_pipeline.py
 	$(BIN)/python benchmarks/partitioned_search.py
+	$(BIN)/python benchmarks/training_end_to_end.py
 	$(BIN)/python benchmarks/online_latency.py
 	$(BIN)/python benchmarks/batch_predict.py
 	$(BIN)/python benchmarks/monitoring_overhead.py

@@ -7,7 +7,9 @@ one, single-threaded, in this process. Both must produce the same validation sco
 
     python benchmarks/partitioned_search.py [--partitions 40] [--configs 8] [--rows-per-partition 1500]
 
-The last line is one JSON object: cupola_s, plain_s, ratio (cupola / plain; goal <= 0.75).
+The last line is one JSON object: cupola_s, plain_s, ratio (cupola / plain). Goals on 2 cores: <= 0.75 at the
+default size; <= 0.65 with --rows-per-partition 10000, where Tune's fixed start-up costs no longer decide alone
+(the 2-CPU limit is 0.5).
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def main() -> None:
     )
     print(f"cupola (Tune, {cpus} CPUs), median of {len(runs)}: {cupola_s:.2f}s")
     print(f"plain sequential loop, median of {len(runs)}:  {plain_s:.2f}s")
-    print(f"ratio cupola / plain: {figures['ratio']:.2f}  (goal <= 0.75)")
+    goal = 0.65 if args.rows_per_partition >= 10_000 else 0.75
+    print(f"ratio cupola / plain: {figures['ratio']:.2f}  (goal <= {goal})")
     print(json.dumps(figures))
 
 

@@ -11,11 +11,12 @@ import onnx
 import pytest
 import xgboost as xgb
 
+from cupola.categorical import CategoricalEncoding
 from cupola.compiled_trees import RELATIVE_TOLERANCE, CompiledUnit, check_parity, compile_booster
 from cupola.examples import EXAMPLE_BINARY_MODEL_SPEC, EXAMPLE_MODEL_SPEC
 from cupola.specs.model import ModelSpec, load_model_spec
 from cupola.stores.artifacts import ArtifactRef
-from cupola.training.compile import compile_for_serving
+from cupola.training.compile import MAX_COMPILED_CATEGORIES, compile_for_serving
 
 
 def booster_and_rows(task: str, seed: int = 0) -> tuple[Any, np.ndarray]:
@@ -82,3 +83,25 @@ def test_a_perturbed_compiled_model_is_refused_and_nothing_is_stored() -> None:
         kept["rows_checked"] == len(rows)
         and 0 < kept["max_abs_difference"] <= RELATIVE_TOLERANCE * np.abs(booster.inplace_predict(rows)).max()
     )
+
+
+def test_many_categories_are_served_natively_without_trying_the_converter() -> None:
+    """A categorical input with more categories than the converter handles: native, reason recorded, the compiler
+    never called (it would run for minutes); up to the limit the compiler runs."""
+    booster, rows = booster_and_rows("regression", seed=2)
+    calls: list[int] = []
+
+    def counting(model: object, inputs: int) -> bytes:
+        calls.append(inputs)
+        return compile_booster(model, inputs)
+
+    def store(index: int, unit: str, model: bytes) -> ArtifactRef:
+        return ArtifactRef(f"memory://{unit}", "0" * 64, len(model), "onnx")
+
+    many = CategoricalEncoding({"restaurant_id": list(range(MAX_COMPILED_CATEGORIES + 1))})
+    native = compile_for_serving(spec("regression"), {"__fallback__": booster}, rows, store, counting, many)
+    assert native["runtime"] == "native" and "restaurant_id" in native["reason"] and calls == []
+    few = CategoricalEncoding({"restaurant_id": list(range(MAX_COMPILED_CATEGORIES))})
+    assert compile_for_serving(spec("regression"), {"__fallback__": booster}, rows, store, counting, few)[
+        "runtime"
+    ] == "onnxruntime" and calls == [rows.shape[1]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -70,12 +71,50 @@ def test_search_chooses_each_units_best_configuration(lake: Settings, tmp_path: 
         assert outcome.best_valid_score[unit] == pytest.approx(direct[best])
 
 
+@pytest.mark.parametrize("tuning", ["best_partition_config", "fixed"])
+def test_a_fallback_outside_the_search_is_fitted_once_with_the_configuration_its_tuning_names(
+    lake: Settings, tuning: str
+) -> None:
+    """No trial fits the fallback (the partitions only); it gets the configuration with the best
+    validation-weighted score over the partitions (recomputed here from each configuration's unit scores), or
+    the fixed params."""
+    fixed = {"max_depth": 2, "eta": 0.1}
+    spec = small_spec(
+        partition={
+            "column": "city",
+            "min_rows": 450,
+            "fallback": {"tuning": tuning, **({"params": fixed} if tuning == "fixed" else {})},
+        },
+        search={"method": "random", "num_samples": 3, "scheduler": "fifo"},
+    )
+    store = FeatureStore(lake)
+    data = prepare(spec, build_training_data(spec, store, f"fallback-{tuning}").to_pandas(store.datalake))
+    partitions = [unit for unit in data.units if unit != FALLBACK]
+    assert FALLBACK in data.units and partitions
+    outcome = search(spec, data, max_concurrent=2)
+    assert all(set(trial["unit_scores"]) == set(partitions) for trial in outcome.trials)
+    if tuning == "fixed":
+        assert outcome.best_config[FALLBACK] == fixed
+        return
+    only_partitions = dataclasses.replace(data, units=partitions)
+    weighted = [evaluate_config(config, spec, only_partitions)["score"] for config in planned_configs(spec)]
+    assert outcome.best_config[FALLBACK] == planned_configs(spec)[int(np.argmin(weighted))]
+
+
+def test_fallback_params_need_tuning_fixed() -> None:
+    with pytest.raises(ValueError, match="tuning: fixed"):
+        small_spec(partition={"column": "city", "fallback": {"params": {"max_depth": 2}}})
+
+
 def test_small_partitions_are_served_by_the_fallback(lake: Settings) -> None:
-    spec = small_spec()
+    fixed = {"max_depth": 3, "eta": 0.2}
+    spec = small_spec(partition={"column": "city", "min_rows": 450, "fallback": {"tuning": "fixed", "params": fixed}})
     result = train(spec, lake)
     version = result.version
     units = version.summary["units"]
     assert units[0] == FALLBACK and 1 < len(units) < 9  # some cities have their own model, some do not
+    assert version.params[FALLBACK] == {**spec.algorithm.params, **fixed}  # fitted once, with the fixed params
+    assert all(FALLBACK not in trial["unit_scores"] for trial in version.summary["trials"])
     served = {
         key.removeprefix("partition:"): value["served_by"]
         for key, value in version.metrics.items()

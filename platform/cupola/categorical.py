@@ -105,3 +105,6 @@ class CategoricalEncoding:
         if not record:
             return cls()
         return cls({name: list(values) for name, values in record["categories"].items()}, bool(record["one_hot"]))
+
+
+NO_CATEGORIES = CategoricalEncoding()  # a model without categorical inputs

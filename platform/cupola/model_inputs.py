@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cupola import dsl
-from cupola.categorical import CategoricalEncoding
+from cupola.categorical import NO_CATEGORIES, CategoricalEncoding
 from cupola.errors import InvalidInput
 from cupola.specs.model import ModelSpec
 
@@ -61,9 +61,6 @@ def with_transforms(spec: ModelSpec, columns: Mapping[str, Any], rows: int) -> d
         value = dsl.evaluate_arrays(dsl.parse(expression), result)
         result[name] = np.full(rows, value) if np.ndim(value) == 0 else value
     return result
-
-
-NO_CATEGORIES = CategoricalEncoding()
 
 
 def input_matrix(

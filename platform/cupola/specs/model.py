@@ -75,9 +75,32 @@ class SearchSpec(_Strict):
     scheduler: Literal["fifo", "asha"] = Field(default="fifo", description="`asha` stops trailing trials early")
 
 
+class FallbackSpec(_Strict):
+    """How the fallback model (all rows; it serves small and unseen partitions) gets its configuration.
+    `own_search` fits it in every trial like a partition; `best_partition_config` takes the configuration with
+    the best validation score over the partitions, and `fixed` takes `params`: both fit the fallback once
+    instead of once per trial, which halves a search whose partitions cover every row."""
+
+    tuning: Literal["own_search", "best_partition_config", "fixed"] = Field(
+        default="own_search", description="`own_search`, `best_partition_config` or `fixed` (with `params`)"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="`fixed`: the fallback's parameters, over `algorithm.params`"
+    )
+
+    @model_validator(mode="after")
+    def _params_only_when_fixed(self) -> "FallbackSpec":
+        if self.params and self.tuning != "fixed":
+            raise ValueError("partition.fallback.params is used only with tuning: fixed: set tuning: fixed")
+        return self
+
+
 class PartitionSpec(_Strict):
     column: str = Field(description="a column of the labels; one model per value")
     min_rows: int = Field(default=200, ge=1, description="partitions with fewer training rows use the fallback model")
+    fallback: FallbackSpec = Field(
+        default_factory=FallbackSpec, description="how the fallback model's configuration is chosen"
+    )
 
 
 class SplitSpec(_Strict):

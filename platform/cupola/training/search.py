@@ -16,6 +16,7 @@ unpickles files, and nothing a worker can write is ever unpickled.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import os
@@ -34,6 +35,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from cupola.algorithms import get_algorithm, import_xgboost_without_sklearn
 from cupola.errors import ServerFault
 from cupola.prepared import PreparedData
+from cupola.routing import FALLBACK
 from cupola.specs.model import Distribution, ModelSpec
 
 TrialResult = dict[str, Any]  # {"score": float, "unit_scores": {unit: float}}
@@ -211,9 +213,11 @@ def search(
     on_trial: Callable[[int, TrialResult], None] = lambda index, result: None,
 ) -> SearchOutcome:
     """Run the planned trials not in `finished` (plan index → result of an earlier attempt) and pick the
-    best configuration for each unit from all of them."""
+    best configuration for each unit from all of them (the fallback's as `partition.fallback` says)."""
+    all_units, units = data.units, searched_units(spec, data.units)
     if not spec.algorithm.search_space:
-        return SearchOutcome({u: {} for u in data.units}, {}, [])
+        return SearchOutcome({u: {} for u in units} | _fallback_config(spec, all_units, units, []), {}, [])
+    data = dataclasses.replace(data, units=units)
     plan = planned_configs(spec)
     results = dict(finished or {})
     pending = [index for index in range(len(plan)) if index not in results]
@@ -227,4 +231,27 @@ def search(
         reached = [t for t in trials if unit in t["unit_scores"]]  # ASHA may stop a trial before this unit
         winner = better(reached, key=lambda t: t["unit_scores"][unit])
         best_config[unit], best_score[unit] = winner["config"], winner["unit_scores"][unit]
+    best_config |= _fallback_config(spec, all_units, units, trials)
     return SearchOutcome(best_config, best_score, trials)
+
+
+def searched_units(spec: ModelSpec, units: list[str]) -> list[str]:
+    """The units every trial fits: all of them, or only the partitions when the fallback's configuration is
+    not searched (`partition.fallback.tuning`) and there is a partition to search."""
+    if spec.partition is None or spec.partition.fallback.tuning == "own_search":
+        return units
+    partitions = [unit for unit in units if unit != FALLBACK]
+    return partitions or units
+
+
+def _fallback_config(
+    spec: ModelSpec, units: list[str], searched: list[str], trials: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """{FALLBACK: its configuration} when the search did not choose it; {} when it did."""
+    if FALLBACK not in units or FALLBACK in searched or spec.partition is None:
+        return {}
+    if spec.partition.fallback.tuning == "fixed" or not trials:
+        return {FALLBACK: dict(spec.partition.fallback.params)}
+    complete = [t for t in trials if len(t["unit_scores"]) == len(searched)] or trials  # ASHA stops some early
+    better = min if spec.mode == "min" else max
+    return {FALLBACK: better(complete, key=lambda t: t["score"])["config"]}

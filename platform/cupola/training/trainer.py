@@ -42,7 +42,7 @@ from cupola.training.compile import compile_for_serving
 from cupola.training.dataset import build_training_data, prepare
 from cupola.training.leakage import leakage_audit, leakage_warnings
 from cupola.training.preflight import check_before_training
-from cupola.training.search import TrialResult, planned_configs, search
+from cupola.training.search import TrialResult, planned_configs, search, searched_units
 from cupola.training.selection import choose_served_units
 
 
@@ -172,7 +172,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         finished = _finished_trials(run)
         if finished:
             runs.log(run_id, f"resuming: {len(finished)} finished trials kept from the run's record")
-        recorder = _TrialRecorder(settings, run_id, len(data.units), len(planned_configs(spec)))
+        recorder = _TrialRecorder(settings, run_id, len(searched_units(spec, data.units)), len(planned_configs(spec)))
         outcome = search(spec, data, cpus, finished, recorder)
         runs.log(run_id, f"search: {len(outcome.trials)} trials; best per unit chosen on validation {spec.optimize}")
         runs.update(run_id, progress={"step": "retrain", "units": len(data.units), "trials_done": len(outcome.trials)})
@@ -220,6 +220,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
             lambda index, unit, model: artifacts.put(
                 spec.name, attempt, f"{index:04d}-{_safe(unit)}{COMPILED_SUFFIX}", model, COMPILED_FORMAT
             ),
+            encoding=data.encoding,
         )
         runs.log(
             run_id,
