@@ -115,6 +115,13 @@ def test_small_partitions_are_served_by_the_fallback(lake: Settings) -> None:
     assert units[0] == FALLBACK and 1 < len(units) < 9  # some cities have their own model, some do not
     assert version.params[FALLBACK] == {**spec.algorithm.params, **fixed}  # fitted once, with the fixed params
     assert all(FALLBACK not in trial["unit_scores"] for trial in version.summary["trials"])
+    # every searched unit's final fit starts from the search's own early-stopped fit; the fallback's cannot
+    logged = [m for _, m in open_store("runs", lake).logs(result.run_id) if m.startswith("final fits:")]
+    reused, total = (int(word) for word in logged[0].split() if word.isdigit())
+    assert reused == total - 1 and total >= len(units)
+    assert not FeatureStore(lake).datalake.exists(
+        f"training_runs/{result.run_id}/search_fits"
+    )  # removed once registered
     served = {
         key.removeprefix("partition:"): value["served_by"]
         for key, value in version.metrics.items()

@@ -129,16 +129,25 @@ class Datalake:
 
     def write_text(self, relative: str, text: str) -> None:
         """Write a whole text file through a temporary file and a move, so readers never see half of it."""
+        self.write_bytes(relative, text.encode())
+
+    def read_text(self, relative: str) -> str | None:
+        """A whole text file, None when it does not exist."""
+        data = self.read_bytes(relative)
+        return data.decode() if data is not None else None
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Write a whole file through a temporary file and a move, so readers never see half of it."""
         target = self.path(relative)
         self.filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
         temporary = f"{target}.tmp"
         with self.filesystem.open_output_stream(temporary) as stream:
-            stream.write(text.encode())
+            stream.write(data)
         self.filesystem.move(temporary, target)
 
-    def read_text(self, relative: str) -> str | None:
-        """A whole text file, None when it does not exist."""
+    def read_bytes(self, relative: str) -> bytes | None:
+        """A whole file, None when it does not exist."""
         if not self.exists(relative):
             return None
         with self.filesystem.open_input_stream(self.path(relative)) as stream:
-            return stream.read().decode()
+            return bytes(stream.read())

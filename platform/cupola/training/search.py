@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from cupola.errors import ServerFault
 from cupola.prepared import PreparedData
 from cupola.routing import FALLBACK
 from cupola.specs.model import Distribution, ModelSpec
+from cupola.training.search_fits import KeptFit, SearchFits
 
 TrialResult = dict[str, Any]  # {"score": float, "unit_scores": {unit: float}}
 
@@ -46,6 +47,7 @@ class SearchOutcome:
     best_config: dict[str, dict[str, Any]]
     best_valid_score: dict[str, float]
     trials: list[dict[str, Any]]
+    best_trial: dict[str, int] = field(default_factory=dict)  # per searched unit: the plan index of its best trial
 
 
 def _draw(distribution: Distribution, rng: np.random.Generator) -> Any:
@@ -80,13 +82,19 @@ def planned_configs(spec: ModelSpec) -> list[dict[str, Any]]:
     return configs
 
 
-def unit_scores(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> Iterator[tuple[str, float, int]]:
-    """Fit `config` on each unit in turn, yielding (unit, validation score, validation rows)."""
+def unit_scores(
+    config: dict[str, Any], spec: ModelSpec, data: PreparedData, keep: Callable[[str, KeptFit], None] | None = None
+) -> Iterator[tuple[str, float, int]]:
+    """Fit `config` on each unit in turn, yielding (unit, validation score, validation rows); each fit is handed
+    to `keep` (the final refit reuses the winners')."""
     algorithm = get_algorithm(spec.algorithm.name)
     params = {**spec.algorithm.params, **config}
     for unit in data.units:
         train, valid = data.unit_split(unit)
         result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train, valid, data.code_columns)
+        if keep is not None:
+            predictions = np.asarray(algorithm.predict(result.model, valid[0]), dtype="float64")
+            keep(unit, KeptFit(algorithm.serialize(result.model), result.valid_score, result.iterations, predictions))
         yield unit, result.valid_score, len(valid[1])
 
 
@@ -105,19 +113,27 @@ def evaluate_config(config: dict[str, Any], spec: ModelSpec, data: PreparedData)
     return _summary(scores, weights)
 
 
-def _trial(config: dict[str, Any], spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]]) -> None:
+def _trial(
+    config: dict[str, Any],
+    spec: ModelSpec,
+    data: PreparedData,
+    plan: list[dict[str, Any]],
+    fits: SearchFits | None = None,
+) -> None:
     """One planned configuration (`config["trial"]` indexes the plan) over all units. Under ASHA it reports
     after each unit: units come in the same order in every trial, so running means at the same step compare
     like with like."""
     if spec.algorithm.name == "xgboost":
         import_xgboost_without_sklearn()  # a trial actor is a process of cupola's own
-    planned = plan[config["trial"]]
-    if spec.search.scheduler != "asha":
-        tune.report(evaluate_config(planned, spec, data))
-        return
+    index = config["trial"]
+    planned = plan[index]
+    keep = (lambda unit, fit: fits.put(index, unit, fit)) if fits is not None else None
     scores, weights = {}, {}
-    for unit, score, rows in unit_scores(planned, spec, data):
+    for unit, score, rows in unit_scores(planned, spec, data, keep):
         scores[unit], weights[unit] = score, rows
+        if spec.search.scheduler == "asha":
+            tune.report(_summary(scores, weights))
+    if spec.search.scheduler != "asha":
         tune.report(_summary(scores, weights))
 
 
@@ -171,9 +187,12 @@ def _run_trials(
     pending: list[int],
     max_concurrent: int,
     on_trial: Callable[[int, TrialResult], None],
+    fits: SearchFits | None,
 ) -> dict[int, TrialResult]:
     """Run the pending planned trials with Tune; results by plan index."""
-    trainable = tune.with_resources(tune.with_parameters(_trial, spec=spec, data=data, plan=plan), {"cpu": 1})
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, spec=spec, data=data, plan=plan, fits=fits), {"cpu": 1}
+    )
     storage = tempfile.mkdtemp(prefix="cupola-tune-")  # the driver's own; removed when the search ends
     try:
         tuner = tune.Tuner(
@@ -211,9 +230,11 @@ def search(
     max_concurrent: int,
     finished: dict[int, TrialResult] | None = None,
     on_trial: Callable[[int, TrialResult], None] = lambda index, result: None,
+    fits: SearchFits | None = None,
 ) -> SearchOutcome:
     """Run the planned trials not in `finished` (plan index → result of an earlier attempt) and pick the
-    best configuration for each unit from all of them (the fallback's as `partition.fallback` says)."""
+    best configuration for each unit from all of them (the fallback's as `partition.fallback` says). With
+    `fits`, every trial keeps its early-stopped fits there for the final refit."""
     all_units, units = data.units, searched_units(spec, data.units)
     if not spec.algorithm.search_space:
         return SearchOutcome({u: {} for u in units} | _fallback_config(spec, all_units, units, []), {}, [])
@@ -222,17 +243,18 @@ def search(
     results = dict(finished or {})
     pending = [index for index in range(len(plan)) if index not in results]
     if pending:
-        results |= _run_trials(spec, data, plan, pending, max_concurrent, on_trial)
+        results |= _run_trials(spec, data, plan, pending, max_concurrent, on_trial, fits)
     # numbered by plan index: the order Tune creates (and numbers) trials in on a fresh run
     trials = [{"trial": index, "config": plan[index], **results[index]} for index in sorted(results)]
     better = min if spec.mode == "min" else max
-    best_config, best_score = {}, {}
+    best_config, best_score, best_trial = {}, {}, {}
     for unit in data.units:
         reached = [t for t in trials if unit in t["unit_scores"]]  # ASHA may stop a trial before this unit
         winner = better(reached, key=lambda t: t["unit_scores"][unit])
         best_config[unit], best_score[unit] = winner["config"], winner["unit_scores"][unit]
+        best_trial[unit] = winner["trial"]
     best_config |= _fallback_config(spec, all_units, units, trials)
-    return SearchOutcome(best_config, best_score, trials)
+    return SearchOutcome(best_config, best_score, trials, best_trial)
 
 
 def searched_units(spec: ModelSpec, units: list[str]) -> list[str]:

@@ -42,7 +42,8 @@ from cupola.training.compile import compile_for_serving
 from cupola.training.dataset import build_training_data, prepare
 from cupola.training.leakage import leakage_audit, leakage_warnings
 from cupola.training.preflight import check_before_training
-from cupola.training.search import TrialResult, planned_configs, search, searched_units
+from cupola.training.search import SearchOutcome, TrialResult, planned_configs, search, searched_units
+from cupola.training.search_fits import KeptFit, SearchFits
 from cupola.training.selection import choose_served_units
 
 
@@ -68,27 +69,37 @@ class FittedUnit:
 
 
 @ray.remote(num_cpus=1)
-def _fit_unit(spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, Any]) -> FittedUnit:
-    """A unit's final model: early-stopped on validation, then with `refit: train_and_validation` fitted again
-    on training and validation rows for the rounds early stopping chose. The validation score and predictions
-    are the early-stopped model's (the refitted model has seen those rows)."""
+def _fit_unit(
+    spec: ModelSpec, data: PreparedData, unit: str, config: dict[str, Any], kept: tuple[SearchFits, int] | None
+) -> tuple[FittedUnit, bool]:
+    """A unit's final model: early-stopped on validation (the search's own fit, read back from `kept` = (the
+    run's search fits, the winning trial) when it is there), then with `refit: train_and_validation` fitted
+    again on training and validation rows for the rounds early stopping chose. The validation score and
+    predictions are the early-stopped model's (the refitted model has seen those rows). Also returns whether
+    the search's fit was reused."""
     algorithm = get_algorithm(spec.algorithm.name)
     params = {**spec.algorithm.params, **config}
-    train_rows, valid_rows = data.unit_split(unit)
-    result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train_rows, valid_rows, data.code_columns)
-    predictions = np.asarray(algorithm.predict(result.model, valid_rows[0]), dtype="float64")
-    model = result.model
+    early = kept[0].get(kept[1], unit) if kept is not None else None
+    reused = early is not None
+    if early is None:
+        train_rows, valid_rows = data.unit_split(unit)
+        result = algorithm.fit(params, spec.task, spec.optimize, spec.seed, train_rows, valid_rows, data.code_columns)
+        predictions = np.asarray(algorithm.predict(result.model, valid_rows[0]), dtype="float64")
+        early = KeptFit(algorithm.serialize(result.model), result.valid_score, result.iterations, predictions)
+    model = early.model
     if spec.refit_on == "train_and_validation":
-        model = algorithm.fit_rounds(
+        refitted = algorithm.fit_rounds(
             params,
             spec.task,
             spec.optimize,
             spec.seed,
             data.unit_train_and_validation(unit),
-            result.iterations,
+            early.iterations,
             data.code_columns,
         )
-    return FittedUnit(algorithm.serialize(model), result.valid_score, result.iterations, predictions)
+        model = algorithm.serialize(refitted)
+    fitted = FittedUnit(model, early.valid_score, early.iterations, early.valid_predictions)
+    return fitted, reused
 
 
 def _is_large(spec: ModelSpec, data: PreparedData, unit: str) -> bool:
@@ -109,17 +120,33 @@ def _fitted_on(spec: ModelSpec, data: PreparedData, unit: str) -> str:
 
 
 def _refit(
-    spec: ModelSpec, data: PreparedData, configs: dict[str, dict[str, Any]], storage: Datalake, run_id: str
-) -> dict[str, FittedUnit]:
-    """Refit each unit's best configuration: small units as parallel one-CPU tasks, then large units
-    data-parallel with Ray Train from the driver (inside a one-CPU task its workers would starve)."""
+    spec: ModelSpec,
+    data: PreparedData,
+    outcome: SearchOutcome,
+    fits: SearchFits,
+    storage: Datalake,
+    run_id: str,
+) -> tuple[dict[str, FittedUnit], list[str]]:
+    """Refit each unit's best configuration: small units as parallel one-CPU tasks, starting from the
+    search's own early-stopped fit where it was kept, then large units data-parallel with Ray Train from
+    the driver (inside a one-CPU task its workers would starve). Also returns the units whose search fit
+    was reused."""
     data_ref = ray.put(data)
+    configs = outcome.best_config
     small = {
-        unit: _fit_unit.remote(spec, data_ref, unit, configs[unit])
+        unit: _fit_unit.remote(
+            spec,
+            data_ref,
+            unit,
+            configs[unit],
+            (fits, outcome.best_trial[unit]) if unit in outcome.best_trial else None,
+        )
         for unit in data.units
         if not _is_large(spec, data, unit)
     }
-    results = dict(zip(small, ray.get(list(small.values())), strict=True))
+    finished = dict(zip(small, ray.get(list(small.values())), strict=True))
+    results = {unit: fitted for unit, (fitted, _) in finished.items()}
+    reused = [unit for unit, (_, was_reused) in finished.items() if was_reused]
     algorithm = get_algorithm(spec.algorithm.name)
     for unit in data.units:
         if unit in results:
@@ -139,7 +166,7 @@ def _refit(
         results[unit] = FittedUnit(
             algorithm.serialize(result.model), result.valid_score, result.iterations, predictions
         )
-    return {unit: results[unit] for unit in data.units}
+    return {unit: results[unit] for unit in data.units}, reused
 
 
 def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_source: str = "") -> TrainingResult:
@@ -173,11 +200,13 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         if finished:
             runs.log(run_id, f"resuming: {len(finished)} finished trials kept from the run's record")
         recorder = _TrialRecorder(settings, run_id, len(searched_units(spec, data.units)), len(planned_configs(spec)))
-        outcome = search(spec, data, cpus, finished, recorder)
+        fits = SearchFits.of_run(store.datalake, run_id)
+        outcome = search(spec, data, cpus, finished, recorder, fits)
         runs.log(run_id, f"search: {len(outcome.trials)} trials; best per unit chosen on validation {spec.optimize}")
         runs.update(run_id, progress={"step": "retrain", "units": len(data.units), "trials_done": len(outcome.trials)})
         algorithm = get_algorithm(spec.algorithm.name)
-        fitted = _refit(spec, data, outcome.best_config, store.datalake, run_id)
+        fitted, reused = _refit(spec, data, outcome, fits, store.datalake, run_id)
+        runs.log(run_id, f"final fits: {len(reused)} of {len(fitted)} units reused the search's early-stopped fit")
         choice = choose_served_units(spec, data, {unit: f.valid_predictions for unit, f in fitted.items()})
         dropped = [unit for unit in data.units if unit not in choice.units]
         if dropped:
@@ -268,6 +297,7 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
         report_ref = artifacts.put(spec.name, attempt, "report.html", html, "html")
         version = repository.register(dataclasses.replace(draft, report={**report, "html": report_ref.to_dict()}))
         runs.log(run_id, f"registered {spec.name} version {version.version}")
+        fits.remove()  # kept only for the final fits, and for a resumed attempt
         runs.update(run_id, status="succeeded", version=version.version, progress={"step": "done"})
         return TrainingResult(run_id, version, evaluation.comparison)
     except BaseException as error:
