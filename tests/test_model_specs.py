@@ -36,7 +36,10 @@ def test_example_spec_loads() -> None:
         ({"algorithm": {"name": "lightgbm"}}, "algorithm.name: Input should be 'xgboost' or 'tensorflow'"),
         ({"split": {"test": 0.7}}, "split.test: Input should be less than 0.5"),
         ({"training_data": {"labels": "x", "start": "2026-02-01", "end": "2026-01-01"}}, "end must be after"),
-        ({"partition": {"colum": "city"}}, "partition.colum: unknown key — remove it or use one of: column, min_rows"),
+        (
+            {"partition": {"colum": "city"}},
+            "partition.colum: unknown key — remove it or use one of: column, fallback, min_rows",
+        ),
         ({"features": ["distance_km", "distance_km"]}, "lists the same feature twice"),
     ],
 )

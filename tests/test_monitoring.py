@@ -354,6 +354,14 @@ def test_drift_is_detected_on_a_shifted_feature_and_not_on_an_unshifted_one(
     psi = {m.feature: m.value for m in computed if m.metric == "psi" and m.window == "1h"}
     assert psi["distance_km"] > 0.5 and psi["log_distance"] > 0.5
     assert psi["basket_size"] < 0.1 and psi["city"] < 0.1 and psi["restaurant_prep__prep_minutes_mean_7d"] < 0.1
+    # the chosen tests: training has thousands of rows, so distances; basket_size (few values) and city are categorical
+    verdicts = {
+        m.feature: (m.metric.split(":")[1], m.value)
+        for m in computed
+        if m.metric.startswith("drift_detected:") and m.window == "1h"
+    }
+    assert verdicts["distance_km"] == ("wasserstein", 1.0)
+    assert verdicts["basket_size"] == ("jensenshannon", 0.0) and verdicts["city"] == ("jensenshannon", 0.0)
 
 
 def test_prometheus_scrapes_the_endpoint_and_a_rule_fires(
@@ -534,8 +542,10 @@ def reference_bins(values: np.ndarray, stored: dict) -> pd.Series:
 def test_psi_equals_an_independent_computation_with_nulls_unseen_and_out_of_range_values() -> None:
     from types import SimpleNamespace
 
+    from scipy import stats
+
     from cupola.evaluation.distributions import category_distribution, numeric_distributions
-    from cupola.monitoring.live import feature_drift
+    from cupola.monitoring.live import drift_tests, feature_drift
 
     spec = ModelSpec.model_validate(small_delivery_document())
     names = spec.model_inputs()
@@ -554,7 +564,8 @@ def test_psi_equals_an_independent_computation_with_nulls_unseen_and_out_of_rang
     distributions[spec.partition.column] = category_distribution(train_cities, train_cities[:500])
     assert distributions[names[0]]["kind"] == "numeric" and distributions[names[1]]["kind"] == "discrete"
 
-    drift = feature_drift(SimpleNamespace(report={"distributions": distributions}), spec, live, live_cities)  # type: ignore[arg-type]
+    version = SimpleNamespace(report={"distributions": distributions}, data={"inputs": names})
+    drift = feature_drift(version, spec, live, live_cities)  # type: ignore[arg-type]
 
     for index, name in enumerate(names):
         stored = distributions[name]
@@ -568,3 +579,11 @@ def test_psi_equals_an_independent_computation_with_nulls_unseen_and_out_of_rang
     expected_city = pd.Series([*city["train"]["counts"], city["train"]["other"]])
     assert drift[spec.partition.column] == pytest.approx(reference_psi(expected_city, live_city_counts), abs=1e-12)
     assert drift[names[1]] > 0.1 and drift[names[0]] > 0.1  # the planted shifts are visible
+
+    # the drift tests on the same traffic: 3,000 training rows, so distances (scipy's, computed here)
+    tests = drift_tests(version, spec, live, live_cities)  # type: ignore[arg-type]
+    sample = np.asarray(distributions[names[0]]["reference"])
+    present = live[:, 0][~np.isnan(live[:, 0])]
+    assert tests[names[0]].test == "wasserstein" and tests[names[0]].detected
+    assert tests[names[0]].statistic == pytest.approx(stats.wasserstein_distance(sample, present) / np.std(sample))
+    assert tests[names[1]].test == "jensenshannon" and tests[spec.partition.column].test == "jensenshannon"

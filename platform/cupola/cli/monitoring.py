@@ -32,7 +32,7 @@ def monitor_command(
             f"{name}: no sampled predictions in any window yet (deploy it, send traffic, or raise --sample-percent)"
         )
         raise typer.Exit(code=0)
-    metrics = [m for m in summary.latest if m.metric != "psi" and (partitions or m.unit == ALL_UNITS)]
+    metrics = [m for m in summary.latest if not m.feature and (partitions or m.unit == ALL_UNITS)]
     names = list(dict.fromkeys(m.metric for m in metrics))
     table = Table(
         title=f"{name}: live metrics at {datetime.fromtimestamp(summary.latest[0].at, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
@@ -46,17 +46,34 @@ def monitor_command(
         table.add_row(str(version), window, unit, *(f"{values[n]:.4g}" if n in values else "" for n in names))
     console.print(table)
 
-    drift = [m for m in summary.latest if m.metric == "psi"]
+    drift: dict[tuple[int, str, str], dict[str, str]] = {}
+    for m in summary.latest:
+        if not m.feature:
+            continue
+        cells = drift.setdefault((m.version, m.window, m.feature), {})
+        kind, _, test = m.metric.partition(":")
+        if kind == "psi":
+            cells["psi"] = f"{m.value:.3f}"
+        elif kind == "drift":
+            cells["test"], cells["statistic"] = test, f"{m.value:.3g}"
+        elif kind == "drift_detected":
+            cells["drift"] = "yes" if m.value else "no"
     if drift:
-        psi = Table(title="drift: population stability index vs training (0.1-0.2 moderate, > 0.2 significant)")
-        for column in ("version", "window", "feature", "psi"):
-            psi.add_column(column)
-        for m in sorted(drift, key=lambda m: (m.version, m.window, -m.value)):
-            psi.add_row(str(m.version), m.window, m.feature, f"{m.value:.3f}")
-        console.print(psi)
+        table = Table(
+            title="drift vs training: PSI (0.1-0.2 moderate, > 0.2 significant) and the test chosen for the input"
+        )
+        for column in ("version", "window", "feature", "psi", "test", "statistic", "drift"):
+            table.add_column(column)
+        for (version, window, feature), cells in sorted(
+            drift.items(), key=lambda item: (item[0][0], item[0][1], -float(item[1].get("psi", "0")))
+        ):
+            table.add_row(
+                str(version), window, feature, *(cells.get(c, "") for c in ("psi", "test", "statistic", "drift"))
+            )
+        console.print(table)
 
     history = summary.history
-    overall = history[(history["unit"] == ALL_UNITS) & (history["metric"] != "psi")]
+    overall = history[(history["unit"] == ALL_UNITS) & (history["feature"] == "")]
     if overall["at"].nunique() > 1:
         console.print(f"history (last {hours:g} h, partition all, {overall['at'].nunique()} computations):")
         for (version, window, metric), series in overall.groupby(["version", "window", "metric"], sort=True):

@@ -17,6 +17,7 @@ import pandas as pd
 DISCRETE_LIMIT = 20
 QUANTILE_BINS = 10
 TOP_CATEGORIES = 20
+REFERENCE_SAMPLE = 1_000  # training values kept per numeric input for the live drift tests (`monitoring.drift`)
 
 
 def bins_for(values: np.ndarray) -> dict[str, Any]:
@@ -71,7 +72,18 @@ def numeric_distributions(names: list[str], train: np.ndarray, test: np.ndarray)
             "train": {**bin_counts(bins, train_values), **_summary(train_values), "rows": len(train_values)},
             "test": {**bin_counts(bins, test_values), **_summary(test_values), "rows": len(test_values)},
         }
+        if bins["kind"] == "numeric":
+            result[name]["reference"] = reference_sample(train_values)
     return result
+
+
+def reference_sample(values: np.ndarray, seed: int = 0) -> list[float]:
+    """Up to REFERENCE_SAMPLE training values (nulls left out, drawn with a fixed seed, 7 significant digits),
+    what the live Kolmogorov-Smirnov and Wasserstein tests compare traffic with."""
+    present = values[~np.isnan(values)]
+    if len(present) > REFERENCE_SAMPLE:
+        present = np.random.default_rng(seed).choice(present, REFERENCE_SAMPLE, replace=False)
+    return [float(f"{value:.7g}") for value in np.sort(present)]
 
 
 def category_distribution(train: np.ndarray, test: np.ndarray) -> dict[str, Any]:

@@ -60,6 +60,17 @@ class MonitoringCollector:
             "Population stability index of a model input, live vs training.",
             labels=["model", "version", "feature", "window"],
         )
+        drift = GaugeMetricFamily(
+            "cupola_feature_drift",
+            "The statistic of a model input's drift test, live vs training: a p-value for ks and chi2, a distance "
+            "for wasserstein and jensenshannon (monitoring.drift chooses the test).",
+            labels=["model", "version", "feature", "window", "test"],
+        )
+        drift_detected = GaugeMetricFamily(
+            "cupola_feature_drift_detected",
+            "1 when a model input's drift test crosses its threshold, else 0.",
+            labels=["model", "version", "feature", "window", "test"],
+        )
         computed = GaugeMetricFamily(
             "cupola_live_metrics_timestamp_seconds", "When the live metrics were last computed.", labels=["model"]
         )
@@ -69,6 +80,11 @@ class MonitoringCollector:
             if m.metric == "psi":
                 psi.add_metric([m.model, str(m.version), m.feature, m.window], m.value)
                 continue
+            kind, _, test = m.metric.partition(":")
+            if kind in ("drift", "drift_detected") and test:
+                family = drift if kind == "drift" else drift_detected
+                family.add_metric([m.model, str(m.version), m.feature, m.window, test], m.value)
+                continue
             name = live_metric_name(m.metric)
             if name not in families:
                 families[name] = GaugeMetricFamily(name, LIVE_HELP.get(m.metric, m.metric), labels=LIVE_LABELS)
@@ -77,6 +93,8 @@ class MonitoringCollector:
             computed.add_metric([model], at)
         yield from families.values()
         yield psi
+        yield drift
+        yield drift_detected
         yield computed
 
     def _serving(self) -> Iterator[Metric]:

@@ -12,12 +12,15 @@ are over prediction time: a late outcome counts wherever its prediction falls.
 Drift is the population stability index of each model input (and the partition column) in the
 window's sampled traffic against the training distribution stored in the version's report,
 using the report's bins, published once a window holds `monitoring.min_drift_samples` rows
-(PSI of n samples over k bins is about (k-1)/n from noise alone).
+(PSI of n samples over k bins is about (k-1)/n from noise alone); beside it, the test
+`monitoring.drift` chooses by the input's kind and reference size (metrics `drift:<test>`, the
+statistic, and `drift_detected:<test>`, 1 or 0).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,7 @@ import pandas as pd
 
 from cupola import metrics
 from cupola.evaluation.distributions import bin_counts
+from cupola.monitoring.drift import DriftResult, categorical_drift, numeric_drift
 from cupola.specs.model import ModelSpec
 from cupola.stores.models import ModelRepository, ModelVersion
 from cupola.stores.monitoring.base import MAX_WINDOW_S, LiveMetric, MonitoringStore
@@ -61,29 +65,81 @@ def accuracy_metrics(task: str, labels: np.ndarray, predictions: np.ndarray, thr
     return {name: float(value) for name, value in values.items() if value is not None and np.isfinite(value)}
 
 
-def feature_drift(
+@dataclass(frozen=True)
+class InputCounts:
+    """One input of a window's traffic binned like its training distribution: training and live counts over
+    the same bins, the training rows, and for a numeric input its stored reference sample and the live values."""
+
+    kind: str
+    expected: np.ndarray
+    actual: np.ndarray
+    reference_rows: int
+    reference: np.ndarray | None = None
+    live: np.ndarray | None = None
+
+
+def binned_inputs(
     version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, partition_values: np.ndarray
-) -> dict[str, float]:
-    """PSI of every input with a stored training distribution (and the partition column's categories)."""
+) -> dict[str, InputCounts]:
+    """Every input with a stored training distribution (and the partition column's categories), binned."""
     distributions: dict[str, Any] = (version.report or {}).get("distributions", {})
-    drift = {}
+    binned = {}
     for index, name in enumerate(version.data.get("inputs", spec.model_inputs())):
         stored = distributions.get(name)
         if stored is None or stored.get("kind") == "categorical":
             continue
         live = bin_counts(stored, inputs[:, index])
         expected = [*stored["train"]["counts"], stored["train"].get("other", 0), stored["train"]["nulls"]]
-        drift[name] = psi(np.asarray(expected), np.asarray([*live["counts"], live.get("other", 0), live["nulls"]]))
+        reference = stored.get("reference")
+        binned[name] = InputCounts(
+            stored["kind"],
+            np.asarray(expected, dtype="float64"),
+            np.asarray([*live["counts"], live.get("other", 0), live["nulls"]], dtype="float64"),
+            int(stored["train"].get("rows", 0)),
+            np.asarray(reference, dtype="float64") if reference is not None else None,
+            inputs[:, index],
+        )
     if spec.partition is not None and spec.partition.column in distributions:
         stored = distributions[spec.partition.column]
         known = {value: i for i, value in enumerate(stored["values"])}
         live_counts = np.zeros(len(known) + 1)
         for value in partition_values:
             live_counts[known.get(str(value), len(known))] += 1
-        drift[spec.partition.column] = psi(
-            np.asarray([*stored["train"]["counts"], stored["train"]["other"]]), live_counts
+        binned[spec.partition.column] = InputCounts(
+            "categorical",
+            np.asarray([*stored["train"]["counts"], stored["train"]["other"]], dtype="float64"),
+            live_counts,
+            int(stored["train"].get("rows", 0)),
         )
-    return drift
+    return binned
+
+
+def feature_drift(
+    version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, partition_values: np.ndarray
+) -> dict[str, float]:
+    """PSI of every input with a stored training distribution (and the partition column's categories)."""
+    return {
+        name: psi(counts.expected, counts.actual)
+        for name, counts in binned_inputs(version, spec, inputs, partition_values).items()
+    }
+
+
+def drift_tests(
+    version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, partition_values: np.ndarray
+) -> dict[str, DriftResult]:
+    """The drift test `monitoring.drift` chooses for every input (numeric inputs of versions registered before
+    reference samples were kept get none)."""
+    overrides = spec.monitoring.drift_thresholds
+    results = {}
+    for name, counts in binned_inputs(version, spec, inputs, partition_values).items():
+        threshold = overrides.get(name)
+        if counts.kind == "numeric":
+            if counts.reference is None or counts.live is None:
+                continue
+            results[name] = numeric_drift(counts.reference, counts.live, counts.reference_rows, threshold)
+        else:
+            results[name] = categorical_drift(counts.expected, counts.actual, counts.reference_rows, threshold)
+    return results
 
 
 class LiveMetrics:
@@ -122,11 +178,28 @@ class LiveMetrics:
                     inputs = np.asarray([json.loads(text) for text in in_window["inputs"]], dtype="float64").reshape(
                         len(in_window), -1
                     )
-                    drift = feature_drift(version, spec, inputs, in_window["partition_value"].to_numpy())
+                    partition_values = in_window["partition_value"].to_numpy()
+                    drift = feature_drift(version, spec, inputs, partition_values)
                     result += [
                         LiveMetric(model, now, int(number), ALL_UNITS, name, "psi", value, feature)
                         for feature, value in drift.items()
                     ]
+                    for feature, test in drift_tests(version, spec, inputs, partition_values).items():
+                        result += [
+                            LiveMetric(
+                                model, now, int(number), ALL_UNITS, name, f"drift:{test.test}", test.statistic, feature
+                            ),
+                            LiveMetric(
+                                model,
+                                now,
+                                int(number),
+                                ALL_UNITS,
+                                name,
+                                f"drift_detected:{test.test}",
+                                float(test.detected),
+                                feature,
+                            ),
+                        ]
         return result
 
     @staticmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -205,6 +205,12 @@ class MonitoringSpec(_Strict):
         default=500, ge=1, description="a window's drift is published once it has this many sampled rows"
     )
     thresholds: AlertThresholds = Field(default=AlertThresholds(), description="alert limits on live metrics")
+    drift_thresholds: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="per input (as named in the version's inputs, e.g. distance_km), the threshold of its drift "
+        "test instead of the default: a p-value for ks and chi2 (drift below it), a distance for wasserstein and "
+        "jensenshannon (drift above it)",
+    )
 
     @model_validator(mode="after")
     def _bounded_windows(self) -> "MonitoringSpec":
