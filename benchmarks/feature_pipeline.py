@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import ray
 
 from cupola import FeatureStore, Settings
-from cupola.examples import EXAMPLE_FEATURES, LABEL_EVENT_TIME, LABELS_PATH, ORDERS_PATH
+from cupola.examples import EXAMPLE_FEATURE_REPO, EXAMPLE_FEATURES, LABEL_EVENT_TIME, LABELS_PATH, ORDERS_PATH
 from cupola.examples.delivery import write_example
 
 
@@ -103,6 +103,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="cupola-bench-"))
     try:
         store = FeatureStore(Settings.load(data_root=str(root)))
+        store.apply(EXAMPLE_FEATURE_REPO)  # the groups live in the datalake (`cupola features apply`)
         began = time.perf_counter()
         write_example(store.datalake, args.rows, seed=1, days=30)
         print(f"generated {args.rows:,} orders in {time.perf_counter() - began:.1f}s under {root}")
@@ -110,6 +111,7 @@ def main() -> None:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         warm_root = root / "warmup"
         warm = FeatureStore(Settings.load(data_root=str(warm_root)))
+        warm.apply(EXAMPLE_FEATURE_REPO)
         write_example(warm.datalake, 20_000, seed=2, days=30)
         cupola_pipeline(warm)
 

@@ -8,13 +8,11 @@ arrive sorted by (entity keys, event time).
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import pandas as pd
 
 from cupola import dsl
-from cupola.specs.feature_group import FeatureGroupSpec
+from cupola.specs.feature_group import Aggregation, FeatureGroupSpec
 
 PANDAS_DTYPES = {"int64": "int64", "float64": "float64", "string": "str", "bool": "bool"}
 
@@ -32,26 +30,22 @@ def apply_row_transforms(frame: pd.DataFrame, spec: FeatureGroupSpec) -> pd.Data
 def compute_windows(frame: pd.DataFrame, spec: FeatureGroupSpec, until: pd.Timestamp | None = None) -> pd.DataFrame:
     """Aggregate every declared window; `frame` is one shard sorted by keys and event time.
 
-    One row per (entity, event instant). A group with day-aligned windows also gets a row at every midnight
-    from the day after the entity's first event until its aligned windows are empty again (none after
-    `until`): its values change at midnight whether or not the entity has events that day, and a point-in-time
-    join must see that change."""
+    One row per (entity, event instant). A group with day-aligned windows also gets rows at midnights
+    (`_with_midnight_rows`, none after `until`): their values change at midnight whether or not the entity
+    has events that day, and a point-in-time join must see that change."""
     keys, event_time = spec.entity_names, spec.event_time
     if frame.empty:
         return frame.assign(**{f.name: pd.Series(dtype=PANDAS_DTYPES[f.dtype]) for f in spec.features if f.aggregation})
     frame = frame.assign(**{MIDNIGHT: False})
     if spec.aligned_lookahead:
         frame = _with_midnight_rows(frame, spec, until)
+    sliding = {f.name: f.aggregation for f in spec.features if f.aggregation and f.aggregation.align is None}
+    aligned = {f.name: f.aggregation for f in spec.features if f.aggregation and f.aggregation.align == "day"}
+    values = {**_rolling(frame, keys, event_time, sliding), **_aligned(frame, keys, event_time, aligned)}
     for feature in spec.features:
-        aggregation = feature.aggregation
-        if aggregation is None:
-            continue
-        column = aggregation.column or ONE
-        if aggregation.align == "day":
-            values = _aligned(frame, keys, event_time, column, aggregation.window, aggregation.function)
-        else:
-            values = _rolling(frame, keys, event_time, column, aggregation.window, aggregation.function)
-        frame[feature.name] = np.nan_to_num(values, nan=0.0) if aggregation.function == "count" else values
+        if feature.aggregation is not None:
+            counted = feature.aggregation.function == "count"
+            frame[feature.name] = np.nan_to_num(values[feature.name], nan=0.0) if counted else values[feature.name]
     row_level = [f.name for f in spec.features if f.expr is not None]
     if row_level and frame[MIDNIGHT].any():  # a midnight row carries the entity's latest row-level values
         frame[row_level] = frame.groupby(keys, sort=False)[row_level].ffill()
@@ -60,7 +54,6 @@ def compute_windows(frame: pd.DataFrame, spec: FeatureGroupSpec, until: pd.Times
 
 
 MIDNIGHT = "__midnight__"  # marks the rows added at midnights: they carry no event of their own
-ONE = "__one__"  # 1.0 per event (NaN on midnight rows), what `count` counts
 
 
 def _with_midnight_rows(frame: pd.DataFrame, spec: FeatureGroupSpec, until: pd.Timestamp | None) -> pd.DataFrame:
@@ -83,40 +76,56 @@ def _with_midnight_rows(frame: pd.DataFrame, spec: FeatureGroupSpec, until: pd.T
 
 
 def _rolling(
-    frame: pd.DataFrame, keys: list[str], time: str, column: str, window: timedelta, function: str
-) -> np.ndarray:
-    """(t - window, t] at every row of `frame` (sorted by keys and time); midnight rows add no values."""
-    values = frame[column].astype("float64") if column != ONE else pd.Series(1.0, index=frame.index)
-    values = values.where(~frame[MIDNIGHT])
-    indexed = pd.DataFrame(
-        {**{k: frame[k].to_numpy() for k in keys}, "v": values.to_numpy()}, index=pd.DatetimeIndex(frame[time])
+    frame: pd.DataFrame, keys: list[str], time: str, aggregations: dict[str, Aggregation]
+) -> dict[str, np.ndarray]:
+    """Each aggregation over (t - window, t] at every row of `frame` (sorted by keys and time), grouped once;
+    midnight rows add no values."""
+    if not aggregations:
+        return {}
+    is_event = ~frame[MIDNIGHT].to_numpy()
+    columns: dict[str, np.ndarray] = {key: frame[key].to_numpy() for key in keys}
+    for name, aggregation in aggregations.items():
+        raw = frame[aggregation.column].astype("float64").to_numpy() if aggregation.column else np.ones(len(frame))
+        columns[name] = np.where(is_event, raw, np.nan)
+    grouped = pd.DataFrame(columns, index=pd.DatetimeIndex(frame[time])).groupby(
+        keys if len(keys) > 1 else keys[0], sort=False
     )
-    grouped = indexed.groupby(keys if len(keys) > 1 else keys[0], sort=False)["v"]
-    # sums and counts of no values are 0; the other functions of no values are missing
-    rolling = grouped.rolling(
-        pd.Timedelta(window), closed="right", min_periods=0 if function in ("sum", "count") else 1
-    )
-    return getattr(rolling, function)().to_numpy()
+    values = {}
+    for name, aggregation in aggregations.items():
+        # sums and counts of no values are 0; the other functions of no values are missing
+        empty_ok = aggregation.function in ("sum", "count")
+        rolling = grouped[name].rolling(
+            pd.Timedelta(aggregation.window), closed="right", min_periods=0 if empty_ok else 1
+        )
+        values[name] = getattr(rolling, aggregation.function)().to_numpy()
+    return values
 
 
 def _aligned(
-    frame: pd.DataFrame, keys: list[str], time: str, column: str, window: timedelta, function: str
-) -> np.ndarray:
-    """[day(t) - window, day(t)) at every row of `frame`: an event counts from the midnight after it, so a
-    sliding window (D - window, D] over those midnights, read at the row's own midnight D, is the aligned one."""
-    events = frame.loc[~frame[MIDNIGHT], keys].assign(
-        **{time: frame.loc[~frame[MIDNIGHT], time].dt.floor("D") + pd.Timedelta(days=1), MIDNIGHT: False}
-    )
-    events[column] = frame.loc[~frame[MIDNIGHT], column] if column != ONE else 1.0
-    reads = frame[keys].assign(**{time: frame[time].dt.floor("D"), MIDNIGHT: True, column: np.nan})
-    reads["__row__"] = np.arange(len(frame))
-    combined = pd.concat([events, reads], ignore_index=True)
+    frame: pd.DataFrame, keys: list[str], time: str, aggregations: dict[str, Aggregation]
+) -> dict[str, np.ndarray]:
+    """Each aggregation over [day(t) - window, day(t)) at every row of `frame`: an event counts from the midnight
+    after it, so a sliding window (D - window, D] over those midnights, read at the row's own midnight D, is the
+    aligned one."""
+    if not aggregations:
+        return {}
+    events = frame.loc[~frame[MIDNIGHT]]
+    sources = sorted({a.column for a in aggregations.values() if a.column})
+    shifted = events[[*keys, *sources]].assign(**{time: events[time].dt.floor("D") + pd.Timedelta(days=1)})
+    reads = frame[keys].assign(**{time: frame[time].dt.floor("D"), ROW: np.arange(len(frame))})
+    combined = pd.concat([shifted.assign(**{MIDNIGHT: False}), reads.assign(**{MIDNIGHT: True})], ignore_index=True)
     combined = combined.sort_values([*keys, time, MIDNIGHT], kind="stable").reset_index(drop=True)
-    values = _rolling(combined, keys, time, column, window, function)
-    at_reads = combined["__row__"].notna().to_numpy()
-    result = np.empty(len(frame))
-    result[combined.loc[at_reads, "__row__"].astype("int64").to_numpy()] = values[at_reads]
-    return result
+    rolled = _rolling(combined, keys, time, aggregations)
+    at_reads = combined[MIDNIGHT].to_numpy()
+    rows = combined.loc[at_reads, ROW].astype("int64").to_numpy()
+    values = {}
+    for name, column in rolled.items():
+        values[name] = np.empty(len(frame))
+        values[name][rows] = column[at_reads]
+    return values
+
+
+ROW = "__row__"  # in `_aligned`: which row of the frame a read belongs to
 
 
 def to_declared_types(frame: pd.DataFrame, spec: FeatureGroupSpec) -> pd.DataFrame:
