@@ -138,6 +138,9 @@ def placements_while(job: threading.Thread, dashboard: str, class_names: set[str
     return seen
 
 
+@pytest.mark.timeout(
+    1200
+)  # `cluster/up`, the whole product and `cluster/down` in one item: 600 s left no margin on a slow minute
 def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_cluster(
     stack: dict[str, str], tmp_path: Path
 ) -> None:
