@@ -401,7 +401,11 @@ def test_prometheus_scrapes_the_endpoint_and_a_rule_fires(
         )  # a planted accuracy drop
 
         def firing() -> list[dict]:
-            alerts = requests.get(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=10)
+            except requests.ConnectionError:  # Prometheus is still starting (seconds on a busy machine)
+                return []
+            alerts = answer.json()["data"]["alerts"]
             return [
                 a
                 for a in alerts
