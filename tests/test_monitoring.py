@@ -549,7 +549,7 @@ def test_psi_equals_an_independent_computation_with_nulls_unseen_and_out_of_rang
     from scipy import stats
 
     from cupola.evaluation.distributions import category_distribution, numeric_distributions
-    from cupola.monitoring.live import drift_tests, feature_drift
+    from cupola.monitoring.live import binned_inputs, drift_tests, feature_drift
 
     spec = ModelSpec.model_validate(small_delivery_document())
     names = spec.model_inputs()
@@ -569,7 +569,8 @@ def test_psi_equals_an_independent_computation_with_nulls_unseen_and_out_of_rang
     assert distributions[names[0]]["kind"] == "numeric" and distributions[names[1]]["kind"] == "discrete"
 
     version = SimpleNamespace(report={"distributions": distributions}, data={"inputs": names})
-    drift = feature_drift(version, spec, live, live_cities)  # type: ignore[arg-type]
+    binned = binned_inputs(version, spec, live, live_cities)  # type: ignore[arg-type]
+    drift = feature_drift(binned)
 
     for index, name in enumerate(names):
         stored = distributions[name]
@@ -585,7 +586,7 @@ def test_psi_equals_an_independent_computation_with_nulls_unseen_and_out_of_rang
     assert drift[names[1]] > 0.1 and drift[names[0]] > 0.1  # the planted shifts are visible
 
     # the drift tests on the same traffic: 3,000 training rows, so distances (scipy's, computed here)
-    tests = drift_tests(version, spec, live, live_cities)  # type: ignore[arg-type]
+    tests = drift_tests(binned, spec.monitoring.drift_thresholds)
     sample = np.asarray(distributions[names[0]]["reference"])
     present = live[:, 0][~np.isnan(live[:, 0])]
     assert tests[names[0]].test == "wasserstein" and tests[names[0]].detected

@@ -252,7 +252,8 @@ def _matrix(rows: tuple[np.ndarray, np.ndarray], categorical: Sequence[int]) -> 
 
     if not categorical:
         return xgb.DMatrix(rows[0], label=rows[1], nthread=1)
-    types = ["c" if index in set(categorical) else "q" for index in range(rows[0].shape[1])]
+    codes = set(categorical)
+    types = ["c" if index in codes else "q" for index in range(rows[0].shape[1])]
     return xgb.DMatrix(rows[0], label=rows[1], nthread=1, feature_types=types, enable_categorical=True)
 
 

@@ -114,24 +114,16 @@ def binned_inputs(
     return binned
 
 
-def feature_drift(
-    version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, partition_values: np.ndarray
-) -> dict[str, float]:
-    """PSI of every input with a stored training distribution (and the partition column's categories)."""
-    return {
-        name: psi(counts.expected, counts.actual)
-        for name, counts in binned_inputs(version, spec, inputs, partition_values).items()
-    }
+def feature_drift(binned: dict[str, InputCounts]) -> dict[str, float]:
+    """PSI of every binned input (`binned_inputs`)."""
+    return {name: psi(counts.expected, counts.actual) for name, counts in binned.items()}
 
 
-def drift_tests(
-    version: ModelVersion, spec: ModelSpec, inputs: np.ndarray, partition_values: np.ndarray
-) -> dict[str, DriftResult]:
-    """The drift test `monitoring.drift` chooses for every input (numeric inputs of versions registered before
-    reference samples were kept get none)."""
-    overrides = spec.monitoring.drift_thresholds
+def drift_tests(binned: dict[str, InputCounts], overrides: dict[str, float]) -> dict[str, DriftResult]:
+    """The drift test `monitoring.drift` chooses for every binned input, with the spec's per-input thresholds
+    (numeric inputs of versions registered before reference samples were kept get none)."""
     results = {}
-    for name, counts in binned_inputs(version, spec, inputs, partition_values).items():
+    for name, counts in binned.items():
         threshold = overrides.get(name)
         if counts.kind == "numeric":
             if counts.reference is None or counts.live is None:
@@ -178,13 +170,12 @@ class LiveMetrics:
                     inputs = np.asarray([json.loads(text) for text in in_window["inputs"]], dtype="float64").reshape(
                         len(in_window), -1
                     )
-                    partition_values = in_window["partition_value"].to_numpy()
-                    drift = feature_drift(version, spec, inputs, partition_values)
+                    binned = binned_inputs(version, spec, inputs, in_window["partition_value"].to_numpy())
                     result += [
                         LiveMetric(model, now, int(number), ALL_UNITS, name, "psi", value, feature)
-                        for feature, value in drift.items()
+                        for feature, value in feature_drift(binned).items()
                     ]
-                    for feature, test in drift_tests(version, spec, inputs, partition_values).items():
+                    for feature, test in drift_tests(binned, spec.monitoring.drift_thresholds).items():
                         result += [
                             LiveMetric(
                                 model, now, int(number), ALL_UNITS, name, f"drift:{test.test}", test.statistic, feature
