@@ -17,14 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-# Tests also cover the optional TensorFlow models and the Cassandra backend, and need the dev tools (scikit-learn, Playwright).
+# Tests also cover the optional TensorFlow models, the Cassandra backend and Kafka streams, and need the dev tools (scikit-learn, Playwright).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,cassandra]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow,cassandra,kafka]'
 	touch $(TEST_STAMP)
 
 # Debian packages the tests use: headless Chromium renders the evaluation reports (Playwright drives it; its own
 # browser download is not used); Prometheus and promtool scrape the endpoint and check the alert rules; Java 17 and
-# Maven run the local Cassandra (cluster/cassandra/start fetches its jars from Maven Central once; the tests start it).
+# Maven run the local Cassandra and Kafka (cluster/cassandra/start and cluster/kafka/start fetch their jars from Maven
+# Central once; the tests start them).
 SYSTEM_PACKAGES := chromium prometheus openjdk-17-jre-headless maven
 system-packages:
 	@command -v chromium >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && \
@@ -62,6 +63,7 @@ bench: venv
 	$(BIN)/python benchmarks/online_latency.py
 	$(BIN)/python benchmarks/batch_predict.py
 	$(BIN)/python benchmarks/monitoring_overhead.py
+	$(BIN)/python -m pip install --quiet -e '.[kafka]' && $(BIN)/python benchmarks/streaming_features.py
 	$(BIN)/python -m pip install --quiet -e '.[cassandra]' && $(BIN)/python benchmarks/online_store.py
 
 clean:

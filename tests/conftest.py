@@ -117,6 +117,28 @@ def cassandra() -> Iterator[dict[str, object]]:
         subprocess.run([CASSANDRA_SCRIPTS / "stop"], check=True, capture_output=True)
 
 
+KAFKA_SCRIPTS = Path(__file__).resolve().parents[1] / "cluster" / "kafka"
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Apache Kafka broker (KRaft) for the session: `cluster/kafka/start` with its log directory in a temporary
+    folder and a free port (the jars are fetched once into .kafka/). Yields the bootstrap address; each test uses its
+    own topic."""
+    import subprocess
+
+    env = {
+        **os.environ,
+        "CUPOLA_KAFKA_DATA": str(tmp_path_factory.mktemp("kafka")),
+        "CUPOLA_KAFKA_PORT": str(free_port()),
+        "CUPOLA_KAFKA_CONTROLLER_PORT": str(free_port()),
+    }
+    started = subprocess.run([KAFKA_SCRIPTS / "start"], env=env, capture_output=True, text=True)
+    assert started.returncode == 0, f"cluster/kafka/start failed:\n{started.stdout}\n{started.stderr}"
+    yield started.stdout.strip().splitlines()[-1]
+    subprocess.run([KAFKA_SCRIPTS / "stop"], env=env, check=True, capture_output=True)
+
+
 def empty_cassandra_tables(settings: Settings) -> None:
     """Truncate every table of the test keyspace but the migration record: each test starts from nothing."""
     from cupola.stores.cassandra_db import cassandra_session

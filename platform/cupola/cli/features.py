@@ -1,8 +1,11 @@
-"""`cupola features ...`: list, describe, build and materialize feature groups; read online values."""
+"""`cupola features ...`: list, describe, build and materialize feature groups; read online values; push and stream
+events."""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
     from cupola.features import FeatureStore
 
 app = typer.Typer(help="Feature groups: declarations, pipelines, offline and online stores.", no_args_is_help=True)
+stream_app = typer.Typer(help="Stream workers: Kafka events applied online as they arrive.", no_args_is_help=True)
+app.add_typer(stream_app, name="stream")
 
 
 def open_feature_store() -> FeatureStore:
@@ -125,6 +130,115 @@ def materialize(
             written = store.materialize(names, progress)
     for name, count in written.items():
         console.print(f"materialized {name}: {count:,} entities")
+
+
+@app.command()
+def backfill(
+    name: Annotated[str, typer.Argument(help="feature group")],
+    start: Annotated[str, typer.Option(help="first event date to recompute, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option(help="end event date, exclusive, YYYY-MM-DD")],
+) -> None:
+    """Recompute a group's offline store for [start, end) from its source, landed stream and pushed events included
+    (the same as `build NAME --start --end`, which a stream group's history is rebuilt with)."""
+    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
+    with user_errors():
+        store = open_feature_store()
+        with progress_bars() as progress:
+            [result] = store.build([name], first, last, progress)
+    console.print(f"backfilled {name}: {result.rows:,} rows over {len(result.dates)} dates in {result.seconds:.1f}s")
+
+
+def _read_events(path: Path) -> list[dict]:
+    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            return json.loads(stripped)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"{path}: not JSON lines or a JSON array ({error})", param_hint="FILE") from None
+
+
+@app.command()
+def push(
+    name: Annotated[str, typer.Argument(help="stream feature group")],
+    file: Annotated[Path, typer.Argument(help="events as JSON lines or a JSON array; - reads stdin")],
+) -> None:
+    """Push events into a stream group: applied online now (embedded), or produced to its Kafka topic."""
+    rows = _read_events(file)
+    with user_errors():
+        result = open_feature_store().push(name, rows)
+    where = "applied online and landed offline" if result.mode == "embedded" else "produced to Kafka"
+    console.print(f"pushed {result.events:,} event(s) to {name}: {where}")
+
+
+def _print_stream_status(status: dict | None, name: str) -> None:
+    if status is None:
+        console.print(f"{name}: no stream status yet (nothing pushed or consumed)")
+        return
+    console.print_json(json.dumps(status, default=str))
+
+
+@stream_app.command("start")
+def stream_start(name: Annotated[str, typer.Argument(help="stream feature group")]) -> None:
+    """Start the group's stream worker on Ray (detached: it runs until `stream stop`, resuming from checkpoints)."""
+    import ray
+
+    from cupola.streaming.worker import start_worker
+
+    with user_errors():
+        worker = start_worker(load_settings(), name)
+        status = ray.get(worker.status.remote())
+    console.print(f"stream worker of {name} runs on {status['worker']}, topic {status['topic']}")
+
+
+@stream_app.command("run")
+def stream_run(
+    name: Annotated[str, typer.Argument(help="stream feature group")],
+    report_every: Annotated[float, typer.Option(help="seconds between status lines")] = 30.0,
+) -> None:
+    """Run the group's stream worker until interrupted (the form `ray job submit` uses: it stops with the job)."""
+    import ray
+
+    from cupola.streaming.worker import start_worker, stop_worker
+
+    with user_errors():
+        settings = load_settings()
+        worker = start_worker(settings, name, detached=False)
+        try:
+            while True:
+                status = ray.get(worker.status.remote())
+                console.print(
+                    f"{name}: {status['events']:,} events applied, lag {status['lag']:,}, late {status['late']:,}, "
+                    f"invalid {status['invalid']:,}, newest event {status['newest_event_time']}"
+                )
+                time.sleep(report_every)
+        except KeyboardInterrupt:
+            stop_worker(settings, name)
+
+
+@stream_app.command("stop")
+def stream_stop(name: Annotated[str, typer.Argument(help="stream feature group")]) -> None:
+    """Checkpoint and stop the group's stream worker."""
+    from cupola.runtime import ensure_ray
+    from cupola.streaming.worker import stop_worker
+
+    with user_errors():
+        settings = load_settings()
+        ensure_ray(settings)
+        status = stop_worker(settings, name)
+    console.print(f"{name}: no stream worker runs" if status is None else f"stopped the stream worker of {name}")
+
+
+@stream_app.command("status")
+def stream_status(name: Annotated[str, typer.Argument(help="stream feature group")]) -> None:
+    """Newest event applied, lag, late and invalid events (from the datalake: shown whether the worker runs or not)."""
+    from cupola.features.stream_status import read_stream_status
+
+    with user_errors():
+        store = open_feature_store()
+        store.registry.get(name)
+        _print_stream_status(read_stream_status(store.datalake, name), name)
 
 
 @app.command()

@@ -185,6 +185,13 @@ class Settings(BaseSettings):
         default=None,
         description="CA certificate (PEM) to verify the nodes over TLS; empty: no TLS. Env: CUPOLA_CASSANDRA_TLS_CA_FILE.",
     )
+    kafka_bootstrap_servers: str = Field(
+        default="",
+        description=(
+            "Kafka brokers (host:port,host:port) that stream feature groups read and `push` produces to; empty: no "
+            "Kafka, pushed events are applied directly (embedded). Env: CUPOLA_KAFKA_BOOTSTRAP_SERVERS."
+        ),
+    )
     user: str = Field(
         default="",
         description="Who is acting, recorded on model versions and alias moves; empty uses the OS user. Env: CUPOLA_USER.",
@@ -352,6 +359,8 @@ class Settings(BaseSettings):
         }
         if self.user:
             overrides["user"] = self.user
+        if self.kafka_bootstrap_servers:
+            overrides["kafka_bootstrap_servers"] = self.kafka_bootstrap_servers
         if self.feature_repo is not None:
             overrides["feature_repo"] = str(self.feature_repo.expanduser().resolve())
         if self.backend == "cassandra":

@@ -61,6 +61,13 @@ class TrainingRunRequest(BaseModel):
     )
 
 
+class PushRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[dict[str, Any]] = Field(
+        min_length=1, max_length=10_000, description="events of the group: JSON objects of its source columns"
+    )
+
+
 class AliasMoveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = Field(ge=1, le=999_999_999)
@@ -269,6 +276,12 @@ def build_router(context: Context) -> APIRouter:
                 f"{run_id}-online", "materialize", name, ["features", "materialize", name], context.acting_user(request)
             )
         return {"run_id": job.run_id, "job_id": job.job_id}
+
+    @api.post("/feature-groups/{name}:push", dependencies=write, tags=["features"])
+    def push_feature_events(name: GroupName, body: PushRequest) -> dict[str, Any]:
+        """Push events into a stream group: applied online and landed now, or produced to its Kafka topic."""
+        result = context.feature_store().push(name, body.events)
+        return {"group": result.group, "events": result.events, "mode": result.mode}
 
     # --- training runs --------------------------------------------------------------------
     @api.post("/training-runs", dependencies=write, status_code=202, tags=["training"])

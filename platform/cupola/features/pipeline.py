@@ -47,9 +47,10 @@ class BuildResult:
     statistics: dict = field(repr=False, default_factory=dict)
 
 
-def _read_source_file(
+def read_source_file(
     datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None
 ) -> pd.DataFrame:
+    """One source file's events in [lower, upper), keys normalized, with the group's transforms and row features."""
     columns = sorted(spec.source_columns())
     where = f"source of feature group '{spec.name}'"
     frame = pq.read_table(path, columns=columns, filesystem=datalake.filesystem).to_pandas()
@@ -70,7 +71,7 @@ def _read_source_file(
 def _map_source_file(
     datalake: Datalake, path: str, spec: FeatureGroupSpec, lower: pd.Timestamp | None, upper: pd.Timestamp | None
 ) -> tuple[pd.DataFrame, ...] | pd.DataFrame:
-    frame = _read_source_file(datalake, path, spec, lower, upper)
+    frame = read_source_file(datalake, path, spec, lower, upper)
     parts = split_by_bucket(frame, spec.entity_names, spec.buckets)
     return parts[0] if spec.buckets == 1 else tuple(parts)
 

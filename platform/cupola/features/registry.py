@@ -18,6 +18,7 @@ from typing import Any
 from cupola.config import Settings
 from cupola.errors import InvalidInput, NotFound
 from cupola.features.offline_store import OfflineStore
+from cupola.features.stream_status import read_stream_status
 from cupola.specs import FeatureGroupSpec, SpecError
 from cupola.specs.errors import parse_spec, read_spec_text
 from cupola.specs.feature_group import FEATURE_GROUP_KEYS, Feature
@@ -148,6 +149,8 @@ class FeatureRegistry:
             "freshness": metadata.get("max_event_time"),
             "dates": [metadata["dates"][0], metadata["dates"][-1]] if metadata.get("dates") else None,
             "statistics": metadata.get("statistics", {}),
+            "stream": spec.stream.model_dump(mode="json") if spec.stream else None,
+            "stream_status": read_stream_status(self.offline.datalake, name) if spec.stream else None,
         }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,29 @@ import pandas as pd
 
 from cupola.config import Settings
 from cupola.errors import InvalidInput
+from cupola.features.event_log import land_events, recent_source_events, stream_of, transformed, typed_events
 from cupola.features.offline_store import OfflineStore
 from cupola.features.pipeline import BuildResult, Progress, build_feature_group
 from cupola.features.registry import FeatureRegistry, open_registry
+from cupola.features.stream_status import read_stream_status, write_stream_status
 from cupola.features.training_sets import TrainingSet, build_training_set
+from cupola.features.window_state import WindowState, state_columns
 from cupola.runtime import ensure_ray
-from cupola.specs.feature_group import feature_column
+from cupola.specs.feature_group import FeatureGroupSpec, feature_column
 from cupola.stores.datalake import Datalake
-from cupola.stores.online.base import OnlineStore, create_online_store
+from cupola.stores.event_topics import create_producer, ensure_topic, produce_json
+from cupola.stores.online.base import OnlineStore, create_online_store, encode_entity_key
+
+PUSH_LOCKS: dict[str, threading.Lock] = {}  # embedded pushes to one group apply one at a time in a process
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What `FeatureStore.push` did: how many events, and whether they were applied here or sent to Kafka."""
+
+    group: str
+    events: int
+    mode: str  # "embedded": landed and applied online now; "kafka": produced to the group's topic
 
 
 @dataclass(frozen=True)
@@ -122,3 +139,60 @@ class FeatureStore:
                         }
                     )
         return OnlineFeatures(rows, missing)
+
+    def push(self, group: str, rows: Sequence[Mapping[str, Any]]) -> PushResult:
+        """Ingest events of a stream group (`stream:` declared): validated whole first (a bad row refuses the push,
+        naming its index and field). With Kafka configured they are produced to the group's topic, keyed by entity,
+        for the stream worker; otherwise they are landed under the group's source and the touched entities' windows
+        are recomputed from the source's events and written online, as the worker would."""
+        spec = self.registry.get(group)
+        stream = stream_of(spec)
+        events = typed_events(spec, rows)
+        if self.settings.kafka_bootstrap_servers:
+            ensure_topic(self.settings, stream.topic)
+            sent = produce_json(create_producer(self.settings), stream.topic, _kafka_messages(spec, events))
+            return PushResult(group, sent, "kafka")
+        with PUSH_LOCKS.setdefault(group, threading.Lock()):
+            since = events[spec.event_time].min() - pd.Timedelta(spec.lookback)
+            history = recent_source_events(self.datalake, spec, since)
+            land_events(
+                self.datalake, spec, events, f"push-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+            )
+            state = WindowState(
+                spec, stream.allowed_lateness, history[state_columns(spec)] if not history.empty else None
+            )
+            latest = state.apply(transformed(spec, events)).latest
+            self.online.write(spec, latest)
+            self._record_push(group, latest[spec.event_time].max(), len(events))
+        return PushResult(group, len(events), "embedded")
+
+    def _record_push(self, group: str, newest: pd.Timestamp, count: int) -> None:
+        previous = read_stream_status(self.datalake, group) or {}
+        known = previous.get("newest_event_time")
+        newest = max(newest, pd.Timestamp(known)) if known else newest
+        write_stream_status(
+            self.datalake,
+            group,
+            {
+                "group": group,
+                "mode": "push",
+                "updated_at": datetime.now(timezone.utc).isoformat(),
+                "newest_event_time": newest.isoformat(),
+                "events": int(previous.get("events", 0)) + count,
+                "late": 0,
+                "invalid": 0,
+                "lag": 0,
+            },
+        )
+
+
+def _kafka_messages(spec: FeatureGroupSpec, events: pd.DataFrame) -> list[tuple[bytes, dict[str, Any]]]:
+    """Typed events as (entity key, JSON object) messages, the event time as the group's stream declares it."""
+    millis = stream_of(spec).timestamp_format == "epoch_millis"
+    messages = []
+    for row in events.to_dict("records"):
+        when = row[spec.event_time]
+        row[spec.event_time] = int(when.value // 1_000_000) if millis else when.isoformat()
+        document = {name: (None if isinstance(v, float) and v != v else v) for name, v in row.items()}
+        messages.append((encode_entity_key([row[k] for k in spec.entity_names]).encode(), document))
+    return messages

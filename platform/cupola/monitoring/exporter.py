@@ -10,11 +10,14 @@ README ("Monitoring") and used by `cluster/prometheus/rules.yml`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from cupola.features.stream_status import stream_statuses
+from cupola.stores.datalake import Datalake
 from cupola.stores.deployments.base import Deployments
 from cupola.stores.models import ModelRepository
 from cupola.stores.monitoring.base import MonitoringStore
@@ -136,9 +139,53 @@ class MonitoringCollector:
             return None
 
 
+class StreamCollector:
+    """Freshness, lag, late and invalid events of every stream feature group, from the statuses in the datalake."""
+
+    def __init__(self, datalake: Datalake) -> None:
+        self.datalake = datalake
+
+    def collect(self) -> Iterator[Metric]:
+        now = datetime.now(timezone.utc)
+        freshness = GaugeMetricFamily(
+            "cupola_feature_freshness_seconds",
+            "Seconds since the event time of the newest event applied to the online store.",
+            labels=["group"],
+        )
+        updated = GaugeMetricFamily(
+            "cupola_feature_stream_status_age_seconds",
+            "Seconds since the stream worker (mode kafka) or the last push (mode push) reported; a dead worker's grows.",
+            labels=["group", "mode"],
+        )
+        lag = GaugeMetricFamily(
+            "cupola_feature_stream_lag_messages", "Messages of the topic not yet consumed.", labels=["group"]
+        )
+        late = CounterMetricFamily(
+            "cupola_feature_stream_late_events", "Events left out of window state as late.", labels=["group"]
+        )
+        invalid = CounterMetricFamily(
+            "cupola_feature_stream_invalid_events", "Messages refused as undecodable or incomplete.", labels=["group"]
+        )
+        for group, status in sorted(stream_statuses(self.datalake).items()):
+            if status.get("newest_event_time"):
+                newest = datetime.fromisoformat(status["newest_event_time"])
+                freshness.add_metric([group], (now - newest).total_seconds())
+            updated.add_metric(
+                [group, status.get("mode", "kafka")],
+                (now - datetime.fromisoformat(status["updated_at"])).total_seconds(),
+            )
+            lag.add_metric([group], float(status.get("lag", 0)))
+            late.add_metric([group], float(status.get("late", 0)))
+            invalid.add_metric([group], float(status.get("invalid", 0)))
+        yield from (freshness, updated, lag, late, invalid)
+
+
 def monitoring_registry(
-    store: MonitoringStore, deployments: Deployments, repository: ModelRepository
+    store: MonitoringStore, deployments: Deployments, repository: ModelRepository, datalake: Datalake | None = None
 ) -> CollectorRegistry:
+    """Live model metrics, and, given the datalake, the stream feature groups' freshness."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitoringCollector(store, deployments, repository))
+    if datalake is not None:
+        registry.register(StreamCollector(datalake))
     return registry

@@ -70,6 +70,7 @@ from cupola.predictions import Predictions
 from cupola.serving.embedded import load_predictor
 from cupola.serving.predictor import MAX_ROWS_PER_REQUEST, Predictor
 from cupola.specs.feature_group import INT64_MAX, INT64_MIN
+from cupola.stores.datalake import Datalake
 from cupola.stores.deployments.base import Canary, Deployment, DeploymentConflict, Deployments
 from cupola.stores.models import create_repository
 from cupola.stores.monitoring.base import MonitoringStore, event_key, request_key
@@ -436,7 +437,9 @@ class ModelServer:
         self._loaded: OrderedDict[tuple[str, int], Predictor] = OrderedDict()
         self.sampler = PredictionSampler(self.settings.for_workers(), f"{os.uname().nodename}:{os.getpid()}")
         self.monitoring = MonitoringStore.from_settings(self.settings)
-        self.metrics_registry = monitoring_registry(self.monitoring, self.deployments, self.repository)
+        self.metrics_registry = monitoring_registry(
+            self.monitoring, self.deployments, self.repository, Datalake.from_settings(self.settings)
+        )
         _register_replica(self)
 
     async def _in_thread(self, work: Callable[..., Result], *args: Any) -> Result:

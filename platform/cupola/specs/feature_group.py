@@ -143,6 +143,42 @@ def feature_column(group: str, feature: str) -> str:
     return f"{group}__{feature}"
 
 
+StreamFieldType = Literal["float64", "int64", "string", "bool"]
+
+
+class Stream(_Strict):
+    """Events of the group arriving on a Kafka topic (or pushed), computed by the same windows as the batch source.
+
+    Each message is one JSON object holding the source columns; consumed events are applied to the online store
+    and landed under `source.path` as Parquet by date, so batch builds and backfills read exactly what was served."""
+
+    topic: str = Field(
+        min_length=1,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Kafka topic of the group's events (letters, digits, . _ -); messages keyed by entity",
+    )
+    format: Literal["json"] = Field(default="json", description="message encoding: one JSON object per message")
+    timestamp_format: Literal["iso8601", "epoch_millis"] = Field(
+        default="iso8601",
+        description="how a message carries its event time: an ISO-8601 text with offset, or milliseconds since 1970 UTC",
+    )
+    fields: dict[str, StreamFieldType] = Field(
+        default_factory=dict,
+        description="types of the message's source columns other than entity keys and event time (default float64); "
+        "landed files use them",
+    )
+    allowed_lateness: Duration = Field(
+        default=timedelta(seconds=0),
+        description="events older than the newest event seen minus this are late: counted and landed offline, "
+        "left out of the stream's window state",
+    )
+    checkpoint_interval: Duration = Field(
+        default=timedelta(seconds=5),
+        description="how often the stream worker lands consumed events and checkpoints its state with the offsets",
+    )
+
+
 class FeatureGroupSpec(_Strict):
     """A validated feature group. Names are unique; expressions parse; windows are positive."""
 
@@ -155,6 +191,10 @@ class FeatureGroupSpec(_Strict):
         default_factory=dict, description="row-level columns computed before aggregation, in order"
     )
     features: list[Feature] = Field(min_length=1, description="the group's features")
+    stream: Stream | None = Field(
+        default=None,
+        description="near-real-time events on Kafka (or pushed): the same features, computed as events arrive",
+    )
     max_age: Duration | None = Field(
         default=None, description="in point-in-time joins, values older than this count as missing"
     )
@@ -184,7 +224,35 @@ class FeatureGroupSpec(_Strict):
         entity_names = [entity.name for entity in self.entities]
         if len(set(entity_names)) != len(entity_names):
             raise ValueError("entities lists the same key twice: list each key once")
+        if self.stream is not None:
+            self._check_stream(self.stream)
         return self
+
+    def _check_stream(self, stream: Stream) -> None:
+        """Combinations a stream cannot compute the way the batch pipeline does are refused here, at load time."""
+        if self.derived_event_time:
+            raise ValueError(
+                f"stream: source.event_time '{self.event_time}' is a transform; a stream orders events by a field of "
+                "the message: name a source column in source.event_time, or remove stream"
+            )
+        aligned = [f.name for f in self.features if f.aggregation and f.aggregation.align == "day"]
+        if aligned:
+            raise ValueError(
+                f"stream: feature(s) {', '.join(aligned)} use align: day, whose values change at midnight without an "
+                "event; streams compute sliding windows only: remove align, or move them to a batch-only group"
+            )
+        typed = set(self.entity_names) | {self.event_time}
+        clashes = sorted(typed & set(stream.fields))
+        if clashes:
+            raise ValueError(
+                f"stream.fields lists {', '.join(clashes)}: entity keys take their type from entities and the event "
+                "time is a timestamp; remove them from stream.fields"
+            )
+        unknown = sorted(set(stream.fields) - self.source_columns())
+        if unknown:
+            raise ValueError(
+                f"stream.fields lists {', '.join(unknown)}, which no transform or feature reads: remove them"
+            )
 
     @property
     def entity_names(self) -> list[str]:
