@@ -441,6 +441,12 @@ def test_ui_pages_render_in_headless_chromium_and_an_alias_moved_there_changes_w
                 "figure.chart svg", "svgs => svgs.filter(s => s.getBoundingClientRect().width > 100).length"
             )
             assert charts >= 3  # rmse over time with its limit, and feature drift now and over time
+            units = page.eval_on_selector_all("p.meta a.pill", "links => links.map(a => a.textContent)")
+            assert units  # every partition of the history is selectable
+            page.click("p.meta a.pill >> nth=0")
+            page.wait_for_url(f"{server}/ui/models/{NAME}/monitoring?partition=*")
+            assert f"Latest values, partition {units[0]}" in page.content()
+            page.screenshot(path=str(SCREENSHOTS / "monitoring_partition.png"), full_page=True)
             page.goto(f"{server}/ui/models/{NAME}")
             page.fill("input[name=alias]", "production")
             page.select_option("select[name=version]", "2")

@@ -55,7 +55,7 @@ def test_valid_declaration_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "field", "fix"),
     [
-        ({"colour": "red"}, "colour", "remove it or use one of: buckets, description, entities"),
+        ({"colour": "red"}, "colour", "remove it or use one of: buckets, checks, description, entities"),
         (
             {"features.0.agg": {}},
             "features[0].agg",

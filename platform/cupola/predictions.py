@@ -20,3 +20,7 @@ class Predictions:
     inputs: np.ndarray
     partitions: np.ndarray
     missing_entities: list[dict[str, Any]] = field(default_factory=list)
+    # online and embedded calls: each feature-store column as used (sent or looked up), and the entity keys of the
+    # rows, which the prediction log keeps so a skew job can recompute the same values offline
+    store_values: dict[str, np.ndarray] = field(default_factory=dict)
+    entities: dict[str, list[Any]] = field(default_factory=dict)

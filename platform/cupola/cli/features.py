@@ -95,6 +95,11 @@ def describe(
         cells = [_number(stats.get(key)) for key in ("mean", "std", "min", "max")]
         table.add_row(feature["name"], feature["dtype"], feature["definition"], str(stats.get("nulls", "-")), *cells)
     console.print(table)
+    checks = info.get("checks")
+    if checks and not checks["passed"]:
+        console.print("[yellow]the last build failed its data checks; `materialize` refuses it (or --force):[/]")
+        for failure in checks["failures"]:
+            console.print(f"  {failure['feature']} {failure['check']}: {failure['message']}")
 
 
 def _number(value: object) -> str:
@@ -117,17 +122,26 @@ def build(
         console.print(
             f"built {result.group}: {result.rows:,} rows over {len(result.dates)} dates in {result.seconds:.1f}s"
         )
+        for failure in result.check_failures:
+            console.print(
+                f"[yellow]check failed[/]: {result.group}.{failure.feature} {failure.check}: {failure.message}"
+            )
+        if result.check_failures:
+            console.print(f"{result.group} stays offline: `materialize` refuses it until a build passes (or --force)")
 
 
 @app.command()
 def materialize(
     names: Annotated[Optional[list[str]], typer.Argument(help="groups (default: every online group)")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="materialize even if the last build failed its checks")
+    ] = False,
 ) -> None:
-    """Copy each entity's latest values into the online store."""
+    """Copy each entity's latest values into the online store (refused after a build that failed its data checks)."""
     with user_errors():
         store = open_feature_store()
         with progress_bars() as progress:
-            written = store.materialize(names, progress)
+            written = store.materialize(names, progress, force)
     for name, count in written.items():
         console.print(f"materialized {name}: {count:,} entities")
 

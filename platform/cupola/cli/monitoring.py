@@ -1,4 +1,5 @@
-"""`cupola monitor NAME` and `cupola outcomes join NAME`: live metrics without Prometheus, outcomes from the datalake."""
+"""`cupola monitor NAME`, `cupola skew NAME` and `cupola outcomes join NAME`: live metrics without Prometheus,
+training-serving skew, outcomes from the datalake."""
 
 from __future__ import annotations
 
@@ -109,3 +110,39 @@ def join(
     console.print(
         f"{name}: {receipt.stored} outcome(s) stored, {receipt.replaced} replaced an earlier label, {receipt.matched} matched a logged prediction, {receipt.pending} pending"
     )
+
+
+def skew_command(
+    name: str,
+    hours: Annotated[float, typer.Option(min=0.01, help="sampled predictions of the last N hours")] = 24.0,
+    show: Annotated[int, typer.Option(help="rows to print, largest mismatch share first")] = 20,
+) -> None:
+    """Recompute the store features of the model's sampled predictions from the offline store (point in time) and
+    show where they differ from what was served: per version, partition and feature. Kept for /metrics and the UI."""
+    import time
+
+    from cupola.features import FeatureStore
+    from cupola.monitoring.skew import compute_skew, save_skew
+
+    with user_errors():
+        settings = load_settings()
+        until = time.time()
+        report = compute_skew(settings, name, until - hours * 3600, until)
+        save_skew(FeatureStore(settings).datalake, report)
+    if not report.rows:
+        console.print(f"{name}: no sampled prediction with store features in the last {hours:g} h")
+        return
+    table = Table("version", "partition", "feature", "rows", "differ", "share", "mean |diff|")
+    for row in sorted(report.rows, key=lambda r: (-r.mismatch_rate, r.partition != "all"))[:show]:
+        gap = f"{row.mean_abs_diff:.4g}" if row.mean_abs_diff is not None else "-"
+        table.add_row(
+            str(row.version),
+            row.partition,
+            row.feature,
+            str(row.rows),
+            str(row.mismatches),
+            f"{row.mismatch_rate:.1%}",
+            gap,
+        )
+    console.print(f"{name}: {report.sampled_rows} sampled rows over {report.window}")
+    console.print(table)

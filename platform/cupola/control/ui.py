@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from matplotlib.dates import DateFormatter
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from pydantic import ValidationError
 
 from cupola.control import auth
@@ -52,72 +52,111 @@ def thresholds_psi(thresholds: dict[tuple[int, str, str], float]) -> float | Non
     return min(limits) if limits else None
 
 
-def metric_charts(history: Any, thresholds: dict[tuple[int, str, str], float]) -> list[str]:
-    """One chart per (window, metric) of partition `all`: a line per version, dashed lines at alert limits."""
+def _time_axis(ax: Any) -> None:
+    """Real time spacing with dates where the span needs them (ConciseDateFormatter: `Dec 04` under `14:00`)."""
+    locator = AutoDateLocator(maxticks=6)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_xlabel("time (UTC)")
+
+
+def _lines(ax: Any, series: Any, by: str, label: Callable[[Any], str], dashed: Any = None) -> None:
+    for index, (key, points) in enumerate(series.groupby(by, sort=True)):
+        ax.plot(
+            pd.to_datetime(points["at"], unit="s"),
+            points["value"],
+            color=COLORS[index % len(COLORS)],
+            linestyle="--" if dashed is not None and dashed(key) else "-",
+            label=label(key),
+            marker="o" if len(points) < 30 else None,
+        )
+
+
+def metric_charts(history: Any, thresholds: dict[tuple[int, str, str], float], partition: str = "all") -> list[str]:
+    """One chart per (window, metric) of `partition` (a unit, or `all`): a line per version, CBPE's estimate dashed
+    beside the realized value, dashed lines at alert limits; then drift: PSI, and one chart per drift test."""
     if history.empty:
         return []
-    rows = history[(history["unit"] == "all") & (history["feature"] == "")]
+    rows = history[(history["unit"] == partition) & (history["feature"] == "")]
+    rows = rows.assign(
+        estimated=rows["metric"].str.startswith("estimated:"), base=rows["metric"].str.removeprefix("estimated:")
+    )
     charts = []
-    for (window, metric), series in rows.groupby(["window", "metric"], sort=True):
+    for (window, metric), series in rows.groupby(["window", "base"], sort=True):
         with figure(4.6, 2.8) as (fig, ax):
-            for index, (version, points) in enumerate(series.groupby("version")):
-                color = COLORS[index % len(COLORS)]
-                ax.plot(
-                    pd.to_datetime(points["at"], unit="s"),
-                    points["value"],
-                    color=color,
-                    label=f"v{version}",
-                    marker="o" if len(points) < 30 else None,
-                )
+            _lines(
+                ax,
+                series.assign(line=list(zip(series["version"], series["estimated"], strict=True))),
+                "line",
+                lambda key: f"v{key[0]}" + (" estimated" if key[1] else ""),
+                dashed=lambda key: key[1],
+            )
+            for version in sorted(series["version"].unique()):
                 for bound in ("max", "min"):
                     limit = thresholds.get((int(version), metric, bound))
                     if limit is not None:
-                        ax.axhline(limit, color=GREY, linestyle="--", linewidth=1)
+                        ax.axhline(limit, color=GREY, linestyle=":", linewidth=1)
                         ax.annotate(
                             f"{bound} {limit:.3g}", (ax.get_xlim()[0], limit), fontsize=7, color=GREY, va="bottom"
                         )
-            ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
-            ax.set_xlabel("time (UTC)")
+            _time_axis(ax)
             ax.set_ylabel(metric)
             ax.legend(fontsize=7)
             charts.append(
                 chart_figure(
-                    f"live:{window}:{metric}", f"{metric} over the last {window}, partition all", svg_markup(fig)
-                )
-            )
-    drift = history[(history["unit"] == "all") & (history["feature"] != "")]
-    if not drift.empty:
-        latest = drift.sort_values("at").groupby("feature").tail(1)
-        watched = latest.nlargest(DRIFT_LINES, "value")["feature"]
-        with figure(4.6, 2.8) as (fig, ax):
-            for index, (feature, points) in enumerate(drift[drift["feature"].isin(watched)].groupby("feature")):
-                ax.plot(
-                    pd.to_datetime(points["at"], unit="s"),
-                    points["value"],
-                    color=COLORS[index % len(COLORS)],
-                    label=feature,
-                    marker="o" if len(points) < 30 else None,
-                )
-            limit = thresholds_psi(thresholds)
-            if limit is not None:
-                ax.axhline(limit, color=GREY, linestyle="--", linewidth=1)
-            ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
-            ax.set_xlabel("time (UTC)")
-            ax.set_ylabel("PSI")
-            ax.legend(fontsize=6)
-            charts.append(
-                chart_figure(
-                    "live:drift_over_time",
-                    f"Feature drift over time (the {len(watched)} most drifted inputs; dashed: max_psi)",
+                    f"live:{window}:{metric}",
+                    f"{metric} over the last {window}, partition {partition}",
                     svg_markup(fig),
                 )
             )
-        with figure(4.6, 0.4 + 0.25 * len(latest)) as (fig, ax):
-            ax.barh(latest["feature"], latest["value"], color=[ORANGE if v > 0.2 else BLUE for v in latest["value"]])
-            ax.axvline(0.2, color=GREY, linestyle="--", linewidth=1)
-            ax.set_xlabel("PSI vs training (dashed: 0.2)")
-            charts.append(chart_figure("live:drift", "Feature drift, latest", svg_markup(fig)))
+    drift = history[(history["unit"] == "all") & (history["feature"] != "")]
+    if drift.empty:
+        return charts
+    psi = drift[drift["metric"] == "psi"]
+    latest = psi.sort_values("at").groupby("feature").tail(1)
+    watched = latest.nlargest(DRIFT_LINES, "value")["feature"]
+    if psi.empty:
+        return charts
+    with figure(4.6, 2.8) as (fig, ax):
+        _lines(ax, psi[psi["feature"].isin(watched)], "feature", str)
+        limit = thresholds_psi(thresholds)
+        if limit is not None:
+            ax.axhline(limit, color=GREY, linestyle="--", linewidth=1)
+        _time_axis(ax)
+        ax.set_ylabel("PSI")
+        ax.legend(fontsize=6)
+        charts.append(
+            chart_figure(
+                "live:drift_over_time",
+                f"PSI over time (the {len(watched)} most drifted inputs; dashed: max_psi)",
+                svg_markup(fig),
+            )
+        )
+    for metric, series in drift[drift["metric"].str.startswith("drift:")].groupby("metric", sort=True):
+        test = metric.removeprefix("drift:")
+        newest = series.sort_values("at").groupby("feature").tail(1)
+        shown = (newest.nsmallest if test in P_VALUE_TESTS else newest.nlargest)(DRIFT_LINES, "value")["feature"]
+        with figure(4.6, 2.8) as (fig, ax):
+            _lines(ax, series[series["feature"].isin(shown)], "feature", str)
+            _time_axis(ax)
+            ax.set_ylabel(f"{test} {'p-value' if test in P_VALUE_TESTS else 'distance'}")
+            ax.legend(fontsize=6)
+            charts.append(
+                chart_figure(
+                    f"live:drift:{test}",
+                    f"{test} drift test over time (the {len(shown)} inputs furthest from training)",
+                    svg_markup(fig),
+                )
+            )
+    with figure(4.6, 0.4 + 0.25 * len(latest)) as (fig, ax):
+        ax.barh(latest["feature"], latest["value"], color=[ORANGE if v > 0.2 else BLUE for v in latest["value"]])
+        ax.axvline(0.2, color=GREY, linestyle="--", linewidth=1)
+        ax.set_xlabel("PSI vs training (dashed: 0.2)")
+        charts.append(chart_figure("live:drift", "Feature drift, latest", svg_markup(fig)))
     return charts
+
+
+P_VALUE_TESTS = ("ks", "chi2")  # their statistic is a p-value: small means drift
 
 
 def build_ui(context: Context, api_routes: Any) -> APIRouter:
@@ -207,8 +246,11 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
         return _page(context, "deployments.html", "Deployments", deployments=api_routes["list_deployments"]())
 
     def monitoring(request: Request, name: str) -> Response:
+        partition = request.query_params.get("partition", "all")
         from cupola.monitoring.live import LiveMetrics
+        from cupola.monitoring.skew import load_skew
         from cupola.monitoring.summary import breaches
+        from cupola.stores.datalake import Datalake
         from cupola.stores.monitoring.base import MonitoringStore
 
         context.model_versions(name)
@@ -225,9 +267,14 @@ def build_ui(context: Context, api_routes: Any) -> APIRouter:
             "monitoring.html",
             f"{name} monitoring",
             name=name,
-            charts=metric_charts(history, thresholds),
-            latest=[metric_view(m) for m in latest if m.unit == "all" and not m.feature],
+            charts=metric_charts(history, thresholds, partition),
+            partition=partition,
+            partitions=["all", *sorted({str(u) for u in history["unit"].unique()} - {"all"})]
+            if not history.empty
+            else ["all"],
+            latest=[metric_view(m) for m in latest if m.unit == partition and not m.feature],
             alerts=breaches(latest, live),
+            skew=load_skew(Datalake.from_settings(settings), name),
         )
 
     def api_reference(request: Request) -> Response:

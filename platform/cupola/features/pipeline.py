@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
 from cupola.errors import InvalidInput
 from cupola.features.aggregations import apply_row_transforms, compute_windows, to_declared_types
+from cupola.features.checks import CheckFailure, check_build
 from cupola.features.offline_store import OfflineStore
 from cupola.features.sharding import normalize_keys, split_by_bucket
 from cupola.features.stats import merge_stats, partial_stats
@@ -45,6 +47,7 @@ class BuildResult:
     seconds: float
     source_files: int
     statistics: dict = field(repr=False, default_factory=dict)
+    check_failures: list[CheckFailure] = field(default_factory=list)
 
 
 def read_source_file(
@@ -85,14 +88,18 @@ def _reduce_bucket(
     keep_from: pd.Timestamp | None,
     until: pd.Timestamp,
     *parts: pd.DataFrame,
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], dict]:
+    """Windows of one bucket, written to staging; returns rows, dates and the statistics of the built features."""
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     frame = frame.sort_values([*spec.entity_names, spec.event_time], kind="stable").reset_index(drop=True)
     features = to_declared_types(compute_windows(frame, spec, until), spec)
     if keep_from is not None:
         features = features[features[spec.event_time] >= keep_from]
     dates = OfflineStore(datalake).write_staged_bucket(spec.name, run_id, bucket, features, spec.event_time)
-    return len(features), dates
+    built = (
+        partial_stats(pa.Table.from_pandas(features[spec.feature_names], preserve_index=False)) if len(features) else {}
+    )
+    return len(features), dates, built
 
 
 @ray.remote
@@ -186,8 +193,10 @@ def build_feature_group(
     replaced = _replaced_dates(offline.dates(spec.name), start, end)
     offline.publish(spec.name, run_id, replaced)
     statistics = group_statistics(datalake, spec)
-    rows = sum(count for count, _ in results)
-    dates = sorted({d for _, ds in results for d in ds})
+    rows = sum(count for count, _, _ in results)
+    dates = sorted({d for _, ds, _ in results for d in ds})
+    reference = (previous or {}).get("reference_statistics")
+    failures = check_build(spec, merge_stats([built for _, _, built in results if built]), reference)
     seconds = time.perf_counter() - began
     event_stats = statistics.get(spec.event_time, {})
     offline.write_metadata(
@@ -201,6 +210,8 @@ def build_feature_group(
             "max_event_time": event_stats.get("max"),
             "dates": offline.dates(spec.name),
             "statistics": statistics,
+            "checks": {"run_id": run_id, "passed": not failures, "failures": [f.document() for f in failures]},
+            "reference_statistics": reference if failures else statistics,
             "last_run": {
                 "run_id": run_id,
                 "start": str(start) if start else None,
@@ -210,4 +221,4 @@ def build_feature_group(
             },
         },
     )
-    return BuildResult(spec.name, run_id, rows, dates, seconds, len(source_files), statistics)
+    return BuildResult(spec.name, run_id, rows, dates, seconds, len(source_files), statistics, failures)

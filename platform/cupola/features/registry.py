@@ -149,6 +149,7 @@ class FeatureRegistry:
             "freshness": metadata.get("max_event_time"),
             "dates": [metadata["dates"][0], metadata["dates"][-1]] if metadata.get("dates") else None,
             "statistics": metadata.get("statistics", {}),
+            "checks": metadata.get("checks"),
             "stream": spec.stream.model_dump(mode="json") if spec.stream else None,
             "stream_status": read_stream_status(self.offline.datalake, name) if spec.stream else None,
         }

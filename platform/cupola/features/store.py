@@ -83,8 +83,11 @@ class FeatureStore:
         ensure_ray(self.settings)
         return [build_feature_group(spec, self.datalake, start, end, progress) for spec in specs]
 
-    def materialize(self, names: Sequence[str] | None = None, progress: Progress | None = None) -> dict[str, int]:
-        """Copy the latest values of `names` (all online groups when None) into the online store."""
+    def materialize(
+        self, names: Sequence[str] | None = None, progress: Progress | None = None, force: bool = False
+    ) -> dict[str, int]:
+        """Copy the latest values of `names` (all online groups when None) into the online store; a group whose last
+        build failed its data checks is refused unless `force`."""
         from cupola.features.materialize import materialize_group
 
         chosen = names or [name for name in self.registry.names() if self.registry.get(name).online]
@@ -93,6 +96,14 @@ class FeatureStore:
             if not self.offline.dates(spec.name):
                 raise InvalidInput(
                     f"feature group '{spec.name}' has not been built yet: run `cupola features build {spec.name}` first"
+                )
+            checks = (self.offline.read_metadata(spec.name) or {}).get("checks", {})
+            if not force and checks.get("passed") is False:
+                failed = "; ".join(f"{f['feature']} {f['check']}: {f['message']}" for f in checks["failures"])
+                raise InvalidInput(
+                    f"feature group '{spec.name}': its last build failed data checks ({failed}); fix the source and "
+                    f"rebuild, or materialize anyway with --force",
+                    "checks",
                 )
         ensure_ray(self.settings)
         return {spec.name: materialize_group(spec, self.datalake, self.online, progress) for spec in specs}

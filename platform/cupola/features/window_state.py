@@ -15,8 +15,8 @@ Lateness follows Flink's watermarks: each input partition's watermark is the new
 minus `allowed_lateness` is late: counted and returned to the caller for landing, never applied. Taking
 the oldest keeps a partition that is read a little behind the others from making its events late; a
 partition with unread events not seen yet holds the watermark back entirely; a partition that has sent
-nothing for `IDLE_AFTER_S` is left out (Flink's idleness), so a quiet partition does not stop old events
-from being dropped from the state.
+nothing for `IDLE_AFTER_S` and has nothing left to read is left out (Flink's idleness), so a quiet partition
+does not stop old events from being dropped from the state.
 """
 
 from __future__ import annotations
@@ -79,7 +79,11 @@ class WindowState:
         if not self.partition_watermarks or self.partitions_with_unread - set(self.partition_watermarks):
             return None
         recent = time.monotonic() - IDLE_AFTER_S
-        active = [when for p, when in self.partition_watermarks.items() if self.heard_at[p] >= recent]
+        active = [
+            when
+            for p, when in self.partition_watermarks.items()
+            if self.heard_at[p] >= recent or p in self.partitions_with_unread  # idle: quiet and nothing left to read
+        ]
         return min(active or self.partition_watermarks.values())
 
     def apply(self, events: pd.DataFrame, partitions: np.ndarray | None = None) -> Applied:

@@ -16,7 +16,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from cupola.features.checks import CHECKS
+from cupola.features.offline_store import OfflineStore
 from cupola.features.stream_status import stream_statuses
+from cupola.monitoring.skew import skew_reports
 from cupola.stores.datalake import Datalake
 from cupola.stores.deployments.base import Deployments
 from cupola.stores.models import ModelRepository
@@ -74,6 +77,12 @@ class MonitoringCollector:
             "1 when a model input's drift test crosses its threshold, else 0.",
             labels=["model", "version", "feature", "window", "test"],
         )
+        estimated = GaugeMetricFamily(
+            "cupola_estimated_metric",
+            "A binary model's accuracy, precision, recall or AUC expected from its calibrated scores before outcomes "
+            "arrive (CBPE).",
+            labels=["model", "version", "partition", "metric", "window"],
+        )
         computed = GaugeMetricFamily(
             "cupola_live_metrics_timestamp_seconds", "When the live metrics were last computed.", labels=["model"]
         )
@@ -84,6 +93,9 @@ class MonitoringCollector:
                 psi.add_metric([m.model, str(m.version), m.feature, m.window], m.value)
                 continue
             kind, _, test = m.metric.partition(":")
+            if kind == "estimated" and test:
+                estimated.add_metric([m.model, str(m.version), m.unit, test, m.window], m.value)
+                continue
             if kind in ("drift", "drift_detected") and test:
                 family = drift if kind == "drift" else drift_detected
                 family.add_metric([m.model, str(m.version), m.feature, m.window, test], m.value)
@@ -98,6 +110,7 @@ class MonitoringCollector:
         yield psi
         yield drift
         yield drift_detected
+        yield estimated
         yield computed
 
     def _serving(self) -> Iterator[Metric]:
@@ -180,12 +193,63 @@ class StreamCollector:
         yield from (freshness, updated, lag, late, invalid)
 
 
+class FeatureCheckCollector:
+    """`cupola_feature_check_failed{group,check}`: 1 where the group's last build failed that data check."""
+
+    def __init__(self, datalake: Datalake) -> None:
+        self.offline = OfflineStore(datalake)
+
+    def collect(self) -> Iterator[Metric]:
+        failed = GaugeMetricFamily(
+            "cupola_feature_check_failed",
+            "1 where the feature group's last build failed the data check (its values are kept off the online store).",
+            labels=["group", "check"],
+        )
+        groups = self.offline.datalake.list_dirs("offline") if self.offline.datalake.exists("offline") else []
+        for group in sorted(groups):
+            checks = (self.offline.read_metadata(group) or {}).get("checks")
+            if checks is None:
+                continue
+            kinds = {failure["check"] for failure in checks["failures"]}
+            for check in CHECKS:
+                failed.add_metric([group, check], 1.0 if check in kinds else 0.0)
+        yield failed
+
+
+class SkewCollector:
+    """`cupola_feature_skew`: per model version, partition and store feature, the share of sampled predictions whose
+    served value differs from the offline store's point-in-time value (from the skew job's latest report)."""
+
+    def __init__(self, datalake: Datalake) -> None:
+        self.datalake = datalake
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["model", "version", "partition", "feature", "window"]
+        share = GaugeMetricFamily(
+            "cupola_feature_skew", "Share of sampled predictions whose store feature differs offline.", labels=labels
+        )
+        gap = GaugeMetricFamily(
+            "cupola_feature_skew_mean_abs_diff",
+            "Mean absolute difference of a store feature, served vs offline, where both exist.",
+            labels=labels,
+        )
+        for report in skew_reports(self.datalake):
+            for row in report["rows"]:
+                values = [report["model"], str(row["version"]), row["partition"], row["feature"], report["window"]]
+                share.add_metric(values, row["mismatch_rate"])
+                if row["mean_abs_diff"] is not None:
+                    gap.add_metric(values, row["mean_abs_diff"])
+        yield from (share, gap)
+
+
 def monitoring_registry(
     store: MonitoringStore, deployments: Deployments, repository: ModelRepository, datalake: Datalake | None = None
 ) -> CollectorRegistry:
-    """Live model metrics, and, given the datalake, the stream feature groups' freshness."""
+    """Live model metrics, and, given the datalake, training-serving skew, data checks and stream freshness."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitoringCollector(store, deployments, repository))
     if datalake is not None:
         registry.register(StreamCollector(datalake))
+        registry.register(FeatureCheckCollector(datalake))
+        registry.register(SkewCollector(datalake))
     return registry

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cupola import metrics
+from cupola.calibration import calibrate, estimated_metrics
 from cupola.evaluation.distributions import bin_counts
 from cupola.monitoring.drift import DriftResult, categorical_drift, numeric_drift
 from cupola.specs.model import ModelSpec
@@ -162,9 +163,10 @@ class LiveMetrics:
                 if in_window.empty:
                     continue
                 for unit, group in [(ALL_UNITS, in_window), *in_window.groupby("unit", sort=True)]:
+                    figures = {**self._accuracy(version, spec, group), **self._estimated(version, spec, group)}
                     result += [
                         LiveMetric(model, now, int(number), str(unit), name, metric, value)
-                        for metric, value in self._accuracy(version, spec, group).items()
+                        for metric, value in figures.items()
                     ]
                 if len(in_window) >= spec.monitoring.min_drift_samples:
                     inputs = np.asarray([json.loads(text) for text in in_window["inputs"]], dtype="float64").reshape(
@@ -205,6 +207,18 @@ class LiveMetrics:
                 )
             )
         return figures
+
+    @staticmethod
+    def _estimated(version: ModelVersion, spec: ModelSpec, rows: pd.DataFrame) -> dict[str, float]:
+        """CBPE: accuracy, precision, recall and AUC expected from the calibrated scores of every sampled row,
+        labelled or not (binary versions registered with a calibration map)."""
+        calibration = (version.report or {}).get("calibration")
+        if spec.task != "binary" or not calibration or len(rows) < spec.monitoring.min_outcomes:
+            return {}
+        scores = rows["prediction"].to_numpy(float)
+        threshold = (version.report or {}).get("threshold") or 0.5
+        estimates = estimated_metrics(calibrate(calibration, scores), scores, threshold)
+        return {f"estimated:{metric}": value for metric, value in estimates.items()}
 
     def refresh(self, model: str, now: float) -> list[LiveMetric]:
         """Compute and append to the history (what `cupola monitor` and the Prometheus export read)."""

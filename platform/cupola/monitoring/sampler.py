@@ -143,9 +143,26 @@ def log_records(
                 "inputs": _finite(predictions.inputs[index].tolist()),
                 "outcome_key": event_key(keys) if outcome_keys and len(keys) == len(outcome_keys) else None,
                 "client_request_id": client_request_id,
+                "features": _store_features(predictions, index),
             }
         )
     return result
+
+
+def _store_features(predictions: Predictions, index: int) -> dict[str, Any] | None:
+    """The feature-store values one row used and its entity keys (what `monitoring.skew` recomputes offline)."""
+    if not predictions.store_values:
+        return None
+    values = {}
+    for name, column in predictions.store_values.items():
+        value = column[index]
+        values[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else _plain(value)
+    return {"entities": {k: _plain(v[index]) for k, v in predictions.entities.items()}, "values": values}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar (numpy scalars become Python ones)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 class PredictionSampler:

@@ -14,6 +14,7 @@ boosters above that (batch blocks): the two agree within the tolerance checked a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -117,7 +118,12 @@ class Predictor:
             columns[name] = column(rows, name, self.fields.get(name, "number"), required=True)
         missing = self._store_features(rows, columns)
         partitions = self._partitions(rows)
-        return self._predict(columns, len(rows), partitions, missing)
+        predictions = self._predict(columns, len(rows), partitions, missing)
+        store_values = {c: columns[c] for group_columns in self.group_columns for c in group_columns}
+        entities = {
+            e.name: [row.get(e.name) for row in rows] for group, _ in self.feature_groups for e in group.entities
+        }
+        return replace(predictions, store_values=store_values, entities=entities)
 
     def predict_frame(self, frame: pd.DataFrame) -> Predictions:
         """Predict a batch whose columns already hold every needed value (store features joined offline)."""

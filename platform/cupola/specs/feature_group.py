@@ -143,6 +143,28 @@ def feature_column(group: str, feature: str) -> str:
     return f"{group}__{feature}"
 
 
+class DataChecks(_Strict):
+    """What a build's rows must satisfy, against the group's statistics as of its last passing build, before
+    `materialize` copies them online (unless forced)."""
+
+    enabled: bool = Field(default=True, description="run the checks after every build")
+    max_null_rate_increase: float = Field(
+        default=0.1, ge=0, le=1, description="largest rise of a feature's share of missing values (0.1 = 10 points)"
+    )
+    max_mean_shift: float | None = Field(
+        default=None,
+        gt=0,
+        description="largest move of a feature's mean, in reference standard deviations; empty: not checked (a "
+        "growing count or a seasonal mean moves legitimately)",
+    )
+    range_tolerance: float | None = Field(
+        default=3.0,
+        ge=0,
+        description="built values may lie this many reference range widths below its minimum or above its maximum; "
+        "empty: not checked",
+    )
+
+
 StreamFieldType = Literal["float64", "int64", "string", "bool"]
 
 
@@ -194,6 +216,9 @@ class FeatureGroupSpec(_Strict):
     stream: Stream | None = Field(
         default=None,
         description="near-real-time events on Kafka (or pushed): the same features, computed as events arrive",
+    )
+    checks: DataChecks = Field(
+        default_factory=DataChecks, description="data checks a build must pass before its values go online"
     )
     max_age: Duration | None = Field(
         default=None, description="in point-in-time joins, values older than this count as missing"

@@ -82,6 +82,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE prediction_log ADD client_request_id text",
         ],
     ),
+    (
+        6,
+        "the store features a sampled prediction used, with its entity keys (training-serving skew)",
+        [
+            "ALTER TABLE prediction_log ADD features text",
+        ],
+    ),
 ]
 _sessions: dict[str, Any] = {}
 _lock = threading.Lock()

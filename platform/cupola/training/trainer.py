@@ -20,6 +20,7 @@ import numpy as np
 import ray
 
 from cupola.algorithms import get_algorithm
+from cupola.calibration import fit_calibration
 from cupola.compiled_trees import ARTIFACT_FORMAT as COMPILED_FORMAT
 from cupola.compiled_trees import FILE_SUFFIX as COMPILED_SUFFIX
 from cupola.config import Settings
@@ -261,6 +262,8 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
             **build_report(spec, data, models, evaluation, outcome.trials, production),
             "validation_choice": choice.judged,
         }
+        if spec.task == "binary":  # what monitoring estimates performance with before outcomes arrive (CBPE)
+            report["calibration"] = fit_calibration(choice.validation_predictions, data.valid.label)
         draft = NewModelVersion(
             name=spec.name,
             created_by=user,

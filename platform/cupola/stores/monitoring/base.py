@@ -38,6 +38,7 @@ LOG_COLUMNS = (
     "inputs",
     "outcome_key",
     "client_request_id",
+    "features",
 )
 
 

@@ -51,6 +51,7 @@ LOGGED_COLUMNS = [
     "inputs",
     "outcome_key",
     "client_request_id",
+    "features",
     "label",
 ]
 HISTORY_COLUMNS = ["at", "version", "unit", "window", "metric", "feature", "value"]
@@ -66,11 +67,12 @@ class CassandraMonitoringStore(MonitoringStore):
         self.ttl = int(settings.monitoring_retention_days * DAY_S)
         texts = {
             "log": "INSERT INTO prediction_log (model, hour, at, request_id, row_index, version, unit, partition_value, prediction, inputs, outcome_key, "
-            "client_request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+            "client_request_id, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
             "by_request": "INSERT INTO prediction_by_request (model, request_id, row_index, at) VALUES (?, ?, ?, ?) USING TTL ?",
             "by_key": "INSERT INTO prediction_by_key (model, outcome_key, request_id, row_index) VALUES (?, ?, ?, ?) USING TTL ?",
             "counters": "INSERT INTO serving_counters (model, replica, families, updated_at) VALUES (?, ?, ?, ?)",
-            "read_hour": "SELECT request_id, row_index, version, unit, partition_value, at, prediction, inputs, outcome_key, client_request_id FROM prediction_log "
+            "read_hour": "SELECT request_id, row_index, version, unit, partition_value, at, prediction, inputs, outcome_key, client_request_id, "
+            "features FROM prediction_log "
             "WHERE model = ? AND hour = ? AND at > ? AND at <= ?",
             "labels": "SELECT key, label FROM outcomes WHERE model = ? AND key IN ?",
             "outcome": "SELECT updates FROM outcomes WHERE model = ? AND key = ?",
@@ -123,6 +125,7 @@ class CassandraMonitoringStore(MonitoringStore):
                     json.dumps(r["inputs"]),
                     r["outcome_key"],
                     r.get("client_request_id"),
+                    json.dumps(r["features"]) if r.get("features") is not None else None,
                     self.ttl,
                 )
             )

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS prediction_log (
     inputs TEXT NOT NULL,
     outcome_key TEXT,
     client_request_id TEXT,
+    features TEXT,
     PRIMARY KEY (model, request_id, row_index)
 );
 CREATE INDEX IF NOT EXISTS prediction_log_by_time ON prediction_log (model, at);
@@ -72,6 +73,7 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
         self.database.add_column(
             "prediction_log", "client_request_id", "TEXT"
         )  # files written before clients' ids were kept
+        self.database.add_column("prediction_log", "features", "TEXT")  # files written before store features were kept
         self.database.connection().execute(
             "CREATE INDEX IF NOT EXISTS prediction_log_by_client_id ON prediction_log (model, client_request_id)"
         )
@@ -83,9 +85,7 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
     def log_and_count(
         self, records: Sequence[dict[str, Any]], model: str, replica: str, families: list[dict[str, Any]], at: float
     ) -> int:
-        rows = [
-            tuple(record.get(c) if c != "inputs" else json.dumps(record[c]) for c in LOG_COLUMNS) for record in records
-        ]
+        rows = [tuple(_cell(record, column) for column in LOG_COLUMNS) for record in records]
 
         def write(connection: sqlite3.Connection) -> int:
             connection.executemany(
@@ -101,7 +101,7 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
 
     def logged(self, model: str, since: float | None = None, until: float | None = None) -> pd.DataFrame:
         query = (
-            "SELECT p.request_id, p.row_index, p.version, p.unit, p.partition_value, p.at, p.prediction, p.inputs, p.outcome_key, p.client_request_id, "
+            "SELECT p.request_id, p.row_index, p.version, p.unit, p.partition_value, p.at, p.prediction, p.inputs, p.outcome_key, p.client_request_id, p.features, "
             "COALESCE(r.label, c.label, k.label) AS label "
             "FROM prediction_log p "
             "LEFT JOIN outcomes r ON r.model = p.model AND r.key = 'request:' || p.request_id || ':' || p.row_index "
@@ -184,3 +184,9 @@ class SqliteMonitoringStore(SqliteStore, MonitoringStore):
             connection.execute("DELETE FROM live_metrics WHERE model = ? AND at < ?", (model, before))
 
         self.database.write(delete)
+
+
+def _cell(record: dict[str, Any], column: str) -> Any:
+    """A log record's value as its column stores it: inputs and store features as JSON text."""
+    value = record.get(column)
+    return json.dumps(value) if column in ("inputs", "features") and value is not None else value
