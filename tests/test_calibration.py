@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from cupola import Settings, load_model, train
-from cupola.calibration import calibrate, estimated_metrics, fit_calibration
+from cupola.calibration import (
+    calibrate,
+    estimated_metrics,
+    estimated_regression_metrics,
+    fit_calibration,
+    fit_error_model,
+)
 from cupola.examples import EXAMPLE_BINARY_MODEL_SPEC
 from cupola.metrics import task_metrics
 from cupola.monitoring.exporter import MonitoringCollector
@@ -43,6 +49,24 @@ def test_cbpe_estimates_realized_metrics_of_a_calibrated_stream_whose_inputs_mov
         assert abs(estimated[metric] - realized[metric]) <= 0.03, metric
     uncalibrated = estimated_metrics(live_scores, live_scores, 0.5)  # the raw scores overstate positives
     assert abs(uncalibrated["precision"] - realized["precision"]) > 0.1
+
+
+def test_the_error_model_follows_live_traffic_to_where_a_regression_model_errs_more() -> None:
+    rng = np.random.default_rng(5)
+
+    def stream(rows: int, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+        predicted = rng.uniform(low, high, rows)  # the error grows with the predicted value
+        return predicted, predicted + rng.normal(0.0, 1.0 + 0.1 * predicted)
+
+    error_model = fit_error_model(*stream(20_000, 0.0, 100.0))
+    assert error_model is not None and len(error_model["edges"]) == 19
+    for low, high in ((0.0, 100.0), (60.0, 100.0), (0.0, 30.0)):
+        predicted, labels = stream(10_000, low, high)
+        estimated = estimated_regression_metrics(error_model, predicted)
+        realized = task_metrics("regression", labels, predicted)
+        for metric in ("mae", "rmse"):
+            assert abs(estimated[metric] - realized[metric]) <= 0.05 * realized[metric], (low, high, metric)
+    assert fit_error_model(np.arange(20.0), np.arange(20.0)) is None  # too few rows for one bin of 30
 
 
 def test_a_binary_version_carries_its_calibration_and_live_metrics_estimate_before_outcomes(

@@ -12,6 +12,7 @@ import yaml
 
 from cupola import FeatureStore
 from cupola.errors import InvalidInput
+from cupola.features.checks import check_build
 from cupola.monitoring.exporter import FeatureCheckCollector
 
 DAY = date(2026, 11, 2)
@@ -127,3 +128,19 @@ def test_null_rate_and_mean_shift_limits_come_from_the_declaration(store: Featur
         ("amount_max_1h", "null_rate"),
     }
     assert failed_checks(store) == {("orders", "null_rate")}
+
+
+def test_built_values_are_held_against_the_training_statistics_of_the_models_reading_them() -> None:
+    from cupola.specs.feature_group import FeatureGroupSpec
+
+    spec = FeatureGroupSpec.model_validate(GROUP)
+    built = {"amount_mean_1h": {"kind": "numeric", "count": 100, "nulls": 30, "min": 5.0, "max": 400.0, "mean": 50.0}}
+    trained = {"rows": 1000, "nulls": 50, "min": 0.0, "max": 80.0, "mean": 20.0}
+    failures = check_build(spec, built, None, {"amount_mean_1h": [("eta v3", trained)]})
+    assert {(f.check, f.feature) for f in failures} == {
+        ("training_null_rate", "amount_mean_1h"),  # 30% missing against 5% in training
+        ("training_range", "amount_mean_1h"),  # 400 is beyond [0, 80] widened by 3 widths (320)
+    }
+    assert all("eta v3" in f.message for f in failures)
+    inside = {**built["amount_mean_1h"], "nulls": 10, "max": 300.0}
+    assert check_build(spec, {"amount_mean_1h": inside}, None, {"amount_mean_1h": [("eta v3", trained)]}) == []

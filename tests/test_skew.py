@@ -11,8 +11,10 @@ import requests
 
 from cupola import FeatureStore, Settings, load_model
 from cupola.monitoring.exporter import SkewCollector
+from cupola.monitoring.live import LiveMetrics
 from cupola.monitoring.sampler import log_records
 from cupola.monitoring.skew import compute_skew, load_skew, save_skew
+from cupola.stores.models import create_repository
 from cupola.stores.monitoring.base import MonitoringStore
 from tests.test_serving import NAME, small_delivery_document, trained_versions
 
@@ -77,6 +79,9 @@ def test_a_stale_online_store_shows_as_skew_of_its_features_in_its_partition_onl
     monitoring = MonitoringStore.from_settings(lake)
     monitoring.log_and_count(records, NAME, "test", [], at)
 
+    estimated = {m.metric for m in LiveMetrics(monitoring, create_repository(lake)).compute(NAME, at + 1)}
+    assert {"estimated:mae", "estimated:rmse"} <= estimated and "mae" not in estimated  # before any outcome
+
     report = compute_skew(lake, NAME, at - 3599, at + 1)
     assert report.sampled_rows == len(rows)
     by = {(row.partition, row.feature): row for row in report.rows}
@@ -108,3 +113,12 @@ def test_a_stale_online_store_shows_as_skew_of_its_features_in_its_partition_onl
         page = requests.get(f"{url}/ui/models/{NAME}/monitoring", timeout=60)
     assert page.status_code == 200 and "Training-serving skew" in page.text
     assert f'<td class="left">{STALE_CITY}</td><td class="left">restaurant_prep.prep_minutes_mean_7d</td>' in page.text
+
+
+def test_the_production_versions_training_statistics_reach_the_feature_groups_checks(lake: Settings) -> None:
+    from cupola.features.checks import training_statistics
+
+    spec = FeatureStore(lake).registry.get("restaurant_prep")
+    statistics = training_statistics(create_repository(lake), spec)
+    [(model, trained)] = statistics["prep_minutes_mean_7d"]
+    assert model == f"{NAME} v1" and trained["rows"] > 0 and trained["min"] <= trained["mean"] <= trained["max"]

@@ -125,6 +125,26 @@ def test_a_stream_the_batch_pipeline_could_not_agree_with_is_refused_at_load_tim
     assert "clicks.yaml" in str(refused.value) and mentions in str(refused.value), refused.value
 
 
+def test_messages_decode_by_the_declared_timestamp_format_and_bad_ones_are_counted_not_fatal() -> None:
+    from cupola.streaming.decode import MessageDecoder
+
+    decoder = MessageDecoder(FeatureGroupSpec.model_validate(group_document(timestamp_format="epoch_millis")))
+    values = [
+        b'{"user_id": 1, "ts": 1796405848000, "amount": 2.5}',
+        b"not json",
+        b'{"user_id": 2, "ts": "2026-12-04T10:00:00Z", "amount": 1.0}',  # text where milliseconds are declared
+        b'{"user_id": 3, "ts": 1796405849250, "amount": null, "unknown": "ignored"}',
+        b'{"ts": 1796405849000, "amount": 4.0}',  # no entity key
+    ]
+    decoded = decoder.decode(values, np.array([0, 1, 0, 1, 0]))
+    assert decoded.invalid == 3 and decoded.partitions.tolist() == [0, 1]
+    assert decoded.events["user_id"].tolist() == [1, 3]
+    assert decoded.events["ts"].tolist() == pd.to_datetime([1796405848000, 1796405849250], unit="ms", utc=True).tolist()
+    assert decoded.events["amount"].iloc[0] == 2.5 and np.isnan(decoded.events["amount"].iloc[1])
+    whole = decoder.decode([values[0], values[3]], np.array([1, 1]))  # a clean batch parses in one go
+    assert whole.invalid == 0 and len(whole.events) == 2
+
+
 # --- exact window state ----------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Calibrated probabilities and confidence-based performance estimation (CBPE, as NannyML defines it).
+"""Performance estimated before outcomes arrive: CBPE for binary models, a direct loss estimate for regression.
 
 At registration, a binary model's validation scores (from models that never saw those rows) and labels fit
 an isotonic calibration map, kept in the version's report as breakpoints. Live, before outcomes arrive,
@@ -8,6 +8,14 @@ at the version's threshold follows (a row predicted positive adds p to the expec
 (true and false positive mass above each score) gives the expected AUC. The estimates are right when the
 calibration still holds, i.e. under covariate shift without concept shift: the case where labels arrive
 late and the inputs are what moved.
+
+For regression, NannyML's direct loss estimation (DLE) learns the expected error of each prediction
+from validation rows. Here the error model is one-dimensional: validation predictions are cut into
+quantile bins, and each bin keeps the mean absolute and mean squared error of its rows. A live row's
+expected errors are its bin's, so the estimated MAE and RMSE follow the live mix of predicted values:
+when traffic moves to where the model is less accurate, the estimate moves with it. (NannyML's DLE
+regresses the error on every input with a gradient-boosted model; a model of the prediction alone
+needs no second artifact and captures error that grows with the predicted value.)
 """
 
 from __future__ import annotations
@@ -62,3 +70,31 @@ def estimated_metrics(probabilities: np.ndarray, scores: np.ndarray, threshold: 
         points = np.r_[0, distinct]
         result["auc"] = float(np.trapezoid(true_rate[points], false_rate[points]))
     return result
+
+
+ERROR_BINS = 20
+MIN_ROWS_PER_BIN = 30
+
+
+def fit_error_model(predictions: np.ndarray, labels: np.ndarray) -> dict[str, list[float]] | None:
+    """Mean absolute and squared validation error per quantile bin of the prediction; None with too few rows."""
+    predictions, labels = np.asarray(predictions, dtype="float64"), np.asarray(labels, dtype="float64")
+    bins = min(ERROR_BINS, len(predictions) // MIN_ROWS_PER_BIN)
+    if bins < 1:
+        return None
+    inner = np.unique(np.quantile(predictions, np.linspace(0, 1, bins + 1)[1:-1]))
+    index = np.searchsorted(inner, predictions, side="right")
+    errors = predictions - labels
+    counts = np.bincount(index, minlength=len(inner) + 1)
+    absolute = np.bincount(index, np.abs(errors), minlength=len(inner) + 1) / np.maximum(counts, 1)
+    squared = np.bincount(index, errors**2, minlength=len(inner) + 1) / np.maximum(counts, 1)
+    return {"edges": inner.tolist(), "mae": absolute.tolist(), "mse": squared.tolist()}
+
+
+def estimated_regression_metrics(error_model: dict[str, Any], predictions: np.ndarray) -> dict[str, float]:
+    """Expected MAE and RMSE of rows whose labels are not known yet."""
+    index = np.searchsorted(np.asarray(error_model["edges"]), np.asarray(predictions, dtype="float64"), side="right")
+    return {
+        "mae": float(np.mean(np.asarray(error_model["mae"])[index])),
+        "rmse": float(np.sqrt(np.mean(np.asarray(error_model["mse"])[index]))),
+    }

@@ -10,6 +10,12 @@ broken column is caught by the build, not noticed weeks later by a model owner):
   mean_shift   the mean moved by more than `checks.max_mean_shift` reference standard deviations (off unless set:
                a growing count or a seasonal mean moves legitimately)
 
+The built rows are also held against the training statistics of every model whose production version reads the
+group (its report's input distributions):
+
+  training_null_rate  the share of missing values exceeds the training share by more than the same limit
+  training_range      values beyond the training [min, max] widened as above
+
 A failed build is published offline (it is what the source says) but `materialize` refuses it
 unless forced, and `cupola_feature_check_failed{group,check}` says which check failed.
 """
@@ -19,9 +25,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cupola.specs.feature_group import FeatureGroupSpec
+from cupola.specs.feature_group import FeatureGroupSpec, feature_column
+from cupola.stores.models import ModelRepository
 
-CHECKS = ("all_null", "null_rate", "range", "mean_shift")
+CHECKS = ("all_null", "null_rate", "range", "mean_shift", "training_null_rate", "training_range")
+TrainingStatistics = dict[str, list[tuple[str, dict[str, Any]]]]  # feature -> (model vN, its training summary)
 
 
 @dataclass(frozen=True)
@@ -35,10 +43,13 @@ class CheckFailure:
 
 
 def check_build(
-    spec: FeatureGroupSpec, built: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]] | None
+    spec: FeatureGroupSpec,
+    built: dict[str, dict[str, Any]],
+    reference: dict[str, dict[str, Any]] | None,
+    training: TrainingStatistics | None = None,
 ) -> list[CheckFailure]:
     """The checks `built` (statistics of the rows a build wrote) fails against `reference` (the group's statistics
-    as of its last passing build; None before the first)."""
+    as of its last passing build; None before the first) and the `training` statistics of the models reading it."""
     if not spec.checks.enabled:
         return []
     failures = []
@@ -49,11 +60,58 @@ def check_build(
         if now["nulls"] == now["count"]:
             failures.append(CheckFailure(feature, "all_null", f"all {now['count']:,} built values are missing"))
             continue
-        before = (reference or {}).get(feature)
-        if not before or not before["count"] or now.get("kind") != "numeric":
+        if now.get("kind") != "numeric":
             continue
-        failures.extend(_against_reference(spec, feature, now, before))
+        before = (reference or {}).get(feature)
+        if before and before["count"]:
+            failures.extend(_against_reference(spec, feature, now, before))
+        for model, trained in (training or {}).get(feature, []):
+            failures.extend(_against_training(spec, feature, now, model, trained))
     return failures
+
+
+def _against_training(
+    spec: FeatureGroupSpec, feature: str, now: dict[str, Any], model: str, trained: dict[str, Any]
+) -> list[CheckFailure]:
+    limits, failures = spec.checks, []
+    if trained.get("rows"):
+        rate_now, rate_trained = now["nulls"] / now["count"], trained["nulls"] / trained["rows"]
+        if rate_now - rate_trained > limits.max_null_rate_increase:
+            failures.append(
+                CheckFailure(
+                    feature,
+                    "training_null_rate",
+                    f"{rate_now:.1%} of values missing, {rate_trained:.1%} when {model} was trained",
+                )
+            )
+    if limits.range_tolerance is not None and trained.get("min") is not None and now.get("min") is not None:
+        width = (trained["max"] - trained["min"]) * limits.range_tolerance
+        low, high = trained["min"] - width, trained["max"] + width
+        if now["min"] < low or now["max"] > high:
+            failures.append(
+                CheckFailure(
+                    feature,
+                    "training_range",
+                    f"values span [{now['min']:.4g}, {now['max']:.4g}], outside [{low:.4g}, {high:.4g}] around the "
+                    f"range {model} was trained on",
+                )
+            )
+    return failures
+
+
+def training_statistics(repository: ModelRepository, spec: FeatureGroupSpec) -> TrainingStatistics:
+    """Per feature of the group, the training summary of each model whose production version takes it as an input."""
+    statistics: TrainingStatistics = {}
+    for model in repository.models():
+        number = repository.aliases(model).get("production")
+        if number is None:
+            continue
+        distributions = (repository.get(model, number).report or {}).get("distributions", {})
+        for feature in spec.feature_names:
+            trained = distributions.get(feature_column(spec.name, feature), {}).get("train")
+            if trained:
+                statistics.setdefault(feature, []).append((f"{model} v{number}", trained))
+    return statistics
 
 
 def _against_reference(

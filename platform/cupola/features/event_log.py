@@ -65,12 +65,21 @@ def typed_events(spec: FeatureGroupSpec, rows: Sequence[Mapping[str, Any]], wher
         for field in schema:
             columns[field.name].append(_typed_value(spec, field, row, f"{where}[{index}]"))
     frame = pd.DataFrame(columns)
-    times = pd.to_datetime(frame[spec.event_time], utc=True, errors="coerce", format="ISO8601")
+    millis = stream_of(spec).timestamp_format == "epoch_millis"
+    if millis:
+        numbers = pd.to_numeric(frame[spec.event_time].where(frame[spec.event_time].map(_is_integer)), errors="coerce")
+        times = pd.to_datetime(numbers, unit="ms", utc=True, errors="coerce")
+    else:
+        times = pd.to_datetime(frame[spec.event_time], utc=True, errors="coerce", format="ISO8601")
     if times.isna().any():
         index = int(np.flatnonzero(times.isna().to_numpy())[0])
+        expected = (
+            "whole milliseconds since 1970-01-01 UTC (stream.timestamp_format: epoch_millis)"
+            if millis
+            else "an ISO-8601 timestamp with its offset (e.g. 2026-12-04T10:15:00Z)"
+        )
         raise InvalidInput(
-            f"{where}[{index}].{spec.event_time} must be an ISO-8601 timestamp with its offset "
-            f"(e.g. 2026-12-04T10:15:00Z), got {rows[index].get(spec.event_time)!r}",
+            f"{where}[{index}].{spec.event_time} must be {expected}, got {rows[index].get(spec.event_time)!r}",
             spec.event_time,
         )
     frame[spec.event_time] = to_utc(times, where)
@@ -82,8 +91,8 @@ def _typed_value(spec: FeatureGroupSpec, field: pa.Field, row: Mapping[str, Any]
     if entity is not None:
         return entity.value_of(row, where)
     value = row.get(field.name)
-    if field.name == spec.event_time:
-        return value if isinstance(value, str) else None  # parsed for all rows at once by the caller
+    if field.name == spec.event_time:  # parsed for all rows at once by the caller
+        return value if isinstance(value, str) or _is_integer(value) else None
     if value is None:
         return None
     kind = field.type
@@ -163,3 +172,7 @@ def recent_source_events(datalake: Datalake, spec: FeatureGroupSpec, since: pd.T
     events = pd.concat(frames, ignore_index=True)
     events[spec.event_time] = to_utc(events[spec.event_time], f"source of '{spec.name}'")
     return events
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

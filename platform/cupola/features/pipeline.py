@@ -23,7 +23,7 @@ import ray
 
 from cupola.errors import InvalidInput
 from cupola.features.aggregations import apply_row_transforms, compute_windows, to_declared_types
-from cupola.features.checks import CheckFailure, check_build
+from cupola.features.checks import CheckFailure, TrainingStatistics, check_build
 from cupola.features.offline_store import OfflineStore
 from cupola.features.sharding import normalize_keys, split_by_bucket
 from cupola.features.stats import merge_stats, partial_stats
@@ -141,8 +141,10 @@ def build_feature_group(
     start: date | None = None,
     end: date | None = None,
     progress: Progress | None = None,
+    training: TrainingStatistics | None = None,
 ) -> BuildResult:
-    """Compute `spec` for event dates in [start, end) (all dates when both are None) and publish them.
+    """Compute `spec` for event dates in [start, end) (all dates when both are None) and publish them; the built
+    rows are checked against the last passing build and the `training` statistics of the models reading them.
 
     Events from `start - lookback` are read so the first day's windows are complete. The
     dates in range are replaced whole: re-running a range never duplicates rows.
@@ -196,7 +198,7 @@ def build_feature_group(
     rows = sum(count for count, _, _ in results)
     dates = sorted({d for _, ds, _ in results for d in ds})
     reference = (previous or {}).get("reference_statistics")
-    failures = check_build(spec, merge_stats([built for _, _, built in results if built]), reference)
+    failures = check_build(spec, merge_stats([built for _, _, built in results if built]), reference, training)
     seconds = time.perf_counter() - began
     event_stats = statistics.get(spec.event_time, {})
     offline.write_metadata(

@@ -15,6 +15,7 @@ import pandas as pd
 
 from cupola.config import Settings
 from cupola.errors import InvalidInput
+from cupola.features.checks import training_statistics
 from cupola.features.event_log import land_events, recent_source_events, stream_of, transformed, typed_events
 from cupola.features.offline_store import OfflineStore
 from cupola.features.pipeline import BuildResult, Progress, build_feature_group
@@ -26,6 +27,7 @@ from cupola.runtime import ensure_ray
 from cupola.specs.feature_group import FeatureGroupSpec, feature_column
 from cupola.stores.datalake import Datalake
 from cupola.stores.event_topics import create_producer, ensure_topic, produce_json
+from cupola.stores.models import create_repository
 from cupola.stores.online.base import OnlineStore, create_online_store, encode_entity_key
 
 PUSH_LOCKS: dict[str, threading.Lock] = {}  # embedded pushes to one group apply one at a time in a process
@@ -81,7 +83,14 @@ class FeatureStore:
         """Run the pipelines of `names` (all groups when None) for event dates in [start, end)."""
         specs = [self.registry.get(name) for name in (names or self.registry.names())]
         ensure_ray(self.settings)
-        return [build_feature_group(spec, self.datalake, start, end, progress) for spec in specs]
+        repository = create_repository(self.settings)
+        try:
+            return [
+                build_feature_group(spec, self.datalake, start, end, progress, training_statistics(repository, spec))
+                for spec in specs
+            ]
+        finally:
+            repository.close()
 
     def materialize(
         self, names: Sequence[str] | None = None, progress: Progress | None = None, force: bool = False

@@ -79,8 +79,8 @@ class MonitoringCollector:
         )
         estimated = GaugeMetricFamily(
             "cupola_estimated_metric",
-            "A binary model's accuracy, precision, recall or AUC expected from its calibrated scores before outcomes "
-            "arrive (CBPE).",
+            "Performance expected before outcomes arrive: a binary model's accuracy, precision, recall or AUC (CBPE), "
+            "a regression model's MAE or RMSE (its validation error model).",
             labels=["model", "version", "partition", "metric", "window"],
         )
         computed = GaugeMetricFamily(

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cupola import metrics
-from cupola.calibration import calibrate, estimated_metrics
+from cupola.calibration import calibrate, estimated_metrics, estimated_regression_metrics
 from cupola.evaluation.distributions import bin_counts
 from cupola.monitoring.drift import DriftResult, categorical_drift, numeric_drift
 from cupola.specs.model import ModelSpec
@@ -210,14 +210,19 @@ class LiveMetrics:
 
     @staticmethod
     def _estimated(version: ModelVersion, spec: ModelSpec, rows: pd.DataFrame) -> dict[str, float]:
-        """CBPE: accuracy, precision, recall and AUC expected from the calibrated scores of every sampled row,
-        labelled or not (binary versions registered with a calibration map)."""
-        calibration = (version.report or {}).get("calibration")
-        if spec.task != "binary" or not calibration or len(rows) < spec.monitoring.min_outcomes:
+        """Performance expected from every sampled row, labelled or not: CBPE's accuracy, precision, recall and AUC
+        for binary versions, the error model's MAE and RMSE for regression (versions registered with them)."""
+        report = version.report or {}
+        if len(rows) < spec.monitoring.min_outcomes:
             return {}
-        scores = rows["prediction"].to_numpy(float)
-        threshold = (version.report or {}).get("threshold") or 0.5
-        estimates = estimated_metrics(calibrate(calibration, scores), scores, threshold)
+        predictions = rows["prediction"].to_numpy(float)
+        if spec.task == "binary" and report.get("calibration"):
+            threshold = report.get("threshold") or 0.5
+            estimates = estimated_metrics(calibrate(report["calibration"], predictions), predictions, threshold)
+        elif spec.task != "binary" and report.get("error_model"):
+            estimates = estimated_regression_metrics(report["error_model"], predictions)
+        else:
+            return {}
         return {f"estimated:{metric}": value for metric, value in estimates.items()}
 
     def refresh(self, model: str, now: float) -> list[LiveMetric]:

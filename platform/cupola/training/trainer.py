@@ -20,7 +20,7 @@ import numpy as np
 import ray
 
 from cupola.algorithms import get_algorithm
-from cupola.calibration import fit_calibration
+from cupola.calibration import fit_calibration, fit_error_model
 from cupola.compiled_trees import ARTIFACT_FORMAT as COMPILED_FORMAT
 from cupola.compiled_trees import FILE_SUFFIX as COMPILED_SUFFIX
 from cupola.config import Settings
@@ -262,8 +262,11 @@ def train(spec: ModelSpec, settings: Settings, run_id: str | None = None, spec_s
             **build_report(spec, data, models, evaluation, outcome.trials, production),
             "validation_choice": choice.judged,
         }
-        if spec.task == "binary":  # what monitoring estimates performance with before outcomes arrive (CBPE)
+        # what monitoring estimates performance with before outcomes arrive (CBPE; for regression, loss estimation)
+        if spec.task == "binary":
             report["calibration"] = fit_calibration(choice.validation_predictions, data.valid.label)
+        else:
+            report["error_model"] = fit_error_model(choice.validation_predictions, data.valid.label)
         draft = NewModelVersion(
             name=spec.name,
             created_by=user,
