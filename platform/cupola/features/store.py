@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from cupola.config import Settings
+from cupola.config import Settings, SettingsError
 from cupola.errors import InvalidInput
-from cupola.features.checks import training_statistics
+from cupola.features.checks import TrainingStatistics, training_statistics
 from cupola.features.event_log import land_events, recent_source_events, stream_of, transformed, typed_events
 from cupola.features.offline_store import OfflineStore
 from cupola.features.pipeline import BuildResult, Progress, build_feature_group
@@ -83,12 +83,18 @@ class FeatureStore:
         """Run the pipelines of `names` (all groups when None) for event dates in [start, end)."""
         specs = [self.registry.get(name) for name in (names or self.registry.names())]
         ensure_ray(self.settings)
-        repository = create_repository(self.settings)
+        training = {spec.name: self._training_statistics(spec) for spec in specs}
+        return [build_feature_group(spec, self.datalake, start, end, progress, training[spec.name]) for spec in specs]
+
+    def _training_statistics(self, spec: FeatureGroupSpec) -> TrainingStatistics:
+        """What the production models reading `spec` were trained on; nothing where no model repository is configured
+        (a feature store needs none: an s3:// datalake with the SQLite backend and no CUPOLA_RECORDS_PATH)."""
         try:
-            return [
-                build_feature_group(spec, self.datalake, start, end, progress, training_statistics(repository, spec))
-                for spec in specs
-            ]
+            repository = create_repository(self.settings)
+        except SettingsError:
+            return {}
+        try:
+            return training_statistics(repository, spec)
         finally:
             repository.close()
 
