@@ -75,28 +75,34 @@ def _against_training(
 ) -> list[CheckFailure]:
     limits, failures = spec.checks, []
     if trained.get("rows"):
-        rate_now, rate_trained = now["nulls"] / now["count"], trained["nulls"] / trained["rows"]
-        if rate_now - rate_trained > limits.max_null_rate_increase:
-            failures.append(
-                CheckFailure(
-                    feature,
-                    "training_null_rate",
-                    f"{rate_now:.1%} of values missing, {rate_trained:.1%} when {model} was trained",
-                )
+        rates = _null_rates(now, trained["nulls"], trained["rows"], limits.max_null_rate_increase)
+        if rates is not None:
+            message = f"{rates[0]:.1%} of values missing, {rates[1]:.1%} when {model} was trained"
+            failures.append(CheckFailure(feature, "training_null_rate", message))
+    if trained.get("min") is not None and now.get("min") is not None:
+        bounds = _outside(now, trained, limits.range_tolerance)
+        if bounds is not None:
+            message = (
+                f"values span [{now['min']:.4g}, {now['max']:.4g}], outside [{bounds[0]:.4g}, {bounds[1]:.4g}] around "
+                f"the range {model} was trained on"
             )
-    if limits.range_tolerance is not None and trained.get("min") is not None and now.get("min") is not None:
-        width = (trained["max"] - trained["min"]) * limits.range_tolerance
-        low, high = trained["min"] - width, trained["max"] + width
-        if now["min"] < low or now["max"] > high:
-            failures.append(
-                CheckFailure(
-                    feature,
-                    "training_range",
-                    f"values span [{now['min']:.4g}, {now['max']:.4g}], outside [{low:.4g}, {high:.4g}] around the "
-                    f"range {model} was trained on",
-                )
-            )
+            failures.append(CheckFailure(feature, "training_range", message))
     return failures
+
+
+def _null_rates(now: dict[str, Any], nulls: int, rows: int, max_increase: float) -> tuple[float, float] | None:
+    """The built and the reference share of missing values, when the built one rose by more than `max_increase`."""
+    rate_now, rate_before = now["nulls"] / now["count"], nulls / rows
+    return (rate_now, rate_before) if rate_now - rate_before > max_increase else None
+
+
+def _outside(now: dict[str, Any], reference: dict[str, Any], tolerance: float | None) -> tuple[float, float] | None:
+    """The reference [min, max] widened by `tolerance` times its width, when built values fall outside it."""
+    if tolerance is None:
+        return None
+    width = (reference["max"] - reference["min"]) * tolerance
+    low, high = reference["min"] - width, reference["max"] + width
+    return (low, high) if now["min"] < low or now["max"] > high else None
 
 
 def training_statistics(repository: ModelRepository, spec: FeatureGroupSpec) -> TrainingStatistics:
@@ -118,15 +124,12 @@ def _against_reference(
     spec: FeatureGroupSpec, feature: str, now: dict[str, Any], before: dict[str, Any]
 ) -> list[CheckFailure]:
     limits, failures = spec.checks, []
-    rate_now, rate_before = now["nulls"] / now["count"], before["nulls"] / before["count"]
-    if rate_now - rate_before > limits.max_null_rate_increase:
-        failures.append(
-            CheckFailure(
-                feature,
-                "null_rate",
-                f"{rate_now:.1%} of values missing, {rate_before:.1%} before (limit +{limits.max_null_rate_increase:.0%})",
-            )
+    rates = _null_rates(now, before["nulls"], before["count"], limits.max_null_rate_increase)
+    if rates is not None:
+        message = (
+            f"{rates[0]:.1%} of values missing, {rates[1]:.1%} before (limit +{limits.max_null_rate_increase:.0%})"
         )
+        failures.append(CheckFailure(feature, "null_rate", message))
     if now.get("mean") is None or before.get("mean") is None:
         return failures
     if limits.max_mean_shift is not None and before.get("std"):
@@ -140,17 +143,11 @@ def _against_reference(
                     f"(limit {limits.max_mean_shift:g})",
                 )
             )
-    if limits.range_tolerance is None:
-        return failures
-    width = (before["max"] - before["min"]) * limits.range_tolerance
-    low, high = before["min"] - width, before["max"] + width
-    if now["min"] < low or now["max"] > high:
-        failures.append(
-            CheckFailure(
-                feature,
-                "range",
-                f"values span [{now['min']:.4g}, {now['max']:.4g}], outside [{low:.4g}, {high:.4g}] "
-                f"(the reference range widened by {limits.range_tolerance:g}x its width)",
-            )
+    bounds = _outside(now, before, limits.range_tolerance)
+    if bounds is not None:
+        message = (
+            f"values span [{now['min']:.4g}, {now['max']:.4g}], outside [{bounds[0]:.4g}, {bounds[1]:.4g}] "
+            f"(the reference range widened by {limits.range_tolerance:g}x its width)"
         )
+        failures.append(CheckFailure(feature, "range", message))
     return failures

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from cupola.monitoring.spool import SPOOL_ROOT, Spool
 from cupola.predictions import Predictions
 from cupola.stores.monitoring.base import event_key
+from cupola.stores.online.base import json_value
 
 FLUSH_INTERVAL_S = 0.25
 SEND_TIMEOUT_S = 10.0
@@ -153,16 +154,10 @@ def _store_features(predictions: Predictions, index: int) -> dict[str, Any] | No
     """The feature-store values one row used and its entity keys (what `monitoring.skew` recomputes offline)."""
     if not predictions.store_values:
         return None
-    values = {}
-    for name, column in predictions.store_values.items():
-        value = column[index]
-        values[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else _plain(value)
-    return {"entities": {k: _plain(v[index]) for k, v in predictions.entities.items()}, "values": values}
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready scalar (numpy scalars become Python ones)."""
-    return value.item() if hasattr(value, "item") else value
+    return {
+        "entities": {k: json_value(v[index]) for k, v in predictions.entities.items()},
+        "values": {name: json_value(column[index]) for name, column in predictions.store_values.items()},
+    }
 
 
 class PredictionSampler:
