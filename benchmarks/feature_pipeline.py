@@ -1,6 +1,6 @@
 """Feature pipeline + point-in-time join: cupola on Ray vs single-process pandas, same run, same data.
 
-Both sides read the raw order events, compute the two example feature groups (row transform,
+Both sides read the raw order events, compute the example feature groups (row transforms,
 windowed aggregations per entity), write them to the offline store partitioned by date, then
 join them onto the label events as of each label's time and write the training set. The
 outputs are compared for equality before timings are reported. Ray is started and warmed up
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import ray
 
 from cupola import FeatureStore, Settings
-from cupola.examples import EXAMPLE_FEATURE_REPO, EXAMPLE_FEATURES, LABEL_EVENT_TIME, LABELS_PATH, ORDERS_PATH
+from cupola.examples import EXAMPLE_FEATURE_REPO, EXAMPLE_FEATURES, LABEL_EVENT_TIME, LABELS_PATH
 from cupola.examples.delivery import write_example
 
 
@@ -39,10 +39,10 @@ def pandas_pipeline(root: Path, store: FeatureStore) -> pd.DataFrame:
     joined = (
         pq.read_table(root / LABELS_PATH, partitioning=None).to_pandas().sort_values(LABEL_EVENT_TIME, kind="stable")
     )
-    for name in ("restaurant_prep", "city_demand"):
+    for name in store.registry.names():
         spec = store.registry.get(name)
         keys, ts = spec.entity_names, spec.event_time
-        events = pq.read_table(root / ORDERS_PATH, columns=sorted(spec.source_columns())).to_pandas()
+        events = pq.read_table(root / spec.source.path, columns=sorted(spec.source_columns())).to_pandas()
         if name == "restaurant_prep":
             events["prep_minutes"] = (events["pickup_ts"] - events["order_ts"]).dt.total_seconds() / 60.0
         events = events.sort_values([*keys, ts], kind="stable").reset_index(drop=True)

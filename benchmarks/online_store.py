@@ -11,7 +11,7 @@ has been answering for days):
 
   read     one `OnlineStore.read` of 10 restaurants (one request, many entities)
   predict  one `Predictor.predict_records` of a single order whose store features are looked
-           up online (2 feature groups: two reads), transforms, routing, XGBoost
+           up online (the example's 3 feature groups), transforms, routing, XGBoost
 
     python benchmarks/online_store.py [--requests 2000] [--warm-reads 20000]
 

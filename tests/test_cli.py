@@ -51,7 +51,7 @@ def test_bad_input_is_one_clear_line_with_exit_2(tmp_path: Path) -> None:
     assert "cupola features apply FOLDER" in nothing.output
     example = str(Path(__file__).resolve().parents[1] / "platform/cupola/examples/features")
     applied = runner.invoke(app, ["features", "apply", example], env=env)
-    assert applied.exit_code == 0 and "applied 2 feature group(s)" in applied.output, applied.output
+    assert applied.exit_code == 0 and "applied 3 feature group(s)" in applied.output, applied.output
     unknown = runner.invoke(app, ["features", "describe", "nope"], env=env)
     assert (
         unknown.exit_code == 2
@@ -110,6 +110,20 @@ def test_quickstart_end_to_end(quickstart: tuple[str, Path]) -> None:
     assert "outcomes 300," in before and "ALERT" not in before  # the example model meets its limits on true outcomes
     assert "outcomes 600," in after and "ALERT v1 rmse over 1h" in after.split("see `cupola monitor")[0]
     env = {"CUPOLA_DATA_ROOT": str(lake)}
+
+    # the live part: a day of the example's order events (3,000 over 30 days: 100) pushed, landed under the group's
+    # source, and the followed restaurant's online values are its windows at its newest pushed event
+    restaurant = int(re.search(r"pushed live to restaurant_orders .*; restaurant (\d+):", after).group(1))
+    pushed = pd.concat(pd.read_parquet(path) for path in (lake / "raw" / "order_events").glob("date=*/push-*.parquet"))
+    assert len(pushed) == 100 and output.count(" pushed") >= 7
+    mine = pushed[pushed["restaurant_id"] == restaurant]
+    newest = mine["order_ts"].max()
+    got = runner.invoke(app, ["features", "get", "restaurant_orders.*", "-e", f"restaurant_id={restaurant}"], env=env)
+    assert got.exit_code == 0 and not mine.empty, got.output
+    in_10m = mine[mine["order_ts"] > newest - pd.Timedelta(minutes=10)]
+    in_30m = mine[mine["order_ts"] > newest - pd.Timedelta(minutes=30)]
+    assert f'"restaurant_orders__orders_10m": {len(in_10m)},' in got.output, got.output
+    assert f'"restaurant_orders__items_30m": {float(in_30m["basket_size"].sum())}' in got.output, got.output
     got = runner.invoke(app, ["features", "get", "city_demand.*", "-e", "city=lima", "-e", "city=atlantis"], env=env)
     assert got.exit_code == 0, got.output
     assert '"city": "atlantis"' in got.output and "city_demand__orders_10m" in got.output

@@ -139,7 +139,7 @@ def assert_error(response: requests.Response, status: int, mentions: str) -> dic
 
 def test_read_routes_answer_with_the_repository_feature_store_and_monitoring(server: str, endpoint: str) -> None:
     groups = call(server, "GET", "/feature-groups").json()
-    assert {g["name"] for g in groups} == {"restaurant_prep", "city_demand"} and all(
+    assert {g["name"] for g in groups} == {"restaurant_prep", "city_demand", "restaurant_orders"} and all(
         g["built"] and g["rows"] > 0 for g in groups
     )
     described = call(server, "GET", "/feature-groups/restaurant_prep").json()

@@ -99,7 +99,7 @@ def test_materialize_writes_the_latest_offline_row_per_entity(
     settings, _ = example_lake
     store = FeatureStore(settings.model_copy(update={"online_store_path": tmp_path / "online.db"}))
     written = store.materialize()
-    for name in ("restaurant_prep", "city_demand"):
+    for name in ("restaurant_prep", "city_demand", "restaurant_orders"):
         spec = store.registry.get(name)
         offline = store.offline.read_group(name)
         latest = offline.sort_values(spec.event_time).drop_duplicates(spec.entity_names, keep="last")
@@ -125,9 +125,13 @@ def test_online_lookup_through_the_feature_store(example_lake: tuple[Settings, p
         ],
     )
     assert result.rows[0]["restaurant_prep__prep_minutes_mean_7d"] is not None
-    assert result.rows[0]["city_demand__orders_1h"] >= 1
+    assert result.rows[0]["city_demand__orders_1h"] >= 1 and result.rows[0]["restaurant_orders__orders_10m"] >= 1
     assert all(value is None for value in result.rows[1].values())
-    assert {(m["row"], m["feature_group"]) for m in result.missing} == {(1, "restaurant_prep"), (1, "city_demand")}
+    assert {(m["row"], m["feature_group"]) for m in result.missing} == {
+        (1, "restaurant_prep"),
+        (1, "city_demand"),
+        (1, "restaurant_orders"),
+    }
     with pytest.raises(InvalidInput, match=r"entity_rows\[0\] is missing the entity key 'city' \(string\): add it"):
         store.get_online_features(["city_demand.orders_1h"], [{"restaurant_id": 1}])
     # one entity-key rule for the feature store and the predictor (EntityKey.value_of): an int64 key takes an

@@ -27,7 +27,9 @@ from cupola.monitoring.exporter import StreamCollector
 from cupola.specs import SpecError
 from cupola.specs.feature_group import FeatureGroupSpec, load_feature_group
 from cupola.stores.event_topics import create_producer, ensure_topic
+from cupola.stores.online.sqlite import SqliteOnlineStore
 from cupola.streaming.checkpoint import LANDED_PREFIX
+from cupola.streaming.processor import StreamProcessor
 from cupola.streaming.worker import start_worker, stop_worker
 from tests.test_serving import wait_until
 
@@ -313,6 +315,49 @@ def produce_raw(settings: Settings, topic: str, values: list[bytes]) -> None:
     for value in values:
         producer.produce(topic, value=value, key=b"raw")
     assert producer.flush(30) == 0
+
+
+class RecordingOnlineStore(SqliteOnlineStore):
+    """The SQLite online store, keeping a copy of every frame written: each value the stream served, in order."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.frames: list[pd.DataFrame] = []
+
+    def write(self, group: FeatureGroupSpec, rows: pd.DataFrame) -> int:
+        self.frames.append(rows.copy())
+        return super().write(group, rows)
+
+
+@pytest.mark.slow
+def test_every_value_served_from_kafka_equals_the_batch_pipelines_at_its_event_time(kafka: str, tmp_path: Path) -> None:
+    """Events through a real topic (two partitions, keyed by user) and the stream processor: every row it wrote
+    online, not only the last per user, is the batch pipeline's row for that user and event time (history included)."""
+    topic = f"clicks-{time.time_ns()}"
+    settings = Settings.load(data_root=str(tmp_path / "lake"), kafka_bootstrap_servers=kafka)
+    store = FeatureStore(settings)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "clicks.yaml").write_text(yaml.safe_dump(group_document(topic, allowed_lateness="4h")))
+    store.apply(tmp_path / "repo")
+    events = random_events(5_000, seed=11)
+    history, streamed = events.iloc[:800], events.iloc[800:]
+    write_history(store, history)
+    assert store.push("clicks", rows_of(streamed)).mode == "kafka"
+
+    spec = store.registry.get("clicks")
+    recording = RecordingOnlineStore.from_settings(settings)
+    processor = StreamProcessor(spec, settings, store.datalake, recording)
+    try:
+        deadline = time.monotonic() + 120
+        while processor.counters["events"] + processor.counters["late"] < len(streamed):
+            assert time.monotonic() < deadline, processor.status()
+            processor.step(max_messages=100)  # small batches: many intermediate values per user
+    finally:
+        processor.close()
+    assert processor.counters["late"] == 0 and processor.counters["invalid"] == 0
+    served = pd.concat(recording.frames, ignore_index=True)
+    assert len(recording.frames) >= 20 and len(served) > 10 * 40
+    assert_same_values(served[["user_id", "ts", *FEATURES]], batch_values(spec, events))
 
 
 @pytest.mark.slow

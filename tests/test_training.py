@@ -132,13 +132,17 @@ def test_small_partitions_are_served_by_the_fallback(lake: Settings) -> None:
     assert set(version.artifacts) == set(units)
     assert version.data["fingerprint"] and version.data["rows"]["test"] > 0
 
-    # the leakage audit: city_demand counts orders up to each order's own instant, so every row is valued there
+    # the leakage audit: city_demand and restaurant_orders count orders up to each order's own instant, so every row
+    # is valued there
     training_set = FeatureStore(lake).datalake.parquet_dataset(version.data["training_set"]).to_table().to_pandas()
     audit = version.data["leakage"]
-    assert set(audit) == {"restaurant_prep", "city_demand"} and not any(a["source_is_labels"] for a in audit.values())
+    assert set(audit) == {"restaurant_prep", "city_demand", "restaurant_orders"} and not any(
+        a["source_is_labels"] for a in audit.values()
+    )
     demand = FeatureStore(lake).offline.read_group("city_demand")[["city", "order_ts"]].drop_duplicates()
     same_instant = training_set.merge(demand, on=["city", "order_ts"])
     assert audit["city_demand"]["exact_time_rows"] == len(same_instant) == len(training_set)
+    assert audit["restaurant_orders"]["exact_time_rows"] == len(training_set)
     runs = open_store("runs", lake)
     assert any(message.startswith("leakage? city_demand") for _, message in runs.logs(result.run_id))
 

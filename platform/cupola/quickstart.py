@@ -1,5 +1,6 @@
 """The quickstart: the delivery example from raw events to features, trained models, their records and reports,
-an online endpoint answering over HTTP, and live monitoring with a planted drop in accuracy."""
+an online endpoint answering over HTTP, live monitoring with a planted drop in accuracy, and order events pushed
+live into a near-real-time feature the endpoint's model reads."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from cupola.examples import (
     LABELS_PATH,
 )
 from cupola.examples.delivery import request_row, write_example
+from cupola.examples.live_orders import LiveDemo, run_live_orders_demo
 from cupola.examples.monitoring_demo import Phase, run_monitoring_demo
 from cupola.features import FeatureStore, TrainingSet
 from cupola.features.pipeline import BuildResult, Progress
@@ -44,6 +46,7 @@ class QuickstartSummary:
     requests: list[dict]
     answers: list[dict]
     monitoring: list[Phase]
+    live: LiveDemo
 
 
 def with_outcome_token(settings: Settings) -> Settings:
@@ -85,6 +88,7 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
     with local_endpoint(settings) as endpoint:
         answers = post_rows(endpoint, EXAMPLE_MODEL_NAME, requests)
         monitoring = run_monitoring_demo(settings, endpoint, trainings[0].version)
+        live = run_live_orders_demo(settings, endpoint, orders, seed)
     return QuickstartSummary(
         orders=len(orders),
         data_root=settings.data_root_uri,
@@ -101,4 +105,5 @@ def run_quickstart(settings: Settings, rows: int, seed: int, progress: Progress 
         requests=requests,
         answers=answers,
         monitoring=monitoring,
+        live=live,
     )

@@ -143,6 +143,19 @@ def quickstart(
     console.print(
         "  see `cupola monitor delivery_minutes`; Prometheus: scrape /metrics with cluster/prometheus/prometheus.yml"
     )
+    live = summary.live
+    console.print(
+        f"a day of order events pushed live to restaurant_orders (embedded, no Kafka); restaurant {live.restaurant_id}:"
+    )
+    for step in live.steps:
+        figures = ", ".join(
+            f"{name.split('__', 1)[1]} {'(none)' if value is None else format(value, 'g')}"
+            for name, value in step.features.items()
+        )
+        pushed = f"{step.pushed:>5,} pushed" + (f" (up to {step.newest[:16]})" if step.newest else "")
+        console.print(
+            f"  {pushed}: {figures} → next order {step.prediction:.2f} minutes", highlight=False, soft_wrap=True
+        )
     console.print("keep it running: `ray start --head && cupola deploy delivery_minutes --alias production`, then")
     console.print(
         f"  curl -s -X POST http://127.0.0.1:8000/v1/models/delivery_minutes:predict -H 'content-type: application/json' -d '{json.dumps({'row': summary.requests[0]})}'",

@@ -1,8 +1,9 @@
 """Deterministic synthetic food-delivery orders.
 
 Each order belongs to a city, a restaurant and a courier. Preparation time depends on the
-restaurant's own behaviour and on how busy its city is (orders in the last 10 minutes), so
-the aggregate features of the example feature groups carry real signal. Travel speed, rush-
+restaurant's own behaviour, on how busy its city is (orders in the last 10 minutes) and on how
+many orders its kitchen received in the last 10 minutes, so the aggregate features of the
+example feature groups carry real signal. Travel speed, rush-
 hour slow-down and load sensitivity differ per city, so per-city models can beat one global
 model. Labels: `delivery_minutes` (regression) and `late` (> 45 minutes, binary).
 """
@@ -33,6 +34,9 @@ class City:
     km_per_minute: float  # courier speed
     rush_slowdown: float  # extra travel factor at lunch and dinner peaks
     load_sensitivity: float  # extra prep per order in the last 10 minutes, relative
+
+
+KITCHEN_MINUTES_PER_ORDER = 2.5  # extra preparation per other order the restaurant received in the last 10 minutes
 
 
 def _cities(rng: np.random.Generator) -> list[City]:
@@ -109,11 +113,13 @@ def generate_orders(rows: int, seed: int = 7, days: int = 30) -> pd.DataFrame:
     basket_size = 1 + rng.poisson(1.8, rows)
     city_load = _orders_in_last(order_ts_ns, city, window_ns=int(600e9))
     typical_load = np.maximum(np.median(city_load), 1.0)
+    kitchen_load = _orders_in_last(order_ts_ns, restaurant, window_ns=int(600e9)) - 1
 
     load_sensitivity = np.array([c.load_sensitivity for c in cities])[city]
     prep_minutes = (
         restaurant_prep[restaurant] * (1.0 + load_sensitivity * city_load / typical_load * 10.0)
         + 0.6 * basket_size
+        + KITCHEN_MINUTES_PER_ORDER * kitchen_load
         + rng.gamma(2.0, 1.0, rows)
     )
     speed = np.array([c.km_per_minute for c in cities])[city]
@@ -146,6 +152,7 @@ def generate_orders(rows: int, seed: int = 7, days: int = 30) -> pd.DataFrame:
     return frame.sort_values("order_ts", kind="stable").reset_index(drop=True)
 
 
+ORDER_EVENT_COLUMNS = ["restaurant_id", "order_ts", "basket_size"]
 LABEL_COLUMNS = [
     "order_id",
     "city",
@@ -160,11 +167,13 @@ LABEL_COLUMNS = [
 
 
 def write_example(datalake: Datalake, rows: int, seed: int = 7, days: int = 30) -> pd.DataFrame:
-    """Generate the example and write raw order events and label events (known at order time) to the datalake."""
-    from cupola.examples import LABELS_PATH, ORDERS_PATH
+    """Generate the example and write it to the datalake: the orders' history (known once delivered), the order
+    events as they were placed (what the restaurant_orders stream carries) and the label events."""
+    from cupola.examples import LABELS_PATH, ORDER_EVENTS_PATH, ORDERS_PATH
 
     orders = generate_orders(rows, seed=seed, days=days)
     write_by_date(orders, datalake, ORDERS_PATH, "order_ts")
+    write_by_date(orders[ORDER_EVENT_COLUMNS], datalake, ORDER_EVENTS_PATH, "order_ts")
     write_by_date(orders[LABEL_COLUMNS], datalake, LABELS_PATH, "order_ts")
     return orders
 
