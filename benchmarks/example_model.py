@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 
 from cupola import FeatureStore, Settings
-from cupola.examples import EXAMPLE_MODEL_SPEC
+from cupola.examples import EXAMPLE_FEATURE_REPO, EXAMPLE_MODEL_SPEC
 from cupola.examples.delivery import write_example
 from cupola.specs.model import ModelSpec
 from cupola.stores.models import ModelVersion, create_repository
@@ -21,10 +21,11 @@ from cupola.training.trainer import train
 def trained_example(
     root: Path, orders: int, seed: int, **settings_overrides: object
 ) -> tuple[Settings, ModelVersion, pd.DataFrame]:
-    """Example orders, both feature groups built and materialized, the delivery model trained (2 search
+    """Example orders, the example's feature groups applied, built and materialized, the delivery model trained (2 search
     trials) and under the `production` alias; `settings_overrides` pick e.g. the Cassandra backend."""
     settings = Settings.load(data_root=str(root / "lake"), **settings_overrides)
     store = FeatureStore(settings)
+    store.apply(EXAMPLE_FEATURE_REPO)
     frame = write_example(store.datalake, orders, seed=seed, days=10)
     store.build()
     store.materialize()

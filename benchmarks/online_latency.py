@@ -13,7 +13,7 @@ the first case came out slower than the second, which does more work):
   embedded_features  a row with entity keys only: features looked up in the SQLite online store
   bare_serve         a Serve deployment that parses JSON and calls inplace_predict on the same booster
 
-    python benchmarks/online_latency.py [--requests 2000] [--backend cassandra]
+    python benchmarks/online_latency.py [--requests 6000] [--backend cassandra]
 
 The last line is one JSON object: p95_ms_no_features, p95_ms_embedded_features, p95_ms_bare_serve
 (concurrency 1), ratio_vs_bare_serve (p95, features in the request, over bare; goal <= 1.0),
@@ -138,7 +138,7 @@ def setup(root: Path, **settings_overrides: object) -> tuple[object, dict, dict,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--requests", type=int, default=2000, help="measured requests per case and concurrency, split over the rounds"
+        "--requests", type=int, default=6000, help="measured requests per case and concurrency, split over the rounds"
     )
     parser.add_argument(
         "--rounds",

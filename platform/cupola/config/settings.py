@@ -127,6 +127,14 @@ class Settings(BaseSettings):
         le=100,
         description="Share of online predictions logged for monitoring when a deployment sets none. Env: CUPOLA_SAMPLE_PERCENT.",
     )
+    serve_access_log: bool = Field(
+        default=False,
+        description=(
+            "Whether the prediction app's replicas write Serve's access log line per request (off: every answer "
+            "already carries its request id, server faults are logged and requests counted by status, and the line "
+            "costs throughput under load). Env: CUPOLA_SERVE_ACCESS_LOG."
+        ),
+    )
     monitoring_interval_s: float = Field(
         default=15.0,
         gt=0,

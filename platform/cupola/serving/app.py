@@ -463,9 +463,9 @@ class ModelServer:
 
     async def _predict(self, predictor: Predictor, rows: list[dict[str, Any]]) -> Predictions:
         """Predict on the event loop when the rows carry every feature (tens of microseconds of numpy and
-        onnxruntime); in a store thread when the predictor may look features up in the online store (a
-        Cassandra or SQLite round trip must not hold up the other requests of this replica)."""
-        if not predictor.looks_up(rows):
+        onnxruntime) or their lookups never wait (SQLite's local reads); in a store thread when a lookup may wait
+        on a round trip (a Cassandra read must not hold up the other requests of this replica)."""
+        if not predictor.waits_on_store(rows):
             return predictor.predict_records(rows)
         return await self._in_thread(predictor.predict_records, rows)
 
@@ -744,5 +744,8 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     run in another working directory."""
     args = dict(args or {})
     replicas = int(args.pop("num_replicas", 1))
+    settings = Settings.load(**args)
     deployment: Any = ModelServer  # a Serve Deployment, made by the decorators; mypy sees the class
-    return deployment.options(num_replicas=replicas).bind(Settings.load(**args).for_workers())
+    return deployment.options(
+        num_replicas=replicas, logging_config={"enable_access_log": settings.serve_access_log}
+    ).bind(settings.for_workers())

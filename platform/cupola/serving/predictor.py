@@ -68,11 +68,13 @@ class Predictor:
         self.store_columns = [c for c in needed if c in joined]
         self.request_columns = [c for c in needed if c not in joined]
 
-    def looks_up(self, rows: Sequence[dict[str, Any]]) -> bool:
-        """Whether predicting `rows` reads the online store: some row does not send every feature of some group
-        (the rule `_store_features` applies per group and row)."""
-        return self.online is not None and any(
-            not all(column in row for column in columns) for columns in self.group_columns for row in rows
+    def waits_on_store(self, rows: Sequence[dict[str, Any]]) -> bool:
+        """Whether predicting `rows` may wait on the online store: it reads it (some row does not send every feature
+        of some group, the rule `_store_features` applies per group and row) and its reads can wait."""
+        return (
+            self.online is not None
+            and self.online.reads_can_wait
+            and any(not all(column in row for column in columns) for columns in self.group_columns for row in rows)
         )
 
     @property

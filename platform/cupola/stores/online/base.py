@@ -12,7 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -49,6 +49,10 @@ class OnlineRow:
 
 class OnlineStore(ABC):
     """Latest value per (feature group, entity). Implementations must be safe to reuse across calls."""
+
+    # Whether a read can wait on a network round trip or another process: a Serve replica then runs the lookup in
+    # a store thread, off the event loop that answers requests. A backend whose reads never wait says False.
+    reads_can_wait: ClassVar[bool] = True
 
     @abstractmethod
     def write(self, group: FeatureGroupSpec, rows: pd.DataFrame) -> int:

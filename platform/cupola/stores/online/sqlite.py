@@ -47,6 +47,9 @@ class SqliteOnlineStore(SqliteStore, OnlineStore):
     """SQLite with WAL: many readers alongside one writer."""
 
     SCHEMA = SCHEMA
+    # A WAL reader never waits for the writer, and a lookup is a local indexed read: inline on a replica's
+    # event loop it costs less than the hand-off to a store thread and back.
+    reads_can_wait = False
 
     @classmethod
     def database_path(cls, settings: Settings) -> Path:
