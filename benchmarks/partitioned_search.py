@@ -1,14 +1,14 @@
-"""Partitioned hyperparameter search: cupola's Tune search vs a plain sequential xgboost loop.
+"""Partitioned hyperparameter search: cupola's search on Ray vs a plain sequential xgboost loop.
 
 40 partitions (plus the fallback on all rows) x 8 configurations of a small XGBoost model.
-cupola runs one Tune trial per configuration, each fitting every partition, trials in
-parallel (one CPU each). The baseline fits the same configurations on the same data one by
+cupola runs one trial per configuration, each fitting every partition, trials in parallel
+on its search actors (one CPU each). The baseline fits the same configurations on the same data one by
 one, single-threaded, in this process. Both must produce the same validation scores.
 
     python benchmarks/partitioned_search.py [--partitions 40] [--configs 8] [--rows-per-partition 1500]
 
 The last line is one JSON object: cupola_s, plain_s, ratio (cupola / plain). Goals on 2 cores: <= 0.75 at the
-default size; <= 0.65 with --rows-per-partition 10000, where Tune's fixed start-up costs no longer decide alone
+default size; <= 0.65 with --rows-per-partition 10000, where the actors' fixed start-up costs no longer decide alone
 (the 2-CPU limit is 0.5).
 """
 
@@ -93,7 +93,9 @@ def main() -> None:
             plain_s = time.perf_counter() - began
 
             for trial, direct in zip(outcome.trials, plain, strict=True):
-                assert trial["unit_scores"] == direct["unit_scores"], "Tune and the plain loop disagree on a score"
+                assert trial["unit_scores"] == direct["unit_scores"], (
+                    "the search and the plain loop disagree on a score"
+                )
             runs.append(
                 {"cupola_s": round(cupola_s, 3), "plain_s": round(plain_s, 3), "ratio": round(cupola_s / plain_s, 3)}
             )
@@ -120,7 +122,7 @@ def main() -> None:
     print(
         f"{fits} fits ({args.partitions} partitions + fallback) x {len(outcome.trials)} configurations; scores identical"
     )
-    print(f"cupola (Tune, {cpus} CPUs), median of {len(runs)}: {cupola_s:.2f}s")
+    print(f"cupola ({cpus} CPUs), median of {len(runs)}: {cupola_s:.2f}s")
     print(f"plain sequential loop, median of {len(runs)}:  {plain_s:.2f}s")
     goal = 0.65 if args.rows_per_partition >= 10_000 else 0.75
     print(f"ratio cupola / plain: {figures['ratio']:.2f}  (goal <= {goal})")

@@ -128,7 +128,7 @@ def placements_while(job: threading.Thread, dashboard: str, class_names: set[str
             limit=10_000,
             raise_on_missing_output=False,
         ):
-            name = actor.class_name.rsplit(".", 1)[-1]  # Tune's trials are `wrap_function.<locals>.ImplicitFunc`
+            name = actor.class_name.rsplit(".", 1)[-1]  # a FIFO search's trials run on cupola's SearchWorker actors
             seen.setdefault(name, set()).add(names.get(actor.node_id, actor.node_id))
 
     while job.is_alive():
@@ -174,7 +174,7 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
         target=lambda: finished.append(run_job(stack, "jobs/train.py", str(spec), "--run-id", "stack-run"))
     )
     job.start()
-    placed = placements_while(job, dashboard, {"ImplicitFunc", "RayTrainWorker"})
+    placed = placements_while(job, dashboard, {"SearchWorker", "RayTrainWorker"})
     assert finished[0].returncode == 0, finished[0].stdout[-5000:] + finished[0].stderr[-2000:]
     assert "registered delivery_minutes version 1" in finished[0].stdout + finished[0].stderr
     from cupola.stores.models import create_repository
@@ -184,9 +184,9 @@ def test_features_training_batch_serving_outcomes_and_scrape_on_a_multi_node_clu
     assert "ray-train xgboost, 2 workers" in trained_with.values() and "in-process" in trained_with.values(), (
         trained_with
     )
-    assert placed["ImplicitFunc"] == {"worker_a", "worker_b"}, sorted(
+    assert placed["SearchWorker"] == {"worker_a", "worker_b"}, sorted(
         placed.items()
-    )  # Tune's trials ran on both worker nodes (the head has no CPU)
+    )  # the search's trials ran on both worker nodes (the head has no CPU)
     assert placed["RayTrainWorker"] == {"worker_a", "worker_b"}, (
         placed
     )  # one partition's fit, data-parallel across the two

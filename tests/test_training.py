@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cupola import FeatureStore, Settings, load_model
-from cupola.errors import Conflict, InvalidInput
+from cupola.errors import Conflict, InvalidInput, ServerFault
 from cupola.evaluation.evaluate import evaluate
 from cupola.serving.predictor import Predictor
 from cupola.specs.model import ModelSpec
@@ -22,6 +22,7 @@ from cupola.stores.models import ArtifactIntegrityError, ArtifactStore, create_r
 from cupola.training.dataset import FALLBACK, build_training_data, prepare
 from cupola.training.search import evaluate_config, planned_configs, search
 from cupola.training.trainer import train
+from tests.test_serving import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "platform/cupola/examples/models/delivery_minutes.yaml"
 
@@ -247,6 +248,32 @@ def test_asha_stops_poor_configurations_early(lake: Settings, tmp_path: Path) ->
         reached = [t for t in outcome.trials if unit in t["unit_scores"]]
         assert outcome.best_valid_score[unit] == min(t["unit_scores"][unit] for t in reached)
         assert outcome.best_config[unit]["eta"] == 0.3
+
+
+def test_a_fifo_search_runs_on_search_workers_hands_on_each_trial_and_reports_a_failed_one(lake: Settings) -> None:
+    """Without ASHA the trials run on cupola's own actors: each finished trial reaches `on_trial` with the scores
+    a plain loop gets, the workers are gone afterwards, and a configuration XGBoost refuses fails the search
+    with a ServerFault naming the trial's error."""
+    import ray
+
+    spec = small_spec()
+    store = FeatureStore(lake)
+    data = prepare(spec, build_training_data(spec, store, "pool").to_pandas(store.datalake))
+    handed: dict[int, dict] = {}
+    outcome = search(spec, data, max_concurrent=2, on_trial=lambda index, result: handed.setdefault(index, result))
+    assert sorted(handed) == list(range(len(planned_configs(spec)))) == [t["trial"] for t in outcome.trials]
+    for trial in outcome.trials:
+        assert handed[trial["trial"]]["unit_scores"] == evaluate_config(trial["config"], spec, data)["unit_scores"]
+
+    def cpus_free() -> bool:  # the workers hold one CPU each while they live
+        return ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
+
+    wait_until(cpus_free, timeout=60)
+    document = spec.model_dump(mode="json")
+    document["algorithm"]["search_space"] = {"tree_method": {"type": "choice", "values": ["no-such-method"]}}
+    with pytest.raises(ServerFault, match="a search trial failed: XGBoostError: .*no-such-method"):
+        search(ModelSpec.model_validate(document), data, max_concurrent=2)
+    wait_until(cpus_free, timeout=60)  # a failed search leaves no worker behind either
 
 
 def test_large_units_are_fitted_data_parallel_with_ray_train(lake: Settings) -> None:

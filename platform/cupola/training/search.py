@@ -1,14 +1,18 @@
-"""Hyperparameter search with Ray Tune, amortized over partitions, resumable from cupola's own records.
+"""Hyperparameter search on Ray, amortized over partitions, resumable from cupola's own records.
 
-One Tune trial evaluates one configuration on *every* unit (each partition and the
-fallback) and reports each unit's validation score. The best configuration is then chosen
-per unit. With the ASHA scheduler, trials report after each unit and poor configurations
-stop early. Ray's per-trial cost (about 1.2 s measured here) is paid once per configuration,
-not once per (partition, configuration), and trials still run in parallel, one CPU each.
+One trial evaluates one configuration on *every* unit (each partition and the fallback) and
+reports each unit's validation score. The best configuration is then chosen per unit. Ray's
+per-trial cost is paid once per configuration, not once per (partition, configuration), and
+trials still run in parallel, one CPU each.
+
+A search that runs every configuration to the end (`scheduler: fifo`, the default) runs on a pool of
+cupola's own actors (`SearchWorker`), which start faster than Tune's trial actors (no `ray.tune` import
+in each, no controller in the driver); with `scheduler: asha`, trials report after each unit and Ray
+Tune's ASHA scheduler stops poor configurations early.
 
 The configurations are drawn up front from the spec's seed (`planned_configs`), so a run
 knows its whole plan. Each finished trial is handed to `on_trial` (the trainer keeps it in the
-run's record); a resumed run passes those back as `finished` and Tune runs only the rest. Tune's
+run's record); a resumed run passes those back as `finished` and only the rest run. Tune's
 own state lives in a temporary folder of the driver and is never restored: `Tuner.restore`
 unpickles files, and nothing a worker can write is ever unpickled.
 """
@@ -27,10 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import ray
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.util import ActorPool
 
 from cupola.algorithms import get_algorithm, import_xgboost_without_sklearn
 from cupola.errors import ServerFault
@@ -113,28 +119,51 @@ def evaluate_config(config: dict[str, Any], spec: ModelSpec, data: PreparedData)
     return _summary(scores, weights)
 
 
-def _trial(
+def _running_scores(
+    index: int, spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]], fits: SearchFits | None
+) -> Iterator[TrialResult]:
+    """Planned configuration `index` over the units in their order, its running summary after each unit; each
+    early-stopped fit is kept in `fits` for the final refit."""
+    keep = (lambda unit, fit: fits.put(index, unit, fit)) if fits is not None else None
+    scores, weights = {}, {}
+    for unit, score, rows in unit_scores(plan[index], spec, data, keep):
+        scores[unit], weights[unit] = score, rows
+        yield _summary(scores, weights)
+
+
+def _asha_trial(
     config: dict[str, Any],
     spec: ModelSpec,
     data: PreparedData,
     plan: list[dict[str, Any]],
     fits: SearchFits | None = None,
 ) -> None:
-    """One planned configuration (`config["trial"]` indexes the plan) over all units. Under ASHA it reports
-    after each unit: units come in the same order in every trial, so running means at the same step compare
-    like with like."""
+    """A Tune trial of an ASHA search (`config["trial"]` indexes the plan): it reports after each unit, and units
+    come in the same order in every trial, so running means at the same step compare like with like."""
     if spec.algorithm.name == "xgboost":
         import_xgboost_without_sklearn()  # a trial actor is a process of cupola's own
-    index = config["trial"]
-    planned = plan[index]
-    keep = (lambda unit, fit: fits.put(index, unit, fit)) if fits is not None else None
-    scores, weights = {}, {}
-    for unit, score, rows in unit_scores(planned, spec, data, keep):
-        scores[unit], weights[unit] = score, rows
-        if spec.search.scheduler == "asha":
-            tune.report(_summary(scores, weights))
-    if spec.search.scheduler != "asha":
-        tune.report(_summary(scores, weights))
+    for summary in _running_scores(config["trial"], spec, data, plan, fits):
+        tune.report(summary)
+
+
+@ray.remote(num_cpus=1)
+class SearchWorker:
+    """One CPU of a FIFO search: a process of cupola's own that runs planned configurations to the end.
+
+    Tune adds nothing to such a search but its trial actors' start-up (each imports `ray.tune`, ~1.1 s of CPU
+    on this project's 2-core machine) and a controller in the driver; the partitioned_search benchmark ran
+    0.6-0.9 s faster on these (benchmarks/RESULTS.md)."""
+
+    def __init__(
+        self, spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]], fits: SearchFits | None
+    ) -> None:
+        if spec.algorithm.name == "xgboost":
+            import_xgboost_without_sklearn()
+        self.spec, self.data, self.plan, self.fits = spec, data, plan, fits
+
+    def run(self, index: int) -> tuple[int, TrialResult]:
+        *_, final = _running_scores(index, self.spec, self.data, self.plan, self.fits)
+        return index, final
 
 
 def _scheduler(spec: ModelSpec, units: int) -> ASHAScheduler | None:
@@ -165,7 +194,7 @@ class _TrialRecorder(tune.Callback):
 def _quiet_tune() -> Iterator[None]:
     """Tune's console output and its default loggers off while cupola searches: the trainer reports progress itself,
     so the experiment table Tune prints even at verbose=0, and the TensorboardX warning its default loggers raise
-    (`_run_trials` adds the JSON logger its result grid reads), tell a user nothing to act on. Tune reads both
+    (`_run_asha` adds the JSON logger its result grid reads), tell a user nothing to act on. Tune reads both
     variables when a run starts; they are restored afterwards."""
     quiet = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
     previous = {name: os.environ.get(name) for name in quiet}
@@ -180,18 +209,48 @@ def _quiet_tune() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _run_trials(
+def _run_on_workers(
     spec: ModelSpec,
     data: PreparedData,
     plan: list[dict[str, Any]],
     pending: list[int],
-    max_concurrent: int,
+    concurrency: int,
     on_trial: Callable[[int, TrialResult], None],
     fits: SearchFits | None,
 ) -> dict[int, TrialResult]:
-    """Run the pending planned trials with Tune; results by plan index."""
+    """Run the pending planned trials to the end on `concurrency` SearchWorkers, each result handed to `on_trial`
+    as it arrives; results by plan index."""
+    data_ref = ray.put(data)
+    workers = [
+        SearchWorker.remote(spec, data_ref, plan, fits)  # type: ignore[attr-defined]  # @ray.remote made it an actor class
+        for _ in range(min(concurrency, len(pending)))
+    ]
+    results: dict[int, TrialResult] = {}
+    try:
+        for index, result in ActorPool(workers).map_unordered(lambda worker, i: worker.run.remote(i), pending):
+            on_trial(index, result)
+            results[index] = result
+    except ray.exceptions.RayError as error:  # the trial's own exception (`cause`), or its worker's death
+        cause = getattr(error, "cause", None) or error
+        raise ServerFault(f"a search trial failed: {type(cause).__name__}: {cause}") from error
+    finally:
+        for worker in workers:
+            ray.kill(worker)
+    return results
+
+
+def _run_asha(
+    spec: ModelSpec,
+    data: PreparedData,
+    plan: list[dict[str, Any]],
+    pending: list[int],
+    concurrency: int,
+    on_trial: Callable[[int, TrialResult], None],
+    fits: SearchFits | None,
+) -> dict[int, TrialResult]:
+    """Run the pending planned trials with Tune under ASHA; results by plan index."""
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, spec=spec, data=data, plan=plan, fits=fits), {"cpu": 1}
+        tune.with_parameters(_asha_trial, spec=spec, data=data, plan=plan, fits=fits), {"cpu": 1}
     )
     storage = tempfile.mkdtemp(prefix="cupola-tune-")  # the driver's own; removed when the search ends
     try:
@@ -201,7 +260,7 @@ def _run_trials(
             tune_config=tune.TuneConfig(
                 metric="score",
                 mode=spec.mode,
-                search_alg=BasicVariantGenerator(max_concurrent=spec.search.max_concurrent or max_concurrent),
+                search_alg=BasicVariantGenerator(max_concurrent=concurrency),
                 scheduler=_scheduler(spec, len(data.units)),
                 reuse_actors=True,
             ),
@@ -232,7 +291,8 @@ def search(
     on_trial: Callable[[int, TrialResult], None] = lambda index, result: None,
     fits: SearchFits | None = None,
 ) -> SearchOutcome:
-    """Run the planned trials not in `finished` (plan index → result of an earlier attempt) and pick the
+    """Run the planned trials not in `finished` (plan index → result of an earlier attempt), on SearchWorkers or
+    under Tune's ASHA, and pick the
     best configuration for each unit from all of them (the fallback's as `partition.fallback` says). With
     `fits`, every trial keeps its early-stopped fits there for the final refit."""
     all_units, units = data.units, searched_units(spec, data.units)
@@ -243,7 +303,8 @@ def search(
     results = dict(finished or {})
     pending = [index for index in range(len(plan)) if index not in results]
     if pending:
-        results |= _run_trials(spec, data, plan, pending, max_concurrent, on_trial, fits)
+        run = _run_asha if _scheduler(spec, len(units)) is not None else _run_on_workers
+        results |= run(spec, data, plan, pending, spec.search.max_concurrent or max_concurrent, on_trial, fits)
     # numbered by plan index: the order Tune creates (and numbers) trials in on a fresh run
     trials = [{"trial": index, "config": plan[index], **results[index]} for index in sorted(results)]
     better = min if spec.mode == "min" else max

@@ -1,6 +1,6 @@
 """Train a model spec end to end and register the result as a new model version.
 
-Steps: training set (point-in-time, fingerprinted) → transforms and split → Tune search, one
+Steps: training set (point-in-time, fingerprinted) → transforms and split → search on Ray, one
 trial per configuration across all units → retrain each unit's best configuration (Ray
 tasks, in parallel) → evaluation report (test metrics per partition, routed as serving will
 route, next to the fallback alone, the production version and a trivial baseline; charts as
@@ -339,7 +339,8 @@ def _finished_trials(run: TrainingRun) -> dict[int, TrialResult]:
 @dataclass(frozen=True)
 class _TrialRecorder:
     """Keeps each finished trial in the run's record (what a resume skips) and reports progress. Holds only
-    settings, so Tune can keep it with its experiment (it pickles its callbacks into its own temporary state)."""
+    settings, so Tune (in an ASHA search) can keep it with its experiment (it pickles its callbacks into its own
+    temporary state)."""
 
     settings: Settings
     run_id: str
