@@ -150,9 +150,8 @@ def _asha_trial(
 class SearchWorker:
     """One CPU of a FIFO search: a process of cupola's own that runs planned configurations to the end.
 
-    Tune adds nothing to such a search but its trial actors' start-up (each imports `ray.tune`, ~1.1 s of CPU
-    on this project's 2-core machine) and a controller in the driver; the partitioned_search benchmark ran
-    0.6-0.9 s faster on these (benchmarks/RESULTS.md)."""
+    Tune adds nothing to such a search but its trial actors' start-up (each also imports `ray.tune`) and a
+    controller in the driver; benchmarks/partitioned_search.py runs faster on these (benchmarks/RESULTS.md)."""
 
     def __init__(
         self, spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]], fits: SearchFits | None
