@@ -21,8 +21,8 @@ from cupola.training.trainer import train
 def trained_example(
     root: Path, orders: int, seed: int, **settings_overrides: object
 ) -> tuple[Settings, ModelVersion, pd.DataFrame]:
-    """Example orders, the example's feature groups applied, built and materialized, the delivery model trained (2 search
-    trials) and under the `production` alias; `settings_overrides` pick e.g. the Cassandra backend."""
+    """Example orders, the example's feature groups applied, built and materialized, the delivery model trained
+    (2 search trials) and under the `production` alias; `settings_overrides` pick e.g. the Cassandra backend."""
     settings = Settings.load(data_root=str(root / "lake"), **settings_overrides)
     store = FeatureStore(settings)
     store.apply(EXAMPLE_FEATURE_REPO)

@@ -111,24 +111,26 @@ def _summary(scores: dict[str, float], weights: dict[str, int]) -> dict[str, Any
     }
 
 
-def evaluate_config(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> dict[str, Any]:
-    """Fit `config` on every unit; scores per unit and their validation-row-weighted mean."""
-    scores, weights = {}, {}
-    for unit, score, rows in unit_scores(config, spec, data):
-        scores[unit], weights[unit] = score, rows
-    return _summary(scores, weights)
-
-
 def _running_scores(
-    index: int, spec: ModelSpec, data: PreparedData, plan: list[dict[str, Any]], fits: SearchFits | None
+    config: dict[str, Any], spec: ModelSpec, data: PreparedData, keep: Callable[[str, KeptFit], None] | None = None
 ) -> Iterator[TrialResult]:
-    """Planned configuration `index` over the units in their order, its running summary after each unit; each
-    early-stopped fit is kept in `fits` for the final refit."""
-    keep = (lambda unit, fit: fits.put(index, unit, fit)) if fits is not None else None
+    """`config` over the units in their order: its summary (scores per unit so far and their validation-row-weighted
+    mean) after each unit; each fit is handed to `keep`."""
     scores, weights = {}, {}
-    for unit, score, rows in unit_scores(plan[index], spec, data, keep):
+    for unit, score, rows in unit_scores(config, spec, data, keep):
         scores[unit], weights[unit] = score, rows
         yield _summary(scores, weights)
+
+
+def evaluate_config(config: dict[str, Any], spec: ModelSpec, data: PreparedData) -> dict[str, Any]:
+    """Fit `config` on every unit; scores per unit and their validation-row-weighted mean."""
+    *_, final = _running_scores(config, spec, data)
+    return final
+
+
+def _keeper(fits: SearchFits | None, index: int) -> Callable[[str, KeptFit], None] | None:
+    """What keeps planned trial `index`'s early-stopped fits in `fits` for the final refit (None: not kept)."""
+    return (lambda unit, fit: fits.put(index, unit, fit)) if fits is not None else None
 
 
 def _asha_trial(
@@ -142,7 +144,8 @@ def _asha_trial(
     come in the same order in every trial, so running means at the same step compare like with like."""
     if spec.algorithm.name == "xgboost":
         import_xgboost_without_sklearn()  # a trial actor is a process of cupola's own
-    for summary in _running_scores(config["trial"], spec, data, plan, fits):
+    index = config["trial"]
+    for summary in _running_scores(plan[index], spec, data, _keeper(fits, index)):
         tune.report(summary)
 
 
@@ -161,7 +164,7 @@ class SearchWorker:
         self.spec, self.data, self.plan, self.fits = spec, data, plan, fits
 
     def run(self, index: int) -> tuple[int, TrialResult]:
-        *_, final = _running_scores(index, self.spec, self.data, self.plan, self.fits)
+        *_, final = _running_scores(self.plan[index], self.spec, self.data, _keeper(self.fits, index))
         return index, final
 
 
@@ -291,9 +294,8 @@ def search(
     fits: SearchFits | None = None,
 ) -> SearchOutcome:
     """Run the planned trials not in `finished` (plan index → result of an earlier attempt), on SearchWorkers or
-    under Tune's ASHA, and pick the
-    best configuration for each unit from all of them (the fallback's as `partition.fallback` says). With
-    `fits`, every trial keeps its early-stopped fits there for the final refit."""
+    under Tune's ASHA, and pick the best configuration for each unit from all of them (the fallback's as
+    `partition.fallback` says). With `fits`, every trial keeps its early-stopped fits there for the final refit."""
     all_units, units = data.units, searched_units(spec, data.units)
     if not spec.algorithm.search_space:
         return SearchOutcome({u: {} for u in units} | _fallback_config(spec, all_units, units, []), {}, [])
