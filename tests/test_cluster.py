@@ -112,6 +112,36 @@ def start_command(config: dict, role: str, **replacements: str) -> str:
     return command
 
 
+def test_cluster_nodes_start_ray_with_the_serve_ingress_environment_of_the_test_session(tmp_path: Path) -> None:
+    """`cluster/ray-node` exports what `cupola.runtime.SERVE_INGRESS_ENVIRONMENT` sets for a local Ray, so what the
+    tests and benchmarks measure is what a cluster node runs; an operator's own value wins."""
+    from cupola.runtime import SERVE_INGRESS_ENVIRONMENT
+
+    printer = tmp_path / "ray"
+    printer.write_text("#!/usr/bin/env bash\nenv\n")
+    printer.chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    base |= {"RAY_BIN": str(printer), "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token")}
+
+    def node_environment(**overrides: str) -> dict[str, str]:
+        started = subprocess.run(
+            [str(ROOT / "cluster" / "ray-node"), "head"],
+            env=base | overrides,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(line.split("=", 1) for line in started.stdout.splitlines() if line.startswith("RAY_"))
+
+    exported = node_environment()
+    assert {name: exported.get(name) for name in SERVE_INGRESS_ENVIRONMENT} == SERVE_INGRESS_ENVIRONMENT
+    assert exported["RAY_AUTH_MODE"] == "token"
+    assert (
+        node_environment(RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD="1")["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"]
+        == "1"
+    )
+
+
 @pytest.mark.slow
 def test_a_head_started_with_the_cluster_files_commands_refuses_clients_without_its_token(tmp_path: Path) -> None:
     """cluster.yaml's head command, run as `ray up` runs it on a fresh node (a new HOME with ~/venv and ~/cupola):

@@ -17,10 +17,14 @@ BOOTSTRAP_ANSWER_S = 5.0  # how long a cluster named by Ray's bootstrap file get
 # Serve's production ingress (`cluster/ray-node` exports the same for cluster nodes): HAProxy in front of the
 # replicas' own HTTP servers (p95 ~2.5 ms against ~9 ms for Serve's Python proxy), and a request whose replica
 # dies before answering (connection refused, or closed with no response) replayed on another replica.
-# Predictions are pure and outcome posts idempotent, so a replay is safe.
+# Predictions are pure and outcome posts idempotent, so a replay is safe. User code runs on the replica's own
+# event loop (Serve's throughput-optimized setting; cupola's replica keeps blocking work in its store threads): with
+# user code on a second thread, a response's headers and body crossed to the HTTP server as two batches, and a
+# replica killed between them sent the headers alone, a failure HAProxy can no longer replay.
 SERVE_INGRESS_ENVIRONMENT = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
 }
 
 
