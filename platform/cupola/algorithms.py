@@ -153,7 +153,7 @@ class XGBoostAlgorithm:
 
         booster_params, rounds, patience = self._booster_params(params, task, metric, seed)
         # One thread for the matrices too: by default their construction starts a thread per core, whose
-        # spinning after each build burned 14–40% of another core in a sequential loop (measured here).
+        # spinning after each build burned a good part of another core in a sequential loop (benchmarks/RESULTS.md).
         dtrain = _matrix(train, categorical)
         dvalid = _matrix(valid, categorical)
         booster = xgb.train(
@@ -266,7 +266,7 @@ def _distributed_loop(config: dict[str, Any]) -> None:
 
     class ReportAtEnd(RayTrainReportCallback):
         """Report once, with the final model. The stock callback reports every round, and each report is a
-        cross-worker barrier: measured here, ~2 s per round (200 s for 100 rounds) against 1.3 s in all."""
+        cross-worker barrier costing seconds per round (benchmarks/RESULTS.md)."""
 
         def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
             self._evals_log = evals_log  # type: ignore[assignment]  # Ray declares it None until the first round

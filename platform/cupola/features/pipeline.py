@@ -4,8 +4,8 @@ The work is one hash shuffle on Ray core tasks: a map task per source file reads
 applies the row transforms and splits the rows by entity bucket; a reduce task per bucket
 sorts its entities' events, computes every window with vectorized pandas and writes that
 bucket's files. Each entity's whole history meets in one task, so windows are right across
-file and date boundaries. (Measured here, Ray Data's groupby shuffle took 6-12x longer than
-this on the same data; see README "Architecture".)
+file and date boundaries. (Ray Data's groupby shuffle took several times longer than this on the
+same data: benchmarks/RESULTS.md.)
 """
 
 from __future__ import annotations

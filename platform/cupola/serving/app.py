@@ -295,9 +295,9 @@ class PredictFastPath:
     and answers `POST /v1/models/{name}:predict` itself, ahead of FastAPI's router, dependency solving and
     exception middleware; every other request goes on to FastAPI with its body replayed.
 
-    Measured here, in one run: a FastAPI route doing nothing but the bare deployment's `inplace_predict`
-    answered at p50 4.0–4.1 ms against 2.7–3.3 ms for a bare Serve deployment, and the same route behind this
-    kind of middleware at 2.6–2.8 ms: FastAPI's machinery cost as much as the prediction. The body is
+    A FastAPI route doing nothing but the bare deployment's `inplace_predict` was slower than a bare Serve
+    deployment by about as much as the prediction itself; behind this kind of middleware it was not
+    (benchmarks/RESULTS.md). The body is
     validated by the same pydantic model, errors get the same bodies, and the route in ModelServer
     documents the operation in the OpenAPI spec and runs the same `answer`."""
 
@@ -448,8 +448,8 @@ class ModelServer:
     async def _predictor(self, name: str, version: int) -> Predictor:
         """A loaded version from this replica's LRU cache (at most MODELS_PER_REPLICA; the least recently used is dropped).
 
-        Serve's `@serve.multiplexed` does the same with routing by a request header, but with it
-        the endpoint's p95 was 7.9 ms against 5.9 ms with this cache (measured here, 2 cores)."""
+        Serve's `@serve.multiplexed` does the same with routing by a request header, but with it the
+        endpoint's p95 was a third higher than with this cache (benchmarks/RESULTS.md)."""
         key = (name, version)
         predictor = self._loaded.get(key)
         if predictor is None:

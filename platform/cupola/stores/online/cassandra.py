@@ -9,8 +9,8 @@ last-write-wins keeps the row with the latest event time and replaying an older
 materialization changes nothing — the same contract as the SQLite store, without a read
 before the write. `USING TTL` comes from the group's `online_ttl`. Materialization sends
 prepared inserts in UNLOGGED batches of `BATCH_ROWS` with `execute_concurrent` (bounded in
-flight): on the local node, 3.0k rows/s one insert per request against 24k rows/s in batches of
-25 (measured here). Each row is its own partition, so on a multi-node cluster a batch's
+flight): on the local node batches of 25 wrote about eight times the rows per second of one
+insert per request (benchmarks/RESULTS.md). Each row is its own partition, so on a multi-node cluster a batch's
 coordinator forwards rows to their replicas: fewer client round trips for some extra hops;
 a batch stays under Cassandra's 5 KB batch warning for groups of a few dozen features. Reads: one `IN` query per
 group for up to `READ_CHUNK` entities (one call for a serving request), chunks in parallel
